@@ -1,0 +1,182 @@
+"""Threads, their messages, the tool calls of assistant messages, and token usage.
+
+Rows are written only by `chat.services`; see that module for the rules
+(idempotency per turn, append-only streaming content, usage once per message).
+"""
+
+from django.conf import settings
+from django.db import models
+from django.db.models import Q
+
+
+class Thread(models.Model):
+    owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="threads")
+    title = models.CharField(max_length=200, blank=True, default="")
+    # Highest `Message.seq` handed out in this thread. Incremented with
+    # UPDATE ... RETURNING in the inserting transaction, so the row lock
+    # serializes concurrent writers and a rolled-back insert gives its number back.
+    last_seq = models.PositiveIntegerField(default=0)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        indexes = [
+            # The thread list: one owner's threads, newest first.
+            models.Index(fields=["owner", "-updated_at"], name="chat_thread_owner_recent"),
+        ]
+
+    def __str__(self) -> str:
+        return self.title or f"Thread {self.pk}"
+
+
+class Message(models.Model):
+    class Role(models.TextChoices):
+        USER = "user"
+        ASSISTANT = "assistant"
+
+    class Status(models.TextChoices):
+        STREAMING = "streaming"
+        COMPLETED = "completed"
+        CANCELLED = "cancelled"
+        FAILED = "failed"
+        INTERRUPTED = "interrupted"
+
+    thread = models.ForeignKey(Thread, on_delete=models.CASCADE, related_name="messages")
+    role = models.CharField(max_length=16, choices=Role.choices)
+    # The client's (or server's) id of the turn this message belongs to; one
+    # user and one assistant message share it. Empty only for imported rows.
+    turn_id = models.CharField(max_length=64, blank=True, default="")
+    # 1, 2, 3 ... per thread in creation order (see Thread.last_seq).
+    seq = models.PositiveIntegerField()
+    # The full text once the message is final. While it streams, the text is
+    # `content` followed by its MessageChunk rows; `content_length` counts both.
+    content = models.TextField(blank=True, default="")
+    # Length in code points (Python's len) of the full text, chunks included:
+    # the `offset` of the next delta.
+    content_length = models.PositiveIntegerField(default=0)
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.COMPLETED)
+    # Flags the contract exposes: streaming, cancelled, has_error, error,
+    # mentioned_documents (user messages), agent, model.
+    metadata = models.JSONField(default=dict, blank=True)
+    # The provider's raw final output, where it is worth keeping.
+    raw = models.JSONField(null=True, blank=True)
+    # Touched by the process running the turn; a stale heartbeat on a
+    # streaming message means that process died (see agents.sweeper).
+    heartbeat_at = models.DateTimeField(null=True, blank=True)
+    # Set by a cancel that may come from another server process; the running
+    # turn reads it with its heartbeat.
+    cancel_requested = models.BooleanField(default=False)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["thread_id", "seq"]
+        constraints = [
+            # Idempotent writes: a retried turn_id finds its row instead of
+            # inserting a second user or assistant message.
+            models.UniqueConstraint(
+                fields=["thread", "turn_id", "role"],
+                condition=~Q(turn_id=""),
+                name="chat_message_unique_turn_role",
+            ),
+            # Gap-free, duplicate-free numbering even if a writer bypasses last_seq.
+            models.UniqueConstraint(fields=["thread", "seq"], name="chat_message_unique_seq"),
+        ]
+        indexes = [
+            # The sweeper's scan for streaming messages with a stale heartbeat.
+            models.Index(
+                fields=["heartbeat_at"],
+                condition=Q(status="streaming"),
+                name="chat_message_streaming_hb",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.role} #{self.seq} ({self.status})"
+
+
+class MessageChunk(models.Model):
+    """A piece of a streaming message's text, appended in O(1).
+
+    Rewriting a growing text column per delta costs O(length); inserting a
+    piece does not. `finalize_assistant_turn` folds the pieces into
+    `Message.content` and deletes them.
+    """
+
+    message = models.ForeignKey(Message, on_delete=models.CASCADE, related_name="chunks")
+    # Code-point offset of this piece in the full text.
+    start = models.PositiveIntegerField()
+    text = models.TextField()
+
+    class Meta:
+        constraints = [
+            # Reading a message's pieces in order; two pieces never share a start.
+            models.UniqueConstraint(fields=["message", "start"], name="chat_chunk_unique_start"),
+        ]
+
+
+class AgentAction(models.Model):
+    class Status(models.TextChoices):
+        PENDING = "pending"
+        SUCCESS = "success"
+        ERROR = "error"
+
+    message = models.ForeignKey(Message, on_delete=models.CASCADE, related_name="actions")
+    # The model's id for this tool call, unique within the message.
+    call_id = models.CharField(max_length=128)
+    tool = models.CharField(max_length=100)
+    input = models.JSONField(default=dict, blank=True)
+    output = models.JSONField(null=True, blank=True)
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.PENDING)
+    # Length of the message's text when the call started, so a page can show
+    # the call between the text before and after it.
+    position = models.PositiveIntegerField(default=0)
+    started_at = models.DateTimeField(auto_now_add=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["message_id", "id"]
+        constraints = [
+            # Idempotent start_action: a retried call_id finds its row.
+            models.UniqueConstraint(fields=["message", "call_id"], name="chat_action_unique_call"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.tool} ({self.status})"
+
+
+class TokenUsage(models.Model):
+    # Null for usage not tied to one message (kept when the message is deleted).
+    message = models.ForeignKey(
+        Message, null=True, blank=True, on_delete=models.SET_NULL, related_name="usage_records"
+    )
+    thread = models.ForeignKey(Thread, null=True, blank=True, on_delete=models.SET_NULL, related_name="usage")
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="token_usage")
+    # What the tokens were spent on: "turn" for an assistant answer.
+    usage_type = models.CharField(max_length=32, default="turn")
+    # The model, or the first model when one turn used several.
+    model = models.CharField(max_length=100, blank=True, default="")
+    prompt_tokens = models.PositiveIntegerField(default=0)
+    completion_tokens = models.PositiveIntegerField(default=0)
+    total_tokens = models.PositiveIntegerField(default=0)
+    # Cost in millionths of a dollar, from settings.MODEL_PRICES.
+    cost_micros = models.PositiveBigIntegerField(default=0)
+    # {"model": {"prompt_tokens", "completion_tokens", "total_tokens", "cost_micros", "calls"}}
+    model_breakdown = models.JSONField(default=dict, blank=True)
+    # One entry per model call: model, tokens, cost.
+    call_details = models.JSONField(default=list, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [
+            # Usage once per assistant message, whatever finalizes it twice.
+            models.UniqueConstraint(
+                fields=["message"],
+                condition=Q(message__isnull=False),
+                name="chat_usage_unique_message",
+            ),
+        ]
+        indexes = [
+            # The usage page: totals per day over a range.
+            models.Index(fields=["created_at"], name="chat_usage_created"),
+        ]

@@ -1,0 +1,314 @@
+"""Every write of a turn: user message, assistant shell, content, actions, final state.
+
+This module is the only writer of Message, MessageChunk, AgentAction and
+TokenUsage rows. Each function is one transaction; the `a`-prefixed twins run
+it in Channels' database thread. Callers publish events only after these
+return, which is what makes events "database first" (see chat.events).
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import timedelta
+from typing import NamedTuple
+
+from channels.db import database_sync_to_async
+from django.db import IntegrityError, connection, transaction
+from django.utils import timezone
+
+from .models import AgentAction, Message, MessageChunk, TokenUsage
+
+logger = logging.getLogger(__name__)
+
+NO_TEXT = "(no text response)"
+FINAL_STATUSES = {
+    Message.Status.COMPLETED,
+    Message.Status.CANCELLED,
+    Message.Status.FAILED,
+    Message.Status.INTERRUPTED,
+}
+DOCUMENT_FIELDS = ("id", "title", "document_type")
+
+
+class Persisted(NamedTuple):
+    """A row id and whether this call inserted it (False: it already existed)."""
+
+    id: int
+    created: bool
+
+
+class MessageClosed(Exception):
+    """The message is no longer streaming: its content is final."""
+
+
+# --- sequence numbers ------------------------------------------------------
+
+
+def _next_seq(thread_id: int) -> int:
+    """Take the thread's next seq. Call inside the transaction that inserts the message.
+
+    The UPDATE locks the thread row (PostgreSQL) or holds the write lock
+    (SQLite), so concurrent writers get consecutive numbers; a rollback
+    returns the number.
+    """
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "UPDATE chat_thread SET last_seq = last_seq + 1, updated_at = %s WHERE id = %s RETURNING last_seq",
+            [timezone.now(), thread_id],
+        )
+        row = cursor.fetchone()
+    if row is None:
+        raise ValueError(f"thread {thread_id} does not exist")
+    return row[0]
+
+
+def _insert_turn_message(thread_id: int, turn_id: str, role: str, **fields) -> Persisted:
+    """Insert the (thread, turn_id, role) message once; later calls return the first id."""
+    if not turn_id:
+        raise ValueError("turn_id must not be empty")
+    existing = _find_turn_message(thread_id, turn_id, role)
+    if existing is not None:
+        return Persisted(existing, False)
+    try:
+        with transaction.atomic():
+            message = Message.objects.create(
+                thread_id=thread_id, turn_id=turn_id, role=role, seq=_next_seq(thread_id), **fields
+            )
+    except IntegrityError:
+        # A concurrent writer inserted the same turn first (partial unique
+        # index chat_message_unique_turn_role); its row is the answer.
+        existing = _find_turn_message(thread_id, turn_id, role)
+        if existing is None:
+            raise
+        return Persisted(existing, False)
+    return Persisted(message.pk, True)
+
+
+def _find_turn_message(thread_id: int, turn_id: str, role: str) -> int | None:
+    return (
+        Message.objects.filter(thread_id=thread_id, turn_id=turn_id, role=role)
+        .values_list("pk", flat=True)
+        .first()
+    )
+
+
+def clean_documents(documents) -> list[dict]:
+    """Keep the mentioned documents that have all of id, title and document_type."""
+    if not isinstance(documents, list):
+        return []
+    kept = []
+    for doc in documents:
+        if isinstance(doc, dict) and all(doc.get(key) not in (None, "") for key in DOCUMENT_FIELDS):
+            kept.append({key: doc[key] for key in DOCUMENT_FIELDS})
+    return kept
+
+
+# --- turn writes -------------------------------------------------------------
+
+
+def persist_user_turn(thread_id: int, turn_id: str, text: str, mentioned_documents=None) -> Persisted:
+    """Store the user's message of a turn; the same turn_id returns the first id and stores nothing."""
+    metadata = {}
+    documents = clean_documents(mentioned_documents)
+    if documents:
+        metadata["mentioned_documents"] = documents
+    return _insert_turn_message(
+        thread_id,
+        turn_id,
+        Message.Role.USER,
+        content=text,
+        content_length=len(text),
+        status=Message.Status.COMPLETED,
+        metadata=metadata,
+    )
+
+
+def persist_assistant_shell(thread_id: int, turn_id: str, agent: str = "", model: str = "") -> Persisted:
+    """Create the empty streaming assistant message of a turn, once per turn_id."""
+    return _insert_turn_message(
+        thread_id,
+        turn_id,
+        Message.Role.ASSISTANT,
+        status=Message.Status.STREAMING,
+        metadata={"streaming": True, "cancelled": False, "has_error": False, "agent": agent, "model": model},
+        heartbeat_at=timezone.now(),
+    )
+
+
+def append_content(message_id: int, delta: str) -> int:
+    """Append `delta` to a streaming message and return the new length.
+
+    One UPDATE of fixed-size columns and one INSERT of the piece, so the cost
+    does not grow with the message. Raises MessageClosed once the message is final.
+    """
+    with transaction.atomic(), connection.cursor() as cursor:
+        now = timezone.now()
+        cursor.execute(
+            "UPDATE chat_message SET content_length = content_length + %s, heartbeat_at = %s, updated_at = %s"
+            " WHERE id = %s AND status = 'streaming' RETURNING content_length",
+            [len(delta), now, now, message_id],
+        )
+        row = cursor.fetchone()
+        if row is None:
+            raise MessageClosed(f"message {message_id} is not streaming")
+        new_length = row[0]
+        if delta:
+            cursor.execute(
+                "INSERT INTO chat_messagechunk (message_id, start, text) VALUES (%s, %s, %s)",
+                [message_id, new_length - len(delta), delta],
+            )
+    return new_length
+
+
+def start_action(message_id: int, call_id: str, tool: str, tool_input) -> Persisted:
+    """Store a tool call as `pending`; the same call_id returns the first row."""
+    existing = AgentAction.objects.filter(message_id=message_id, call_id=call_id).values_list("pk", flat=True).first()
+    if existing is not None:
+        return Persisted(existing, False)
+    position = Message.objects.filter(pk=message_id).values_list("content_length", flat=True).first() or 0
+    try:
+        with transaction.atomic():
+            action = AgentAction.objects.create(
+                message_id=message_id, call_id=call_id, tool=tool, input=tool_input, position=position
+            )
+    except IntegrityError:
+        existing = AgentAction.objects.filter(message_id=message_id, call_id=call_id).values_list("pk", flat=True).first()
+        if existing is None:
+            raise
+        return Persisted(existing, False)
+    return Persisted(action.pk, True)
+
+
+def finish_action(action_id: int, status: str, output) -> AgentAction:
+    """Record a tool call's result; only the first finish of a pending action counts."""
+    if status not in (AgentAction.Status.SUCCESS, AgentAction.Status.ERROR):
+        raise ValueError(f"invalid action status {status!r}")
+    AgentAction.objects.filter(pk=action_id, status=AgentAction.Status.PENDING).update(
+        status=status, output=output, finished_at=timezone.now()
+    )
+    return AgentAction.objects.get(pk=action_id)
+
+
+def finalize_assistant_turn(message_id: int, status: str, usage: dict | None = None, error: dict | None = None) -> str | None:
+    """Give a streaming message its final status, text and usage; return the status it ends with.
+
+    Safe to call twice: only the first call changes the message; usage is
+    inserted once per message (unique chat_usage_unique_message). Never
+    raises: a missing message or a database error is logged and gives None.
+    """
+    try:
+        return _finalize(message_id, status, usage, error)
+    except Exception:
+        logger.exception("finalize_assistant_turn failed: message=%s status=%s", message_id, status)
+        return None
+
+
+def _finalize(message_id: int, status: str, usage: dict | None, error: dict | None) -> str | None:
+    if status not in FINAL_STATUSES:
+        raise ValueError(f"invalid final status {status!r}")
+    with transaction.atomic():
+        message = Message.objects.select_for_update().select_related("thread").filter(pk=message_id).first()
+        if message is None:
+            logger.warning("finalize_assistant_turn: message %s does not exist", message_id)
+            return None
+        if message.status == Message.Status.STREAMING:
+            _close_message(message, status, error)
+        if usage:
+            _record_usage_once(message, usage)
+        return message.status
+
+
+def _close_message(message: Message, status: str, error: dict | None) -> None:
+    """Fold the pieces into content, set the final flags, end pending actions. Holds the row lock."""
+    text = message.content + "".join(message.chunks.order_by("start").values_list("text", flat=True))
+    message.chunks.all().delete()
+    if not text:
+        text = NO_TEXT
+    metadata = dict(message.metadata or {})
+    metadata.update(
+        streaming=False,
+        cancelled=status == Message.Status.CANCELLED,
+        has_error=status in (Message.Status.FAILED, Message.Status.INTERRUPTED),
+    )
+    if error:
+        metadata["error"] = error
+    message.content = text
+    message.content_length = len(text)
+    message.status = status
+    message.metadata = metadata
+    message.save(update_fields=["content", "content_length", "status", "metadata", "updated_at"])
+    # A tool still running when the turn ended did not finish; say so instead
+    # of leaving it pending forever.
+    message.actions.filter(status=AgentAction.Status.PENDING).update(
+        status=AgentAction.Status.ERROR,
+        output={"error": f"turn ended ({status}) before the tool finished"},
+        finished_at=timezone.now(),
+    )
+
+
+def _record_usage_once(message: Message, usage: dict) -> None:
+    if TokenUsage.objects.filter(message=message).exists():
+        return
+    try:
+        with transaction.atomic():
+            TokenUsage.objects.create(
+                message=message,
+                thread_id=message.thread_id,
+                user_id=message.thread.owner_id,
+                usage_type=usage.get("usage_type", "turn"),
+                model=usage.get("model", ""),
+                prompt_tokens=usage.get("prompt_tokens", 0),
+                completion_tokens=usage.get("completion_tokens", 0),
+                total_tokens=usage.get("total_tokens", 0),
+                cost_micros=usage.get("cost_micros", 0),
+                model_breakdown=usage.get("model_breakdown", {}),
+                call_details=usage.get("call_details", []),
+            )
+    except IntegrityError:
+        # Another finalizer recorded it first; its row stands.
+        pass
+
+
+# --- liveness and cancellation ---------------------------------------------
+
+
+def touch_turn(message_id: int) -> bool:
+    """Refresh a running turn's heartbeat; return True when a cancel was requested for it."""
+    now = timezone.now()
+    Message.objects.filter(pk=message_id, status=Message.Status.STREAMING).update(heartbeat_at=now)
+    return bool(Message.objects.filter(pk=message_id).values_list("cancel_requested", flat=True).first())
+
+
+def request_cancel(thread_id: int, turn_id: str | None = None) -> int | None:
+    """Flag the thread's streaming assistant message (of `turn_id`, if given) to stop.
+
+    Returns its id, or None when no such turn is running. The flag reaches a
+    turn running in any server process through its heartbeat.
+    """
+    running = Message.objects.filter(
+        thread_id=thread_id, role=Message.Role.ASSISTANT, status=Message.Status.STREAMING
+    )
+    if turn_id:
+        running = running.filter(turn_id=turn_id)
+    message_id = running.order_by("-seq").values_list("pk", flat=True).first()
+    if message_id is not None:
+        Message.objects.filter(pk=message_id).update(cancel_requested=True)
+    return message_id
+
+
+def stale_turns(stale_after: float) -> list[int]:
+    """Ids of streaming messages whose heartbeat is older than `stale_after` seconds."""
+    cutoff = timezone.now() - timedelta(seconds=stale_after)
+    return list(
+        Message.objects.filter(status=Message.Status.STREAMING, heartbeat_at__lt=cutoff).values_list("pk", flat=True)
+    )
+
+
+apersist_user_turn = database_sync_to_async(persist_user_turn)
+apersist_assistant_shell = database_sync_to_async(persist_assistant_shell)
+aappend_content = database_sync_to_async(append_content)
+astart_action = database_sync_to_async(start_action)
+afinish_action = database_sync_to_async(finish_action)
+afinalize_assistant_turn = database_sync_to_async(finalize_assistant_turn)
+atouch_turn = database_sync_to_async(touch_turn)
+arequest_cancel = database_sync_to_async(request_cancel)

@@ -1,0 +1,10 @@
+from django.urls import path
+
+from . import pages, views
+
+urlpatterns = [
+    path("", pages.index, name="chat-index"),
+    path("threads/<int:thread_id>/", pages.index, name="chat-thread"),
+    path("api/threads/", views.threads, name="api-threads"),
+    path("api/threads/<int:thread_id>/", views.thread_detail, name="api-thread"),
+]

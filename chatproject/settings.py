@@ -1,0 +1,178 @@
+"""Settings for the chat server, all read from the environment in this one place.
+
+Every variable has an embedded default that needs no other service: SQLite,
+the in-memory channel layer and the offline `local` model.
+"""
+
+from pathlib import Path
+
+import environ
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+
+env = environ.Env()
+
+SECRET_KEY = env.str("SECRET_KEY", default="dev-only-insecure-key-change-me-in-production")
+DEBUG = env.bool("DEBUG", default=True)
+ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["127.0.0.1", "localhost", "[::1]"])
+CSRF_TRUSTED_ORIGINS = env.list(
+    "CSRF_TRUSTED_ORIGINS",
+    default=[f"http://{host}:{port}" for host in ("127.0.0.1", "localhost") for port in (8000,)],
+)
+
+INSTALLED_APPS = [
+    "daphne",
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "whitenoise.runserver_nostatic",
+    "django.contrib.staticfiles",
+    "channels",
+    "chat",
+    "agents",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "chatproject.urls"
+ASGI_APPLICATION = "chatproject.asgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+# --- Database -------------------------------------------------------------
+
+DATABASES = {
+    "default": env.db("DATABASE_URL", default=f"sqlite:///{BASE_DIR / 'db.sqlite3'}"),
+}
+_db = DATABASES["default"]
+if _db["ENGINE"] == "django.db.backends.sqlite3":
+    # WAL lets readers run beside the writer; IMMEDIATE takes the write lock at
+    # BEGIN so concurrent writers queue on the busy timeout instead of failing
+    # with "database is locked" when they upgrade a read lock.
+    _db["OPTIONS"] = {
+        "transaction_mode": "IMMEDIATE",
+        "timeout": 30,
+        "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
+    }
+    # A file test database, so a daphne process started by a test sees it.
+    _db["TEST"] = {"NAME": str(BASE_DIR / ".test-db.sqlite3")}
+else:
+    # Persistent connections: Channels runs every database call of a process
+    # through one thread, and reconnecting per call caps it near 200 ops/s.
+    _db["CONN_MAX_AGE"] = env.int("CONN_MAX_AGE", default=60)
+    _db["CONN_HEALTH_CHECKS"] = True
+    _db.setdefault("TEST", {})["NAME"] = "test_" + _db["NAME"]
+
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+# --- Channel layer --------------------------------------------------------
+
+REDIS_URL = env.str("REDIS_URL", default="")
+if REDIS_URL:
+    CHANNEL_LAYERS = {
+        "default": {
+            "BACKEND": "channels_redis.core.RedisChannelLayer",
+            "CONFIG": {"hosts": [REDIS_URL], "capacity": 1000},
+        }
+    }
+else:
+    CHANNEL_LAYERS = {
+        "default": {"BACKEND": "channels.layers.InMemoryChannelLayer", "CONFIG": {"capacity": 1000}}
+    }
+
+# --- Agents ---------------------------------------------------------------
+
+AGENT_PROVIDER = env.str("AGENT_PROVIDER", default="local")
+OPENAI_BASE_URL = env.str("OPENAI_BASE_URL", default="")
+OPENAI_API_KEY = env.str("OPENAI_API_KEY", default="")
+OPENAI_MODEL = env.str("OPENAI_MODEL", default="gpt-4o-mini")
+LOCAL_MODEL_DELAY_MS = env.int("LOCAL_MODEL_DELAY_MS", default=30)
+CHAT_MESSAGES_PER_MINUTE = env.int("CHAT_MESSAGES_PER_MINUTE", default=30)
+
+# Model calls (tool rounds) one turn may make before it stops.
+AGENT_MAX_STEPS = env.int("AGENT_MAX_STEPS", default=8)
+# Characters of earlier messages sent to a model as history.
+AGENT_HISTORY_CHARS = env.int("AGENT_HISTORY_CHARS", default=24000)
+# Retries of a model call that failed before its first token.
+AGENT_MAX_RETRIES = env.int("AGENT_MAX_RETRIES", default=3)
+AGENT_CONNECT_TIMEOUT = env.float("AGENT_CONNECT_TIMEOUT", default=10.0)
+# Longest silence between two streamed chunks before the call fails.
+AGENT_READ_TIMEOUT = env.float("AGENT_READ_TIMEOUT", default=60.0)
+
+# A running turn touches its heartbeat this often; a streaming message whose
+# heartbeat is older than TURN_STALE_SECONDS belongs to a dead process and the
+# sweeper (every TURN_SWEEP_SECONDS) finalizes it `interrupted`.
+TURN_HEARTBEAT_SECONDS = env.float("TURN_HEARTBEAT_SECONDS", default=2.0)
+TURN_STALE_SECONDS = env.float("TURN_STALE_SECONDS", default=30.0)
+TURN_SWEEP_SECONDS = env.float("TURN_SWEEP_SECONDS", default=10.0)
+
+# Price per million tokens in micro-dollars: {"model": [prompt, completion]}.
+# Unknown models cost 0.
+MODEL_PRICES = env.json(
+    "MODEL_PRICES",
+    default={
+        "gpt-4o-mini": [150_000, 600_000],
+        "gpt-4o": [2_500_000, 10_000_000],
+        "gpt-4.1-mini": [400_000, 1_600_000],
+        "local": [0, 0],
+    },
+)
+
+# --- Auth, static, i18n ---------------------------------------------------
+
+LOGIN_URL = "/accounts/login/"
+LOGIN_REDIRECT_URL = "/"
+LOGOUT_REDIRECT_URL = "/accounts/login/"
+
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+]
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = True
+USE_TZ = True
+
+STATIC_URL = "static/"
+STATIC_ROOT = BASE_DIR / "staticfiles"
+STATICFILES_DIRS = [BASE_DIR / "static"]
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {"BACKEND": "whitenoise.storage.CompressedStaticFilesStorage"},
+}
+# Serve files straight from the finders in development, no collectstatic needed.
+WHITENOISE_USE_FINDERS = True
+WHITENOISE_AUTOREFRESH = DEBUG
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "root": {"handlers": ["console"], "level": env.str("LOG_LEVEL", default="INFO")},
+    "loggers": {"httpx": {"level": "WARNING"}, "httpx2": {"level": "WARNING"}},
+}
