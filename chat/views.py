@@ -1,9 +1,90 @@
-from django.http import JsonResponse
+"""The JSON HTTP API of PROTOCOL.md: parse, authorize, delegate."""
+
+from __future__ import annotations
+
+import json
+from functools import wraps
+
+from django.http import HttpResponse, JsonResponse
+from django.views.decorators.http import require_http_methods
+
+from . import selectors, threads as thread_writes
 
 
+def api_error(status: int, code: str, message: str) -> JsonResponse:
+    return JsonResponse({"error": {"code": code, "message": message}}, status=status)
+
+
+def api_login_required(view):
+    """401 JSON instead of a login redirect: API clients are not browsers."""
+
+    @wraps(view)
+    def wrapper(request, *args, **kwargs):
+        if not request.user.is_authenticated:
+            return api_error(401, "not_authenticated", "Log in first.")
+        return view(request, *args, **kwargs)
+
+    return wrapper
+
+
+def _json_body(request) -> dict | None:
+    if not request.body:
+        return {}
+    try:
+        body = json.loads(request.body)
+    except (ValueError, UnicodeDecodeError):
+        return None
+    return body if isinstance(body, dict) else None
+
+
+def _title(body: dict) -> str | None:
+    title = body.get("title", "")
+    if title is None:
+        title = ""
+    if not isinstance(title, str) or len(title) > thread_writes.MAX_TITLE:
+        return None
+    return title.strip()
+
+
+@api_login_required
+@require_http_methods(["GET", "POST"])
 def threads(request):
-    return JsonResponse({})
+    if request.method == "GET":
+        return JsonResponse({"threads": selectors.list_threads(request.user)})
+    body = _json_body(request)
+    if body is None:
+        return api_error(400, "invalid_json", "The body must be a JSON object.")
+    title = _title(body)
+    if title is None:
+        return api_error(400, "invalid_title", f"title must be text of at most {thread_writes.MAX_TITLE} characters.")
+    thread = thread_writes.create_thread(request.user, title)
+    return JsonResponse(selectors.thread_dict(thread), status=201)
 
 
-def thread_detail(request, thread_id):
-    return JsonResponse({})
+@api_login_required
+@require_http_methods(["GET", "PATCH", "DELETE"])
+def thread_detail(request, thread_id: int):
+    thread = selectors.own_thread(request.user, thread_id)
+    if thread is None:
+        return api_error(404, "not_found", "No such thread.")
+    if request.method == "GET":
+        return JsonResponse(selectors.thread_detail(thread))
+    if request.method == "DELETE":
+        thread_writes.delete_thread(thread)
+        return HttpResponse(status=204)
+    body = _json_body(request)
+    if body is None:
+        return api_error(400, "invalid_json", "The body must be a JSON object.")
+    title = _title(body)
+    if title is None:
+        return api_error(400, "invalid_title", f"title must be text of at most {thread_writes.MAX_TITLE} characters.")
+    return JsonResponse(selectors.thread_dict(thread_writes.rename_thread(thread, title)))
+
+
+def csrf_failure(request, reason: str = ""):
+    """CSRF refusals as JSON for the API, Django's page elsewhere."""
+    if request.path.startswith("/api/"):
+        return api_error(403, "csrf_failed", f"CSRF check failed: {reason}")
+    from django.views.csrf import csrf_failure as default_failure
+
+    return default_failure(request, reason)

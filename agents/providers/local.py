@@ -1,0 +1,133 @@
+"""The offline, deterministic `local` model of PROTOCOL.md.
+
+It needs no network, so the whole system runs and is tested offline: it
+answers a word at a time, calls `calculator` for arithmetic and `clock` for
+"time", and obeys `/lorem N` and `/fail N`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+from collections.abc import AsyncIterator
+
+from django.conf import settings
+
+from .base import (
+    ChatMessage,
+    ProviderError,
+    TextDelta,
+    ThinkingDelta,
+    ToolCall,
+    ToolCallRequest,
+    ToolSpec,
+    UsageReport,
+)
+
+LOREM = (
+    "lorem ipsum dolor sit amet consectetur adipiscing elit sed do eiusmod tempor incididunt ut labore et "
+    "dolore magna aliqua ut enim ad minim veniam quis nostrud exercitation ullamco laboris nisi ut aliquip ex "
+    "ea commodo consequat"
+).split()
+MAX_WORDS = 100_000
+_COMMAND = re.compile(r"^\s*/(lorem|fail)\s+(\d+)\s*$")
+_EXPRESSION = re.compile(r"[\d.()\s+\-*/]+")
+_OPERATOR_BETWEEN = re.compile(r"[\d.)]\s*[+\-*/]\s*[\d.(\-]")
+_TIME = re.compile(r"\btime\b", re.IGNORECASE)
+
+
+def find_expression(text: str) -> str | None:
+    """The longest run of digits, operators, dots, parentheses and spaces with an operator in it."""
+    candidates = [m.group().strip() for m in _EXPRESSION.finditer(text)]
+    candidates = [c for c in candidates if _OPERATOR_BETWEEN.search(c)]
+    return max(candidates, key=len) if candidates else None
+
+
+def _words(text: str) -> list[str]:
+    return text.split()
+
+
+def _last_user_index(messages: list[ChatMessage]) -> int:
+    for index in range(len(messages) - 1, -1, -1):
+        if messages[index].role == "user":
+            return index
+    return -1
+
+
+class LocalProvider:
+    name = "local"
+    model = "local"
+
+    def __init__(self, delay_ms: int | None = None):
+        self.delay = (settings.LOCAL_MODEL_DELAY_MS if delay_ms is None else delay_ms) / 1000
+
+    async def stream(self, messages: list[ChatMessage], tools: list[ToolSpec]) -> AsyncIterator:
+        index = _last_user_index(messages)
+        text = messages[index].content if index >= 0 else ""
+        results = [m for m in messages[index + 1 :] if m.role == "tool"]
+        prompt_tokens = sum(len(_words(m.content)) for m in messages)
+        offered = {tool.name for tool in tools}
+
+        command = _COMMAND.match(text)
+        if command:
+            count = min(int(command.group(2)), MAX_WORDS)
+            yield ThinkingDelta("Writing placeholder text.")
+            async for event in self._say(_lorem(count), prompt_tokens):
+                yield event
+            if command.group(1) == "fail":
+                raise ProviderError("provider_unavailable", "The local model failed on purpose (/fail).", True)
+            return
+
+        if not results:
+            call = self._tool_call(text, offered)
+            if call is not None:
+                yield ThinkingDelta(f"Calling the {call.name} tool.")
+                yield ToolCallRequest(call)
+                yield UsageReport(self.model, prompt_tokens, 0)
+                return
+
+        yield ThinkingDelta("Writing the answer.")
+        async for event in self._say(self._answer(text, results), prompt_tokens):
+            yield event
+
+    def _tool_call(self, text: str, offered: set[str]) -> ToolCall | None:
+        expression = find_expression(text)
+        if expression and "calculator" in offered:
+            return ToolCall("call_calculator", "calculator", json.dumps({"expression": expression}))
+        if _TIME.search(text) and "clock" in offered:
+            return ToolCall("call_clock", "clock", "{}")
+        return None
+
+    def _answer(self, text: str, results: list[ChatMessage]) -> str:
+        if not results:
+            return f"This is the offline local model. You wrote: {text}"
+        parts = []
+        for result in results:
+            try:
+                output = json.loads(result.content)
+            except ValueError:
+                output = {"error": result.content}
+            if "error" in output:
+                parts.append(f"I could not compute that: {output['error']}.")
+            elif "result" in output:
+                parts.append(f"The result of {output.get('expression')} is {output['result']}.")
+            elif "utc" in output:
+                parts.append(f"The current time is {output['utc']} (UTC).")
+            else:
+                parts.append(json.dumps(output))
+        return " ".join(parts)
+
+    async def _say(self, text: str, prompt_tokens: int) -> AsyncIterator:
+        words = _words(text)
+        for word in words:
+            if self.delay:
+                await asyncio.sleep(self.delay)
+            else:
+                await asyncio.sleep(0)
+            yield TextDelta(word + " ")
+        yield UsageReport(self.model, prompt_tokens, len(words))
+
+
+def _lorem(count: int) -> str:
+    return " ".join(LOREM[i % len(LOREM)] for i in range(count))

@@ -1,0 +1,100 @@
+"""The turns running in this process, so that any socket (or the admin) can cancel them.
+
+The registry owns references to the turn tasks: a turn belongs to the
+process, not to the socket that started it. Thread-safe, because the admin's
+sync views and Channels' worker threads reach it too.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+
+@dataclass
+class RunningTurn:
+    thread_id: int
+    turn_id: str
+    message_id: int | None = None
+    cancel_event: threading.Event = field(default_factory=threading.Event)
+    task: asyncio.Task | None = None
+    # Called (from any thread) when the turn is cancelled, to interrupt what it awaits.
+    on_cancel: Callable[[], None] | None = None
+    started_at: float = field(default_factory=time.monotonic)
+    completed_at: float | None = None
+
+    @property
+    def running(self) -> bool:
+        return self.completed_at is None
+
+    def cancel(self) -> None:
+        self.cancel_event.set()
+        if self.on_cancel is not None:
+            self.on_cancel()
+
+
+class AgentTaskRegistry:
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._turns: dict[tuple[int, str], RunningTurn] = {}
+
+    def register(self, thread_id: int, turn_id: str, message_id: int | None = None) -> tuple[RunningTurn, list[RunningTurn]]:
+        """Add a turn; cancel and return the thread's turns that were still running."""
+        with self._lock:
+            previous = [t for t in self._turns.values() if t.thread_id == thread_id and t.running]
+            turn = RunningTurn(thread_id=thread_id, turn_id=turn_id, message_id=message_id)
+            self._turns[(thread_id, turn_id)] = turn
+        for old in previous:
+            old.cancel()
+        return turn, previous
+
+    def get(self, thread_id: int, turn_id: str) -> RunningTurn | None:
+        with self._lock:
+            return self._turns.get((thread_id, turn_id))
+
+    def running_in_thread(self, thread_id: int) -> RunningTurn | None:
+        with self._lock:
+            running = [t for t in self._turns.values() if t.thread_id == thread_id and t.running]
+        return max(running, key=lambda t: t.started_at) if running else None
+
+    def running(self) -> list[RunningTurn]:
+        with self._lock:
+            return [t for t in self._turns.values() if t.running]
+
+    def cancel(self, thread_id: int, turn_id: str | None = None) -> bool:
+        """Cancel a running turn (the thread's latest when turn_id is None); False if none."""
+        turn = self.get(thread_id, turn_id) if turn_id else self.running_in_thread(thread_id)
+        if turn is None or not turn.running:
+            return False
+        turn.cancel()
+        return True
+
+    def mark_completed(self, thread_id: int, turn_id: str) -> None:
+        with self._lock:
+            turn = self._turns.get((thread_id, turn_id))
+            if turn is not None and turn.completed_at is None:
+                turn.completed_at = time.monotonic()
+                turn.on_cancel = None
+
+    def cleanup(self, thread_id: int, turn_id: str) -> None:
+        with self._lock:
+            self._turns.pop((thread_id, turn_id), None)
+
+    def cleanup_completed(self, older_than: float) -> int:
+        """Forget completed turns finished more than `older_than` seconds ago; never running ones."""
+        cutoff = time.monotonic() - older_than
+        with self._lock:
+            old = [k for k, t in self._turns.items() if t.completed_at is not None and t.completed_at <= cutoff]
+            for key in old:
+                del self._turns[key]
+        return len(old)
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._turns)
+
+
+registry = AgentTaskRegistry()

@@ -1,0 +1,202 @@
+"""The turn runtime: runs one agent turn from the user's message to its final state.
+
+A turn is an asyncio task owned by the process (see agents.registry), so it
+runs to its end whether or not any socket is connected. Everything it does
+goes through one `TurnPublisher`, which commits before it broadcasts; this
+module knows nothing of sockets.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import uuid
+from dataclasses import dataclass
+
+from channels.db import database_sync_to_async
+from django.conf import settings
+
+from chat import selectors, turns
+from chat.events import TurnPublisher
+from chat.models import AgentAction, Message
+from chat.usage import TurnTokenAccumulator
+
+from .providers import get_provider
+from .providers.base import (
+    ChatMessage,
+    Provider,
+    ProviderError,
+    TextDelta,
+    ThinkingDelta,
+    ToolCall,
+    ToolCallRequest,
+    UsageReport,
+)
+from .providers.history import build_history
+from .registry import RunningTurn, registry
+from .tools import TOOLS, ToolError
+
+logger = logging.getLogger(__name__)
+
+TOOL_TIMEOUT_SECONDS = 10.0
+# How long a new turn waits for the thread's previous turn to finish cancelling.
+PREVIOUS_TURN_TIMEOUT = 10.0
+
+
+def new_turn_id() -> str:
+    return f"t-{uuid.uuid4().hex}"
+
+
+@dataclass
+class TurnStart:
+    """What start_turn did: the stored user message, and whether a new turn runs for it."""
+
+    turn_id: str
+    user_message: dict
+    started: bool
+    task: asyncio.Task | None = None
+
+
+async def start_turn(
+    thread_id: int,
+    content: str,
+    turn_id: str | None = None,
+    mentioned_documents=None,
+    provider: Provider | None = None,
+) -> TurnStart:
+    """Store the user's message and start its turn as a task; a repeated turn_id starts nothing."""
+    turn_id = turn_id or new_turn_id()
+    publisher = TurnPublisher(thread_id, turn_id)
+    message, created = await publisher.user_message(content, mentioned_documents)
+    if not created:
+        return TurnStart(turn_id, message, started=False)
+    turn, previous = registry.register(thread_id, turn_id)
+    # A turn of this thread may also run in another process: flag it in the database.
+    await turns.arequest_cancel(thread_id, None)
+    task = asyncio.create_task(_run(turn, publisher, provider or get_provider(), previous))
+    turn.task = task
+    return TurnStart(turn_id, message, started=True, task=task)
+
+
+async def _run(turn: RunningTurn, publisher: TurnPublisher, provider: Provider, previous: list[RunningTurn]) -> str:
+    """Run the turn and always finalize it, whatever happens to the generation."""
+    await _wait_for(previous)
+    status, error = Message.Status.FAILED, None
+    usage = TurnTokenAccumulator()
+    heartbeat = None
+    try:
+        turn.message_id = await publisher.started(provider.name, provider.model)
+        generation = asyncio.create_task(_generate(turn, publisher, provider, usage))
+        loop = asyncio.get_running_loop()
+        turn.on_cancel = lambda: loop.call_soon_threadsafe(generation.cancel)
+        if turn.cancel_event.is_set():
+            generation.cancel()
+        heartbeat = asyncio.create_task(_heartbeat(turn, generation))
+        try:
+            await generation
+            status = Message.Status.COMPLETED
+        except asyncio.CancelledError:
+            if not generation.cancelled():
+                raise  # this task itself is being cancelled: the process is stopping
+            status = Message.Status.CANCELLED
+        except ProviderError as exc:
+            status, error = Message.Status.FAILED, exc.as_dict()
+        except Exception:
+            logger.exception("turn %s of thread %s crashed", turn.turn_id, turn.thread_id)
+            status = Message.Status.FAILED
+            error = {"code": "server_error", "message": "The agent stopped because of a server error.", "retryable": True}
+    except asyncio.CancelledError:
+        status = Message.Status.INTERRUPTED
+        error = {"code": "interrupted", "message": "The server stopped while this turn was running.", "retryable": True}
+        raise
+    finally:
+        if heartbeat is not None:
+            heartbeat.cancel()
+        turn.on_cancel = None
+        try:
+            status = await asyncio.shield(publisher.completed(status, usage.as_usage(), error))
+        finally:
+            registry.mark_completed(turn.thread_id, turn.turn_id)
+    return status
+
+
+async def _wait_for(previous: list[RunningTurn]) -> None:
+    tasks = [t.task for t in previous if t.task is not None and not t.task.done()]
+    if tasks:
+        await asyncio.wait(tasks, timeout=PREVIOUS_TURN_TIMEOUT)
+
+
+async def _heartbeat(turn: RunningTurn, generation: asyncio.Task) -> None:
+    """Keep the turn visibly alive and pick up cancels made by other processes."""
+    while not generation.done():
+        await asyncio.sleep(settings.TURN_HEARTBEAT_SECONDS)
+        try:
+            if await turns.atouch_turn(turn.message_id):
+                turn.cancel()
+        except Exception:
+            logger.exception("heartbeat of message %s failed", turn.message_id)
+
+
+async def _generate(turn: RunningTurn, publisher: TurnPublisher, provider: Provider, usage: TurnTokenAccumulator) -> None:
+    """Call the model, run the tools it asks for, and repeat up to AGENT_MAX_STEPS model calls."""
+    conversation = await _conversation(turn.thread_id, turn.message_id)
+    specs = [tool.spec for tool in TOOLS.values()]
+    for _step in range(settings.AGENT_MAX_STEPS):
+        text, calls = [], []
+        async for event in provider.stream(conversation, specs):
+            if isinstance(event, TextDelta):
+                text.append(event.text)
+                publisher.push_delta(event.text)
+            elif isinstance(event, ThinkingDelta):
+                await publisher.thinking(event.text)
+            elif isinstance(event, ToolCallRequest):
+                calls.append(event.call)
+            elif isinstance(event, UsageReport):
+                usage.add(event.model, event.prompt_tokens, event.completion_tokens)
+        await publisher.flush()
+        if not calls:
+            return
+        conversation.append(ChatMessage("assistant", content="".join(text), tool_calls=calls))
+        for call in calls:
+            output = await _run_tool(publisher, call)
+            conversation.append(ChatMessage("tool", content=json.dumps(output), tool_call_id=call.call_id))
+    raise ProviderError(
+        "step_limit", f"The agent stopped after {settings.AGENT_MAX_STEPS} model calls without a final answer.", False
+    )
+
+
+async def _run_tool(publisher: TurnPublisher, call: ToolCall) -> dict:
+    """Record, run and record the result of one tool call; failures become `error` actions."""
+    try:
+        arguments = json.loads(call.arguments or "{}")
+        parse_error = None if isinstance(arguments, dict) else "arguments must be a JSON object"
+    except ValueError as exc:
+        arguments, parse_error = None, f"invalid JSON arguments: {exc}"
+    recorded_input = arguments if parse_error is None else {"raw": call.arguments}
+    action_id = await publisher.tool_executing(call.call_id, call.name, recorded_input)
+    tool = TOOLS.get(call.name)
+    if parse_error is not None:
+        status, output = AgentAction.Status.ERROR, {"error": parse_error}
+    elif tool is None:
+        status, output = AgentAction.Status.ERROR, {"error": f"unknown tool {call.name!r}; known: {', '.join(TOOLS)}"}
+    else:
+        try:
+            result = await asyncio.wait_for(asyncio.to_thread(tool.run, arguments), TOOL_TIMEOUT_SECONDS)
+            status, output = AgentAction.Status.SUCCESS, result
+        except ToolError as exc:
+            status, output = AgentAction.Status.ERROR, {"error": str(exc)}
+        except TimeoutError:
+            status, output = AgentAction.Status.ERROR, {"error": f"tool took longer than {TOOL_TIMEOUT_SECONDS:g} s"}
+        except Exception as exc:
+            logger.exception("tool %s failed", call.name)
+            status, output = AgentAction.Status.ERROR, {"error": f"tool failed: {type(exc).__name__}"}
+    await publisher.tool_completed(action_id, status, output)
+    return output
+
+
+@database_sync_to_async
+def _conversation(thread_id: int, message_id: int) -> list[ChatMessage]:
+    """The thread's messages before this turn's answer, as the model's history."""
+    entries = selectors.history_entries(thread_id, message_id)
+    return build_history(entries, settings.AGENT_HISTORY_CHARS)

@@ -1,0 +1,171 @@
+"""The one way turn events leave the server: commit first, then broadcast.
+
+`TurnPublisher` pairs each step of a turn with its write in chat.turns and
+sends the event only after that write returned (committed). Broadcasting
+goes through the channel layer to the thread's group; a failing layer is
+logged and never stops the turn, since sockets rebuild from the database.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from channels.db import database_sync_to_async
+from channels.layers import get_channel_layer
+
+from . import selectors, turns
+
+logger = logging.getLogger(__name__)
+
+EVENT_TYPE = "thread.event"  # the consumer's handler: thread_event()
+
+
+def thread_group(thread_id: int) -> str:
+    return f"thread-{thread_id}"
+
+
+async def broadcast(thread_id: int, frame: dict) -> None:
+    """Send a frame to every socket of the thread; transport errors are logged, not raised."""
+    try:
+        await get_channel_layer().group_send(thread_group(thread_id), {"type": EVENT_TYPE, "frame": frame})
+    except Exception:
+        logger.exception("broadcast failed: thread=%s type=%s", thread_id, frame.get("type"))
+
+
+class TurnPublisher:
+    """Writes and announces the steps of one turn, in order, each after its commit.
+
+    Deltas are batched: while one append is being committed, newer deltas
+    gather and go out together in the next append and `message_delta`, so a
+    slow database or layer never falls behind a fast model.
+    """
+
+    def __init__(self, thread_id: int, turn_id: str):
+        self.thread_id = thread_id
+        self.turn_id = turn_id
+        self.message_id: int | None = None
+        self._pending: list[str] = []
+        self._flusher: asyncio.Task | None = None
+        self._flush_error: BaseException | None = None
+        self._completed = False
+
+    def _frame(self, type_: str, data: dict) -> dict:
+        return {
+            "type": type_,
+            "thread_id": self.thread_id,
+            "turn_id": self.turn_id,
+            "message_id": self.message_id,
+            "data": data,
+        }
+
+    async def user_message(self, text: str, mentioned_documents=None) -> tuple[dict, bool]:
+        """Store the user's message; announce it only when this call created it."""
+        persisted = await turns.apersist_user_turn(self.thread_id, self.turn_id, text, mentioned_documents)
+        message = await _auser_message_dict(persisted.id)
+        if persisted.created:
+            await broadcast(self.thread_id, user_message_frame(self.thread_id, self.turn_id, message))
+        return message, persisted.created
+
+    async def started(self, agent: str, model: str) -> int:
+        persisted = await turns.apersist_assistant_shell(self.thread_id, self.turn_id, agent=agent, model=model)
+        self.message_id = persisted.id
+        await broadcast(self.thread_id, self._frame("agent_started", {"agent": agent, "model": model}))
+        return persisted.id
+
+    async def thinking(self, text: str) -> None:
+        await self.flush()
+        await broadcast(self.thread_id, self._frame("agent_thinking", {"text": text}))
+
+    def push_delta(self, text: str) -> None:
+        """Queue a piece of the answer; it is committed and sent as soon as the writer is free."""
+        if not text:
+            return
+        self._pending.append(text)
+        if self._flusher is None or self._flusher.done():
+            self._flusher = asyncio.create_task(self._flush_pending())
+
+    async def _flush_pending(self) -> None:
+        while self._pending:
+            text = "".join(self._pending)
+            self._pending.clear()
+            try:
+                new_length = await turns.aappend_content(self.message_id, text)
+            except BaseException as exc:  # surfaced by flush(); the turn then fails
+                self._flush_error = exc
+                self._pending.clear()
+                return
+            offset = new_length - len(text)
+            await broadcast(self.thread_id, self._frame("message_delta", {"offset": offset, "delta": text}))
+
+    async def flush(self) -> None:
+        """Wait until every queued delta is committed and sent; raise if a write failed."""
+        while self._flusher is not None and not self._flusher.done():
+            await asyncio.shield(self._flusher)
+        if self._flush_error is not None:
+            error, self._flush_error = self._flush_error, None
+            raise error
+
+    async def tool_executing(self, call_id: str, tool: str, tool_input) -> int:
+        await self.flush()
+        persisted = await turns.astart_action(self.message_id, call_id, tool, tool_input)
+        await broadcast(
+            self.thread_id,
+            self._frame(
+                "tool_executing", {"action_id": persisted.id, "call_id": call_id, "tool": tool, "input": tool_input}
+            ),
+        )
+        return persisted.id
+
+    async def tool_completed(self, action_id: int, status: str, output) -> None:
+        action = await turns.afinish_action(action_id, status, output)
+        duration = int((action.finished_at - action.started_at).total_seconds() * 1000) if action.finished_at else 0
+        await broadcast(
+            self.thread_id,
+            self._frame(
+                "tool_completed",
+                {
+                    "action_id": action.pk,
+                    "call_id": action.call_id,
+                    "tool": action.tool,
+                    "status": action.status,
+                    "output": action.output,
+                    "duration_ms": duration,
+                },
+            ),
+        )
+
+    async def completed(self, status: str, usage: dict | None = None, error: dict | None = None) -> str:
+        """Finalize the message and send `agent_completed`, once; return the status stored."""
+        if self._completed:
+            return status
+        self._completed = True
+        try:
+            await self.flush()
+        except Exception:
+            logger.exception("last deltas of message %s were not stored", self.message_id)
+        stored = status
+        if self.message_id is not None:
+            stored = await turns.afinalize_assistant_turn(self.message_id, status, usage, error) or status
+        public_usage = None
+        if usage:
+            public_usage = {
+                key: usage[key] for key in ("model", "prompt_tokens", "completion_tokens", "total_tokens", "cost_micros")
+            }
+        length = await _acontent_length(self.message_id) if self.message_id is not None else 0
+        await broadcast(
+            self.thread_id,
+            self._frame(
+                "agent_completed",
+                {"status": stored, "usage": public_usage, "error": error, "content_length": length},
+            ),
+        )
+        return stored
+
+
+def user_message_frame(thread_id: int, turn_id: str, message: dict) -> dict:
+    return {"type": "user_message", "thread_id": thread_id, "turn_id": turn_id, "data": {"message": message}}
+
+
+_auser_message_dict = database_sync_to_async(selectors.user_message_dict)
+_acontent_length = database_sync_to_async(selectors.content_length)

@@ -1,0 +1,80 @@
+"""Validation of client frames (PROTOCOL.md, "Client to server")."""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated, Literal, Union
+
+from pydantic import BaseModel, ConfigDict, Field, StrictStr, TypeAdapter, ValidationError, field_validator
+
+MAX_FRAME_BYTES = 8192
+TURN_ID_PATTERN = r"^[A-Za-z0-9_.:-]{1,64}$"
+
+TurnId = Annotated[StrictStr, Field(pattern=TURN_ID_PATTERN)]
+
+
+class _Frame(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+
+class UserMessageFrame(_Frame):
+    type: Literal["user_message"]
+    content: StrictStr
+    turn_id: TurnId | None = None
+    mentioned_documents: list | None = None
+
+    @field_validator("content")
+    @classmethod
+    def _not_blank(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("content must be non-empty text")
+        return value
+
+
+class CancelFrame(_Frame):
+    type: Literal["cancel"]
+    turn_id: TurnId | None = None
+
+
+class PingFrame(_Frame):
+    type: Literal["ping"]
+
+
+ClientFrame = Annotated[Union[UserMessageFrame, CancelFrame, PingFrame], Field(discriminator="type")]
+_adapter = TypeAdapter(ClientFrame)
+KNOWN_TYPES = {"user_message", "cancel", "ping"}
+
+
+class FrameError(Exception):
+    """A refused frame: the `error` code and message to send back, and its turn_id if it had one."""
+
+    def __init__(self, code: str, message: str, turn_id: str | None = None):
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.turn_id = turn_id
+
+
+def parse_frame(text: str) -> UserMessageFrame | CancelFrame | PingFrame:
+    """Parse one text frame or raise FrameError with the contract's error code."""
+    if len(text.encode("utf-8", "surrogatepass")) > MAX_FRAME_BYTES:
+        raise FrameError("message_too_large", f"Frames are limited to {MAX_FRAME_BYTES} bytes.")
+    try:
+        data = json.loads(text)
+    except ValueError:
+        raise FrameError("invalid_json", "The frame is not valid JSON.") from None
+    if not isinstance(data, dict):
+        raise FrameError("invalid_message", "A frame must be a JSON object.")
+    turn_id = data.get("turn_id") if isinstance(data.get("turn_id"), str) else None
+    frame_type = data.get("type")
+    if not isinstance(frame_type, str):
+        raise FrameError("invalid_message", "The frame has no `type`.", turn_id)
+    if frame_type not in KNOWN_TYPES:
+        raise FrameError("unknown_type", f"Unknown frame type {frame_type[:50]!r}.", turn_id)
+    try:
+        return _adapter.validate_python(data)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc'][1:]) or 'frame'}: {err['msg']}" for err in exc.errors()[:3]
+        )
+        raise FrameError("invalid_message", f"Invalid {frame_type} frame: {problems}", turn_id) from None

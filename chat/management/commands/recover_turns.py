@@ -1,0 +1,16 @@
+from django.core.management.base import BaseCommand
+
+from agents.sweeper import sweep
+
+
+class Command(BaseCommand):
+    help = "Finalize as `interrupted` the turns whose server process died (stale heartbeat)."
+
+    def add_arguments(self, parser):
+        parser.add_argument(
+            "--stale-after", type=float, default=None, help="seconds without heartbeat (default: TURN_STALE_SECONDS)"
+        )
+
+    def handle(self, *args, stale_after=None, **options):
+        finalized = sweep(stale_after)
+        self.stdout.write(f"finalized {len(finalized)} interrupted turn(s)")

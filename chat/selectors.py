@@ -1,0 +1,165 @@
+"""Reads of threads and messages in the JSON shapes of PROTOCOL.md.
+
+Every read of a streaming message assembles its text from `content` and its
+pieces (see MessageChunk), so the API, the snapshot and the admin all see the
+full text committed so far.
+"""
+
+from __future__ import annotations
+
+from django.db import transaction
+from django.db.models import Prefetch
+
+from .models import AgentAction, Message, MessageChunk, Thread
+
+SNAPSHOT_MESSAGES = 50
+
+
+def _iso(value) -> str | None:
+    return value.isoformat() if value else None
+
+
+def thread_dict(thread: Thread) -> dict:
+    return {
+        "id": thread.pk,
+        "title": thread.title,
+        "created_at": _iso(thread.created_at),
+        "updated_at": _iso(thread.updated_at),
+    }
+
+
+def action_dict(action: AgentAction) -> dict:
+    duration = None
+    if action.finished_at and action.started_at:
+        duration = int((action.finished_at - action.started_at).total_seconds() * 1000)
+    return {
+        "id": action.pk,
+        "call_id": action.call_id,
+        "tool": action.tool,
+        "input": action.input,
+        "output": action.output,
+        "status": action.status,
+        "position": action.position,
+        "duration_ms": duration,
+        "started_at": _iso(action.started_at),
+        "finished_at": _iso(action.finished_at),
+    }
+
+
+def usage_dict(usage) -> dict | None:
+    if usage is None:
+        return None
+    return {
+        "model": usage.model,
+        "prompt_tokens": usage.prompt_tokens,
+        "completion_tokens": usage.completion_tokens,
+        "total_tokens": usage.total_tokens,
+        "cost_micros": usage.cost_micros,
+    }
+
+
+def message_text(message: Message) -> str:
+    """The full text of a message: content plus any streaming pieces (uses prefetched chunks)."""
+    if message.status != Message.Status.STREAMING:
+        return message.content
+    return message.content + "".join(chunk.text for chunk in message.chunks.all())
+
+
+def message_dict(message: Message) -> dict:
+    """A message object of the contract; expects `_message_queryset`'s prefetches."""
+    usage = message.usage_records.all()
+    return {
+        "id": message.pk,
+        "seq": message.seq,
+        "role": message.role,
+        "turn_id": message.turn_id,
+        "status": message.status,
+        "content": message_text(message),
+        "metadata": message.metadata,
+        "actions": [action_dict(a) for a in message.actions.all()],
+        "usage": usage_dict(usage[0]) if usage else None,
+        "created_at": _iso(message.created_at),
+        "updated_at": _iso(message.updated_at),
+    }
+
+
+def _message_queryset():
+    return Message.objects.prefetch_related(
+        Prefetch("actions", queryset=AgentAction.objects.order_by("id")),
+        Prefetch("chunks", queryset=MessageChunk.objects.order_by("start")),
+        "usage_records",
+    )
+
+
+def own_thread(user, thread_id: int) -> Thread | None:
+    """The thread if it exists and belongs to `user`; None otherwise (the caller answers 404)."""
+    if not getattr(user, "is_authenticated", False):
+        return None
+    return Thread.objects.filter(pk=thread_id, owner=user).first()
+
+
+def list_threads(user) -> list[dict]:
+    return [thread_dict(t) for t in Thread.objects.filter(owner=user).order_by("-updated_at", "-id")]
+
+
+def thread_detail(thread: Thread) -> dict:
+    """The thread with every message in seq order, read in one transaction."""
+    with transaction.atomic():
+        messages = list(_message_queryset().filter(thread=thread).order_by("seq"))
+    return {**thread_dict(thread), "messages": [message_dict(m) for m in messages]}
+
+
+def thread_snapshot(thread_id: int, limit: int = SNAPSHOT_MESSAGES) -> dict:
+    """The `snapshot` frame: the latest messages and the running turn, read in one transaction."""
+    with transaction.atomic():
+        messages = list(_message_queryset().filter(thread_id=thread_id).order_by("-seq")[:limit])
+        active = (
+            Message.objects.filter(thread_id=thread_id, role=Message.Role.ASSISTANT, status=Message.Status.STREAMING)
+            .order_by("-seq")
+            .values("pk", "turn_id")
+            .first()
+        )
+    messages.reverse()
+    return {
+        "type": "snapshot",
+        "thread_id": thread_id,
+        "messages": [message_dict(m) for m in messages],
+        "active_turn": {"turn_id": active["turn_id"], "message_id": active["pk"]} if active else None,
+    }
+
+
+def message_tail(message_id: int, start: int) -> tuple[str, str] | None:
+    """The text of a message from code point `start` on, and its status; None if it is gone."""
+    with transaction.atomic():
+        message = _message_queryset().filter(pk=message_id).first()
+        if message is None:
+            return None
+        return message_text(message)[start:], message.status
+
+
+def user_message_dict(message_id: int) -> dict | None:
+    message = _message_queryset().filter(pk=message_id).first()
+    return message_dict(message) if message else None
+
+
+def content_length(message_id: int) -> int:
+    return Message.objects.filter(pk=message_id).values_list("content_length", flat=True).first() or 0
+
+
+def history_entries(thread_id: int, before_message_id: int) -> list[dict]:
+    """Earlier messages of the thread, oldest first, for a model's history: role, content, actions."""
+    before = Message.objects.filter(pk=before_message_id).values_list("seq", flat=True).first()
+    messages = _message_queryset().filter(thread_id=thread_id)
+    if before is not None:
+        messages = messages.filter(seq__lt=before)
+    return [
+        {
+            "role": m.role,
+            "content": message_text(m),
+            "actions": [
+                {"call_id": a.call_id, "tool": a.tool, "input": a.input, "output": a.output, "status": a.status}
+                for a in m.actions.all()
+            ],
+        }
+        for m in messages.order_by("seq")
+    ]
