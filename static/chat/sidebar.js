@@ -1,0 +1,194 @@
+// The thread list: grouped by age, newest first, with rename and delete.
+
+const DAY_MS = 86400000;
+
+function groupLabel(updatedAt, now) {
+  const startOfToday = new Date(now);
+  startOfToday.setHours(0, 0, 0, 0);
+  const time = Date.parse(updatedAt);
+  if (Number.isNaN(time) || time >= startOfToday.getTime()) return "Today";
+  if (time >= startOfToday.getTime() - DAY_MS) return "Yesterday";
+  if (time >= startOfToday.getTime() - 7 * DAY_MS) return "Previous 7 days";
+  if (time >= startOfToday.getTime() - 30 * DAY_MS) return "Previous 30 days";
+  return "Older";
+}
+
+const ICON_EDIT =
+  '<svg viewBox="0 0 24 24" width="15" height="15" aria-hidden="true"><path d="M4 20h4L19 9l-4-4L4 16v4z" fill="none" stroke="currentColor" stroke-width="1.8" stroke-linejoin="round"/></svg>';
+const ICON_DELETE =
+  '<svg viewBox="0 0 24 24" width="15" height="15" aria-hidden="true"><path d="M5 7h14M10 7V5h4v2M7 7l1 12h8l1-12" fill="none" stroke="currentColor" stroke-width="1.8" stroke-linecap="round" stroke-linejoin="round"/></svg>';
+
+export const threadTitle = (thread) => (thread?.title || "").trim() || "New chat";
+
+export class Sidebar {
+  /**
+   * @param {HTMLElement} root
+   * @param {{onOpen: (id: number) => void, onRename: (id: number, title: string) => void, onDelete: (id: number) => void}} handlers
+   */
+  constructor(root, handlers) {
+    this.root = root;
+    this.handlers = handlers;
+    this.threads = [];
+    this.activeId = null;
+    this.editingId = null;
+    root.addEventListener("click", (event) => this.onClick(event));
+  }
+
+  setThreads(threads) {
+    this.threads = [...threads];
+    this.sort();
+    this.render();
+  }
+
+  get(id) {
+    return this.threads.find((t) => t.id === id) || null;
+  }
+
+  upsert(thread) {
+    const index = this.threads.findIndex((t) => t.id === thread.id);
+    if (index >= 0) this.threads[index] = { ...this.threads[index], ...thread };
+    else this.threads.push(thread);
+    this.sort();
+    this.render();
+  }
+
+  remove(id) {
+    this.threads = this.threads.filter((t) => t.id !== id);
+    this.render();
+  }
+
+  /** Move a thread to the top, as the server's newest-first order will after a new message. */
+  touch(id, when) {
+    const thread = this.get(id);
+    if (!thread) return;
+    thread.updated_at = when || new Date().toISOString();
+    this.sort();
+    this.render();
+  }
+
+  setActive(id) {
+    this.activeId = id;
+    for (const item of this.root.querySelectorAll(".thread-item")) {
+      const active = Number(item.dataset.threadId) === id;
+      item.classList.toggle("active", active);
+      item.querySelector(".thread-link")?.toggleAttribute("aria-current", active);
+    }
+  }
+
+  sort() {
+    this.threads.sort((a, b) => Date.parse(b.updated_at) - Date.parse(a.updated_at) || b.id - a.id);
+  }
+
+  render() {
+    if (this.editingId !== null) return; // do not steal the rename field from under the user
+    const now = Date.now();
+    const fragment = document.createDocumentFragment();
+    let lastGroup = null;
+    for (const thread of this.threads) {
+      const group = groupLabel(thread.updated_at, now);
+      if (group !== lastGroup) {
+        const heading = document.createElement("div");
+        heading.className = "thread-group";
+        heading.textContent = group;
+        fragment.append(heading);
+        lastGroup = group;
+      }
+      fragment.append(this.item(thread));
+    }
+    if (!this.threads.length) {
+      const empty = document.createElement("div");
+      empty.className = "thread-empty";
+      empty.textContent = "No conversations yet.";
+      fragment.append(empty);
+    }
+    this.root.replaceChildren(fragment);
+  }
+
+  item(thread) {
+    const item = document.createElement("div");
+    item.className = "thread-item";
+    item.classList.toggle("untitled", !(thread.title || "").trim());
+    item.classList.toggle("active", thread.id === this.activeId);
+    item.dataset.testid = "thread-item";
+    item.dataset.threadId = String(thread.id);
+    const link = document.createElement("a");
+    link.className = "thread-link";
+    link.href = `/threads/${thread.id}/`;
+    link.textContent = threadTitle(thread);
+    link.title = threadTitle(thread);
+    link.dataset.testid = "thread-link";
+    link.dataset.action = "open";
+    if (thread.id === this.activeId) link.setAttribute("aria-current", "page");
+    const tools = document.createElement("div");
+    tools.className = "thread-tools";
+    tools.append(
+      this.iconButton("rename", "Rename", ICON_EDIT, "thread-rename"),
+      this.iconButton("delete", "Delete", ICON_DELETE, "thread-delete"),
+    );
+    item.append(link, tools);
+    return item;
+  }
+
+  iconButton(action, label, icon, testid) {
+    const button = document.createElement("button");
+    button.type = "button";
+    button.className = "icon-btn";
+    button.title = label;
+    button.setAttribute("aria-label", label);
+    button.dataset.action = action;
+    button.dataset.testid = testid;
+    button.innerHTML = icon;
+    return button;
+  }
+
+  onClick(event) {
+    const target = event.target.closest("[data-action]");
+    const item = event.target.closest(".thread-item");
+    if (!target || !item) return;
+    const id = Number(item.dataset.threadId);
+    if (target.dataset.action === "open") {
+      if (event.metaKey || event.ctrlKey || event.shiftKey || event.button === 1) return; // new tab
+      event.preventDefault();
+      this.handlers.onOpen(id);
+    } else if (target.dataset.action === "rename") {
+      this.startRename(item, id);
+    } else if (target.dataset.action === "delete") {
+      this.handlers.onDelete(id);
+    }
+  }
+
+  startRename(item, id) {
+    const thread = this.get(id);
+    if (!thread) return;
+    this.editingId = id;
+    const input = document.createElement("input");
+    input.className = "thread-rename-input";
+    input.value = thread.title || "";
+    input.maxLength = 200;
+    input.placeholder = "Chat title";
+    input.dataset.testid = "thread-rename-input";
+    input.setAttribute("aria-label", "New title");
+    item.replaceChildren(input);
+    input.focus();
+    input.select();
+    let done = false;
+    const finish = (save) => {
+      if (done) return;
+      done = true;
+      this.editingId = null;
+      const title = input.value.trim();
+      if (save && title && title !== thread.title) this.handlers.onRename(id, title);
+      this.render();
+    };
+    input.addEventListener("keydown", (event) => {
+      if (event.key === "Enter") {
+        event.preventDefault();
+        finish(true);
+      } else if (event.key === "Escape") {
+        event.preventDefault();
+        finish(false);
+      }
+    });
+    input.addEventListener("blur", () => finish(true));
+  }
+}

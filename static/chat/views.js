@@ -1,0 +1,284 @@
+// DOM for one message: user text as plain text, assistant answers as Markdown
+// with tool cards placed at their position in the text. Updates are keyed, so a
+// streaming answer re-renders only its last piece of text.
+
+import { enhanceCodeBlocks, markdownToHtml } from "./markdown.js";
+
+/** Length in Unicode code points, as the server counts offsets (Python's len). */
+export function cpLen(text) {
+  const pairs = text.match(/[\uD800-\uDBFF][\uDC00-\uDFFF]/g);
+  return text.length - (pairs ? pairs.length : 0);
+}
+
+/** `text` without its first `count` code points. */
+export function cpSliceFrom(text, count) {
+  if (count <= 0) return text;
+  if (cpLen(text) === text.length) return text.slice(count);
+  return [...text].slice(count).join("");
+}
+
+const el = (tag, className, attrs = {}) => {
+  const node = document.createElement(tag);
+  if (className) node.className = className;
+  for (const [key, value] of Object.entries(attrs)) {
+    if (key === "text") node.textContent = value;
+    else if (key.startsWith("data-") || key.startsWith("aria-")) node.setAttribute(key, value);
+    else node[key] = value;
+  }
+  return node;
+};
+
+const svg = (markup) => {
+  const span = el("span", "tool-icon");
+  span.innerHTML = markup; // constant markup only
+  return span;
+};
+
+const ICONS = {
+  tool: '<svg viewBox="0 0 24 24" width="15" height="15" aria-hidden="true"><path d="M14.7 6.3a4 4 0 0 0-5.4 5.4L3 18v3h3l6.3-6.3a4 4 0 0 0 5.4-5.4l-2.5 2.5-2.4-.6-.6-2.4z" fill="none" stroke="currentColor" stroke-width="1.8" stroke-linejoin="round"/></svg>',
+  copy: '<svg viewBox="0 0 24 24" width="15" height="15" aria-hidden="true"><rect x="9" y="9" width="11" height="11" rx="2" fill="none" stroke="currentColor" stroke-width="2"/><path d="M5 15V5a2 2 0 0 1 2-2h8" fill="none" stroke="currentColor" stroke-width="2"/></svg>',
+};
+
+export function formatDuration(ms) {
+  if (ms == null || Number.isNaN(ms)) return "";
+  if (ms < 1000) return `${Math.max(0, Math.round(ms))} ms`;
+  if (ms < 60000) return `${(ms / 1000).toFixed(ms < 10000 ? 1 : 0)} s`;
+  return `${Math.floor(ms / 60000)} min ${Math.round((ms % 60000) / 1000)} s`;
+}
+
+function actionDuration(action) {
+  if (action.duration_ms != null) return action.duration_ms;
+  if (action.started_at && action.finished_at) return Date.parse(action.finished_at) - Date.parse(action.started_at);
+  return null;
+}
+
+const pretty = (value) => {
+  if (value == null) return "";
+  if (typeof value === "string") return value;
+  try {
+    return JSON.stringify(value, null, 2);
+  } catch {
+    return String(value);
+  }
+};
+
+function inputSummary(input) {
+  if (input == null) return "";
+  if (typeof input !== "object") return String(input);
+  const entries = Object.entries(input);
+  if (entries.length === 1 && typeof entries[0][1] !== "object") return String(entries[0][1]);
+  return JSON.stringify(input);
+}
+
+/** Split the answer into text pieces and tool calls, by each call's code-point position. */
+export function answerParts(message) {
+  const actions = [...(message.actions || [])].sort((a, b) => (a.position ?? 0) - (b.position ?? 0) || a.id - b.id);
+  if (!actions.length) return [{ kind: "text", key: "s0", text: message.content }];
+  const points = [...message.content];
+  const parts = [];
+  let cursor = 0;
+  actions.forEach((action, index) => {
+    const at = Math.min(Math.max(action.position ?? points.length, cursor), points.length);
+    if (at > cursor) parts.push({ kind: "text", key: `s${index}`, text: points.slice(cursor, at).join("") });
+    parts.push({ kind: "action", key: `a${action.id}`, action });
+    cursor = at;
+  });
+  if (cursor < points.length) parts.push({ kind: "text", key: `s${actions.length}`, text: points.slice(cursor).join("") });
+  return parts;
+}
+
+export class MessageView {
+  /**
+   * @param {object} message
+   * @param {{openCards: Set<string>, isLast: () => boolean}} ctx
+   */
+  constructor(message, ctx) {
+    this.ctx = ctx;
+    this.role = message.role;
+    this.root = el("article", `msg msg-${message.role}`, { "data-testid": "message" });
+    this.parts = new Map(); // key -> {node, signature}
+    if (message.role === "user") {
+      this.body = el("div", "msg-body", { "data-testid": "message-content" });
+      this.root.append(this.body);
+    } else {
+      const avatar = el("span", "avatar avatar-bot", { "aria-hidden": "true", text: "AI" });
+      this.main = el("div", "msg-main");
+      this.thinking = el("div", "thinking", { "data-testid": "thinking", hidden: true });
+      this.thinkingText = el("span", "thinking-text");
+      const dots = el("span", "thinking-dots");
+      dots.append(el("i"), el("i"), el("i"));
+      this.thinking.append(dots, this.thinkingText);
+      this.body = el("div", "msg-body", { "data-testid": "message-content" });
+      this.notice = el("div", "notice", { "data-testid": "message-notice", hidden: true });
+      this.footer = el("div", "msg-footer");
+      this.copyButton = el("button", "icon-btn", {
+        type: "button",
+        title: "Copy answer",
+        "data-testid": "copy-answer",
+        "data-action": "copy-answer",
+      });
+      this.copyButton.innerHTML = ICONS.copy;
+      this.usage = el("span", "usage", { "data-testid": "usage" });
+      this.footer.append(this.copyButton, this.usage);
+      this.main.append(this.thinking, this.body, this.notice, this.footer);
+      this.root.append(avatar, this.main);
+    }
+  }
+
+  update(message, thinkingText) {
+    const root = this.root;
+    root.dataset.role = message.role;
+    root.dataset.status = message.status;
+    root.dataset.messageId = String(message.id);
+    root.dataset.turnId = message.turn_id || "";
+    root.dataset.length = String(message.len ?? cpLen(message.content || ""));
+    root.classList.toggle("streaming", message.status === "streaming");
+    root.classList.toggle("sending", message.status === "sending");
+    if (message.role === "user") {
+      if (this.body.textContent !== message.content) this.body.textContent = message.content;
+      return;
+    }
+    this.updateThinking(message, thinkingText);
+    this.updateBody(message);
+    this.updateNotice(message);
+    this.updateFooter(message);
+  }
+
+  updateThinking(message, thinkingText) {
+    const streaming = message.status === "streaming";
+    const waiting = streaming && !message.content && !(message.actions || []).some((a) => a.status === "pending");
+    const show = streaming && (Boolean(thinkingText) || waiting);
+    this.thinking.hidden = !show;
+    const text = thinkingText || "Thinking…";
+    if (this.thinkingText.textContent !== text) this.thinkingText.textContent = text;
+  }
+
+  updateBody(message) {
+    const wanted = answerParts(message);
+    const seen = new Set();
+    let index = 0;
+    for (const part of wanted) {
+      seen.add(part.key);
+      let entry = this.parts.get(part.key);
+      if (!entry || entry.kind !== part.kind) {
+        entry = { kind: part.kind, node: part.kind === "text" ? el("div", "md") : this.makeCard(), signature: null };
+        this.parts.set(part.key, entry);
+      }
+      if (part.kind === "text") {
+        if (entry.signature !== part.text) {
+          entry.node.innerHTML = markdownToHtml(part.text);
+          enhanceCodeBlocks(entry.node);
+          entry.signature = part.text;
+        }
+      } else {
+        this.fillCard(entry, part.action);
+      }
+      if (this.body.children[index] !== entry.node) this.body.insertBefore(entry.node, this.body.children[index] || null);
+      index += 1;
+    }
+    for (const [key, entry] of this.parts) {
+      if (!seen.has(key)) {
+        entry.node.remove();
+        this.parts.delete(key);
+      }
+    }
+  }
+
+  makeCard() {
+    const card = el("details", "tool-card", { "data-testid": "tool-card" });
+    card.addEventListener("toggle", () => {
+      const id = card.dataset.actionId;
+      if (!id) return;
+      if (card.open) this.ctx.openCards.add(id);
+      else this.ctx.openCards.delete(id);
+    });
+    return card;
+  }
+
+  fillCard(entry, action) {
+    const duration = actionDuration(action);
+    const signature = JSON.stringify([action.status, action.tool, action.input, action.output, duration, action.id]);
+    const card = entry.node;
+    card.dataset.actionId = String(action.id);
+    card.dataset.status = action.status;
+    card.dataset.tool = action.tool;
+    card.open = this.ctx.openCards.has(String(action.id));
+    if (entry.signature === signature) return;
+    entry.signature = signature;
+    card.replaceChildren();
+    const summary = el("summary");
+    summary.append(
+      svg(ICONS.tool),
+      el("span", "tool-name", { text: action.tool }),
+      el("span", "tool-summary", { text: inputSummary(action.input) }),
+      el("span", `badge badge-${action.status}`, { text: action.status, "data-testid": "tool-status" }),
+    );
+    if (duration != null && action.status !== "pending") {
+      summary.append(el("span", "tool-duration", { text: formatDuration(duration), "data-testid": "tool-duration" }));
+    }
+    const body = el("div", "tool-body");
+    const inputBox = el("div");
+    inputBox.append(el("div", "tool-label", { text: "Input" }), el("pre", "", { text: pretty(action.input), "data-testid": "tool-input" }));
+    body.append(inputBox);
+    if (action.status !== "pending") {
+      const outputBox = el("div");
+      outputBox.append(
+        el("div", "tool-label", { text: action.status === "error" ? "Error" : "Output" }),
+        el("pre", "", { text: pretty(action.output), "data-testid": "tool-output" }),
+      );
+      body.append(outputBox);
+    }
+    card.append(summary, body);
+  }
+
+  updateNotice(message) {
+    const notice = this.notice;
+    const error = message.metadata?.error;
+    let kind = null;
+    let text = "";
+    let retry = false;
+    if (message.status === "cancelled") {
+      kind = "muted";
+      text = "Stopped.";
+    } else if (message.status === "failed") {
+      kind = "error";
+      text = `Something went wrong: ${error?.message || "the answer failed."}`;
+      retry = true;
+    } else if (message.status === "interrupted") {
+      kind = "warn";
+      text = "This answer was interrupted before it finished (the server stopped).";
+      retry = true;
+    }
+    retry = retry && this.ctx.isLast(message);
+    const signature = `${kind}|${text}|${retry}`;
+    if (notice.dataset.signature === signature) return;
+    notice.dataset.signature = signature;
+    notice.hidden = !kind;
+    notice.className = `notice notice-${kind || "muted"}`;
+    notice.dataset.kind = kind || "";
+    notice.replaceChildren();
+    if (!kind) return;
+    notice.append(el("span", "", { text }));
+    if (retry) {
+      notice.append(
+        el("button", "btn btn-small", { type: "button", text: "Retry", "data-testid": "retry", "data-action": "retry" }),
+      );
+    }
+  }
+
+  updateFooter(message) {
+    const final = message.status !== "streaming";
+    this.footer.hidden = !final;
+    const usage = message.usage;
+    if (!usage) {
+      this.usage.textContent = "";
+      this.usage.title = "";
+      return;
+    }
+    const cost = (usage.cost_micros || 0) / 1e6;
+    this.usage.textContent = `${usage.total_tokens ?? 0} tokens${usage.model ? ` · ${usage.model}` : ""}`;
+    this.usage.title =
+      `Prompt ${usage.prompt_tokens ?? 0} · completion ${usage.completion_tokens ?? 0} tokens` +
+      ` · cost $${cost.toFixed(cost && cost < 0.01 ? 6 : 4)}`;
+  }
+}
