@@ -67,6 +67,7 @@ async def start_turn(
 ) -> TurnStart:
     """Store the user's message and start its turn as a task; a repeated turn_id starts nothing."""
     turn_id = turn_id or new_turn_id()
+    provider = provider or get_provider()
     publisher = TurnPublisher(thread_id, turn_id)
     message, created = await publisher.user_message(content, mentioned_documents)
     if not created:
@@ -74,7 +75,7 @@ async def start_turn(
     turn, previous = registry.register(thread_id, turn_id)
     # A turn of this thread may also run in another process: flag it in the database.
     await turns.arequest_cancel(thread_id, None)
-    task = asyncio.create_task(_run(turn, publisher, provider or get_provider(), previous))
+    task = asyncio.create_task(_run(turn, publisher, provider, previous))
     turn.task = task
     return TurnStart(turn_id, message, started=True, task=task)
 

@@ -4,6 +4,8 @@ Every variable has an embedded default that needs no other service: SQLite,
 the in-memory channel layer and the offline `local` model.
 """
 
+import os
+import tempfile
 from pathlib import Path
 
 import environ
@@ -78,8 +80,9 @@ if _db["ENGINE"] == "django.db.backends.sqlite3":
         "timeout": 30,
         "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
     }
-    # A file test database, so a daphne process started by a test sees it.
-    _db["TEST"] = {"NAME": str(BASE_DIR / ".test-db.sqlite3")}
+    # A file test database, so a daphne process started by a test sees it;
+    # one per test process, so concurrent runs do not share it.
+    _db["TEST"] = {"NAME": str(Path(tempfile.gettempdir()) / f"chat-test-{os.getpid()}.sqlite3")}
 else:
     # Persistent connections: Channels runs every database call of a process
     # through one thread, and reconnecting per call caps it near 200 ops/s.
