@@ -15,6 +15,7 @@ from django.conf import settings
 from django.db import close_old_connections
 
 from chat import turns
+from chat.events import announce_interrupted
 
 from .registry import registry
 
@@ -39,6 +40,7 @@ def sweep(stale_after: float | None = None) -> list[int]:
             continue  # alive, only slow to beat (a blocked loop)
         if turns.finalize_assistant_turn(message_id, "interrupted", error=INTERRUPTED_ERROR) == "interrupted":
             finalized.append(message_id)
+            announce_interrupted(message_id, INTERRUPTED_ERROR)
     if finalized:
         logger.warning("finalized %d interrupted turn(s): %s", len(finalized), finalized)
     return finalized

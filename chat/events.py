@@ -51,13 +51,7 @@ class TurnPublisher:
         self._completed = False
 
     def _frame(self, type_: str, data: dict) -> dict:
-        return {
-            "type": type_,
-            "thread_id": self.thread_id,
-            "turn_id": self.turn_id,
-            "message_id": self.message_id,
-            "data": data,
-        }
+        return turn_frame(self.thread_id, self.turn_id, self.message_id, type_, data)
 
     async def user_message(self, text: str, mentioned_documents=None) -> tuple[dict, bool]:
         """Store the user's message; announce it only when this call created it."""
@@ -161,6 +155,24 @@ class TurnPublisher:
             ),
         )
         return stored
+
+
+def turn_frame(thread_id: int, turn_id: str, message_id: int | None, type_: str, data: dict) -> dict:
+    return {"type": type_, "thread_id": thread_id, "turn_id": turn_id, "message_id": message_id, "data": data}
+
+
+def announce_interrupted(message_id: int, error: dict) -> None:
+    """Send `agent_completed` for a turn the sweeper finalized (its own process died before it could)."""
+    from asgiref.sync import async_to_sync
+
+    from .models import Message
+
+    message = Message.objects.filter(pk=message_id).values("thread_id", "turn_id", "status", "content_length").first()
+    if message is None:
+        return
+    data = {"status": message["status"], "usage": None, "error": error, "content_length": message["content_length"]}
+    frame = turn_frame(message["thread_id"], message["turn_id"], message_id, "agent_completed", data)
+    async_to_sync(broadcast)(message["thread_id"], frame)
 
 
 def user_message_frame(thread_id: int, turn_id: str, message: dict) -> dict:

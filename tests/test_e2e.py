@@ -1,0 +1,332 @@
+"""End to end: a real daphne process, real WebSocket clients (`websockets`), logged in through /accounts/login/."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import websockets
+
+from tests.base import PASSWORD, ChatTransactionTestCase
+from tests.live import DaphneServer, HttpSession, ws_headers
+from tests.sockets import assert_contiguous, rebuild
+
+TIMEOUT = 60
+
+
+class Client:
+    """One logged-in user against the server: HTTP session plus sockets."""
+
+    def __init__(self, server: DaphneServer, username: str):
+        self.server = server
+        self.http = HttpSession(server.base_url)
+        self.username = username
+
+    async def login(self) -> Client:
+        await asyncio.to_thread(self.http.login, self.username, PASSWORD)
+        return self
+
+    async def api(self, method: str, path: str, body: dict | None = None) -> tuple[int, dict | None]:
+        return await asyncio.to_thread(self.http.request, method, path, body)
+
+    async def new_thread(self) -> int:
+        status, thread = await self.api("POST", "/api/threads/", {"title": "e2e"})
+        assert status == 201, (status, thread)
+        return thread["id"]
+
+    async def content(self, thread_id: int, message_id: int) -> dict:
+        status, thread = await self.api("GET", f"/api/threads/{thread_id}/")
+        assert status == 200, status
+        return next(m for m in thread["messages"] if m["id"] == message_id)
+
+    def socket(self, thread_id: int):
+        return websockets.connect(
+            f"{self.server.ws_url}/ws/threads/{thread_id}/",
+            additional_headers=ws_headers(self.server, self.http.cookie_header),
+            open_timeout=TIMEOUT,
+        )
+
+
+async def recv(ws) -> dict:
+    return json.loads(await asyncio.wait_for(ws.recv(), TIMEOUT))
+
+
+async def recv_until(ws, predicate, frames: list | None = None) -> list[dict]:
+    frames = [] if frames is None else frames
+    while True:
+        frame = await recv(ws)
+        frames.append(frame)
+        if predicate(frame):
+            return frames
+
+
+def completed(turn_id: str):
+    return lambda f: f["type"] == "agent_completed" and f["turn_id"] == turn_id
+
+
+def first_delta(f: dict) -> bool:
+    return f["type"] == "message_delta"
+
+
+class LiveServerTestCase(ChatTransactionTestCase):
+    server_env = {"LOCAL_MODEL_DELAY_MS": "15"}
+
+    @classmethod
+    def setUpClass(cls):
+        super().setUpClass()
+        cls.server = DaphneServer(cls.server_env, name=cls.__name__).start()
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.server.stop()
+        super().tearDownClass()
+
+    def setUp(self):
+        self.make_user("alice")
+        self.make_user("bob")
+
+    async def login_as(self, username: str = "alice") -> Client:
+        return await Client(self.server, username).login()
+
+    async def send_message(self, ws, content: str, turn_id: str) -> None:
+        await ws.send(json.dumps({"type": "user_message", "content": content, "turn_id": turn_id}))
+
+
+class StreamingTests(LiveServerTestCase):
+    async def test_reconnect_rebuilds_the_exact_final_text(self):
+        """`/lorem 200`: drop the socket after a few deltas, reconnect, snapshot + deltas equal the stored text."""
+        alice = await self.login_as()
+        thread_id = await alice.new_thread()
+        async with alice.socket(thread_id) as ws:
+            await recv(ws)  # snapshot
+            await self.send_message(ws, "/lorem 200", "re-1")
+            frames = await recv_until(ws, first_delta)
+            for _ in range(3):
+                frames.append(await recv(ws))
+        message_id = frames[-1]["message_id"]
+        async with alice.socket(thread_id) as ws:
+            snapshot = await recv(ws)
+            self.assertEqual(snapshot["type"], "snapshot")
+            start = next(m for m in snapshot["messages"] if m["id"] == message_id)
+            if start["status"] == "streaming":
+                self.assertEqual(snapshot["active_turn"], {"turn_id": "re-1", "message_id": message_id})
+                rest = await recv_until(ws, completed("re-1"))
+                deltas = [f for f in rest if f["type"] == "message_delta"]
+                self.assertLessEqual(deltas[0]["data"]["offset"], len(start["content"]))
+                assert_contiguous(rest, message_id, deltas[0]["data"]["offset"])
+                rebuilt = rebuild(start["content"], rest, message_id)
+            else:
+                rebuilt = start["content"]
+        final = await alice.content(thread_id, message_id)
+        self.assertEqual(final["status"], "completed")
+        self.assertEqual(rebuilt, final["content"])
+        self.assertEqual(len(final["content"].split()), 200)
+
+    async def test_every_delta_is_committed_before_it_arrives(self):
+        """After each of several deltas, GET of the thread already shows offset + len(delta) characters."""
+        alice = await self.login_as()
+        thread_id = await alice.new_thread()
+        async with alice.socket(thread_id) as ws:
+            await recv(ws)
+            await self.send_message(ws, "/lorem 40", "db-1")
+            checked = 0
+            while checked < 8:
+                frame = await recv(ws)
+                if frame["type"] != "message_delta":
+                    continue
+                stored = await alice.content(thread_id, frame["message_id"])
+                self.assertGreaterEqual(len(stored["content"]), frame["data"]["offset"] + len(frame["data"]["delta"]))
+                checked += 1
+            await recv_until(ws, completed("db-1"))
+
+    async def test_turn_completes_after_every_socket_closed(self):
+        """Closing every socket mid-turn: the turn still completes in the database."""
+        alice = await self.login_as()
+        thread_id = await alice.new_thread()
+        async with alice.socket(thread_id) as first, alice.socket(thread_id) as second:
+            await recv(first)
+            await recv(second)
+            await self.send_message(first, "/lorem 50", "close-1")
+            frames = await recv_until(first, first_delta)
+        message_id = frames[-1]["message_id"]
+        async with alice.socket(thread_id) as ws:  # wait for the end without polling
+            snapshot = await recv(ws)
+            if snapshot["active_turn"]:
+                await recv_until(ws, completed("close-1"))
+        final = await alice.content(thread_id, message_id)
+        self.assertEqual(final["status"], "completed")
+        self.assertEqual(len(final["content"].split()), 50)
+
+    async def test_cancel_mid_stream(self):
+        """Cancel mid-stream: cancelled, the partial text kept, in the events and over HTTP."""
+        alice = await self.login_as()
+        thread_id = await alice.new_thread()
+        async with alice.socket(thread_id) as ws:
+            await recv(ws)
+            await self.send_message(ws, "/lorem 400", "cancel-1")
+            frames = await recv_until(ws, first_delta)
+            await ws.send(json.dumps({"type": "cancel", "turn_id": "cancel-1"}))
+            frames = await recv_until(ws, completed("cancel-1"), frames)
+        message_id = frames[-1]["message_id"]
+        self.assertEqual(frames[-1]["data"]["status"], "cancelled")
+        final = await alice.content(thread_id, message_id)
+        self.assertEqual(final["status"], "cancelled")
+        self.assertEqual((final["metadata"]["cancelled"], final["metadata"]["streaming"]), (True, False))
+        self.assertEqual(rebuild("", frames, message_id), final["content"])
+        self.assertTrue(0 < len(final["content"].split()) < 400)
+
+    async def test_new_message_mid_stream_cancels_the_running_turn(self):
+        """A new message mid-stream ends the running turn cancelled, then answers the new one."""
+        alice = await self.login_as()
+        thread_id = await alice.new_thread()
+        async with alice.socket(thread_id) as ws:
+            await recv(ws)
+            await self.send_message(ws, "/lorem 400", "first")
+            frames = await recv_until(ws, first_delta)
+            await self.send_message(ws, "what is 6*7", "second")
+            frames = await recv_until(ws, completed("second"), frames)
+        ends = {f["turn_id"]: f["data"]["status"] for f in frames if f["type"] == "agent_completed"}
+        self.assertEqual(ends, {"first": "cancelled", "second": "completed"})
+        status, thread = await alice.api("GET", f"/api/threads/{thread_id}/")
+        self.assertEqual([m["seq"] for m in thread["messages"]], [1, 2, 3, 4])
+        self.assertEqual([m["status"] for m in thread["messages"]], ["completed", "cancelled", "completed", "completed"])
+        self.assertIn("42", thread["messages"][3]["content"])
+
+    async def test_failing_model_and_failing_tool(self):
+        """`/fail 5` ends failed with five words; `1/0` ends with an error action and an answer saying so."""
+        alice = await self.login_as()
+        thread_id = await alice.new_thread()
+        async with alice.socket(thread_id) as ws:
+            await recv(ws)
+            await self.send_message(ws, "/fail 5", "fail-1")
+            frames = await recv_until(ws, completed("fail-1"))
+            await self.send_message(ws, "1/0", "div-1")
+            frames += await recv_until(ws, completed("div-1"))
+        status, thread = await alice.api("GET", f"/api/threads/{thread_id}/")
+        failed, divided = thread["messages"][1], thread["messages"][3]
+        self.assertEqual((failed["status"], failed["metadata"]["has_error"]), ("failed", True))
+        self.assertEqual(len(failed["content"].split()), 5)
+        self.assertEqual(failed["metadata"]["error"]["code"], "provider_unavailable")
+        self.assertEqual(divided["status"], "completed")
+        self.assertEqual(divided["actions"][0]["status"], "error")
+        self.assertIn("could not compute", divided["content"])
+        self.assertIsNotNone(failed["usage"])
+
+    async def test_two_sockets_of_one_user_get_every_event(self):
+        """Two sockets of the owner receive the same events and rebuild the same text."""
+        alice = await self.login_as()
+        thread_id = await alice.new_thread()
+        async with alice.socket(thread_id) as first, alice.socket(thread_id) as second:
+            await recv(first)
+            await recv(second)
+            await self.send_message(first, "what is 1+1", "both-1")
+            a = await recv_until(first, completed("both-1"))
+            b = await recv_until(second, completed("both-1"))
+        message_id = a[-1]["message_id"]
+        kinds = lambda frames: [f["type"] for f in frames if f["type"] != "message_delta"]  # noqa: E731
+        self.assertEqual(kinds(a), kinds(b))
+        self.assertEqual(rebuild("", a, message_id), rebuild("", b, message_id))
+
+
+class IsolationTests(LiveServerTestCase):
+    async def test_users_cannot_reach_each_others_threads(self):
+        """Bob can neither open, read, rename, delete nor cancel Alice's thread, by socket or HTTP."""
+        alice, bob = await self.login_as("alice"), await self.login_as("bob")
+        thread_id = await alice.new_thread()
+        async with bob.socket(thread_id) as ws:
+            with self.assertRaises(websockets.ConnectionClosed) as closed:
+                await recv(ws)
+            self.assertEqual(closed.exception.rcvd.code, 4404)
+        for method in ("GET", "PATCH", "DELETE"):
+            status, body = await bob.api(method, f"/api/threads/{thread_id}/", {"title": "x"} if method == "PATCH" else None)
+            self.assertEqual(status, 404, method)
+        status, listing = await bob.api("GET", "/api/threads/")
+        self.assertEqual(listing["threads"], [])
+        async with alice.socket(thread_id) as ws:
+            await recv(ws)
+            await self.send_message(ws, "/lorem 300", "mine")
+            await recv_until(ws, first_delta)
+            bobs_thread = await bob.new_thread()
+            async with bob.socket(bobs_thread) as bws:
+                await recv(bws)
+                await bws.send(json.dumps({"type": "cancel", "turn_id": "mine"}))
+                refusal = await recv(bws)
+                self.assertEqual((refusal["type"], refusal["code"]), ("error", "turn_not_found"))
+            await ws.send(json.dumps({"type": "cancel", "turn_id": "mine"}))
+            frames = await recv_until(ws, completed("mine"))
+        self.assertTrue(all(f["thread_id"] == thread_id for f in frames))
+
+    async def test_anonymous_socket_and_api_are_refused(self):
+        """Without a login the socket closes 4401 and the API answers 401."""
+        alice = await self.login_as()
+        thread_id = await alice.new_thread()
+        anonymous = Client(self.server, "nobody")
+        async with anonymous.socket(thread_id) as ws:
+            with self.assertRaises(websockets.ConnectionClosed) as closed:
+                await recv(ws)
+            self.assertEqual(closed.exception.rcvd.code, 4401)
+        status, body = await anonymous.api("GET", "/api/threads/")
+        self.assertEqual(status, 401)
+
+
+class SlowReaderTests(LiveServerTestCase):
+    server_env = {"LOCAL_MODEL_DELAY_MS": "0"}
+
+    async def test_fast_stream_to_a_slow_reader(self):
+        """`/lorem 5000` at full speed to a client that reads slowly: contiguous offsets, exact final text."""
+        alice = await self.login_as()
+        thread_id = await alice.new_thread()
+        async with alice.socket(thread_id) as ws:
+            await recv(ws)
+            await self.send_message(ws, "/lorem 5000", "fast-1")
+            frames = []
+            while not frames or not completed("fast-1")(frames[-1]):
+                frames.append(await recv(ws))
+                if len(frames) % 25 == 0:
+                    await asyncio.sleep(0.05)  # a slow reader, not a synchronization
+        message_id = frames[-1]["message_id"]
+        assert_contiguous(frames, message_id)
+        final = await alice.content(thread_id, message_id)
+        self.assertEqual(rebuild("", frames, message_id), final["content"])
+        self.assertEqual(len(final["content"].split()), 5000)
+
+
+class CrashTests(ChatTransactionTestCase):
+    async def test_killed_server_turn_ends_interrupted_after_restart(self):
+        """Kill the server mid-turn and start it again: the turn ends `interrupted` with its partial text."""
+        await asyncio.to_thread(self.make_user, "alice")
+        env = {
+            "LOCAL_MODEL_DELAY_MS": "30",
+            "TURN_HEARTBEAT_SECONDS": "0.5",
+            "TURN_STALE_SECONDS": "3",
+            "TURN_SWEEP_SECONDS": "1",
+        }
+        server = await asyncio.to_thread(DaphneServer(env, name="crash").start)
+        try:
+            alice = await Client(server, "alice").login()
+            thread_id = await alice.new_thread()
+            async with alice.socket(thread_id) as ws:
+                await recv(ws)
+                await self.send_message(ws, "/lorem 1000", "crash-1")
+                frames = await recv_until(ws, first_delta)
+                for _ in range(5):
+                    frames.append(await recv(ws))
+                await asyncio.to_thread(server.kill)
+            message_id = frames[-1]["message_id"]
+            await asyncio.to_thread(server.start)
+            async with alice.socket(thread_id) as ws:
+                snapshot = await recv(ws)
+                if snapshot["active_turn"] is not None:
+                    # The sweeper of the new process finalizes it and announces the end.
+                    end = await asyncio.wait_for(recv_until(ws, completed("crash-1")), 60)
+                    self.assertEqual(end[-1]["data"]["status"], "interrupted")
+            final = await alice.content(thread_id, message_id)
+            self.assertEqual(final["status"], "interrupted")
+            self.assertEqual((final["metadata"]["streaming"], final["metadata"]["has_error"]), (False, True))
+            self.assertGreaterEqual(len(final["content"]), len(rebuild("", frames, message_id)))
+            self.assertTrue(final["content"].startswith(rebuild("", frames, message_id)))
+        finally:
+            await asyncio.to_thread(server.stop)
+
+    async def send_message(self, ws, content: str, turn_id: str) -> None:
+        await ws.send(json.dumps({"type": "user_message", "content": content, "turn_id": turn_id}))
