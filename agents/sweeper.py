@@ -46,9 +46,14 @@ def sweep(stale_after: float | None = None) -> list[int]:
     return finalized
 
 
+# Completed turns stay in the registry this long, for late cancels and tests.
+REGISTRY_KEEP_SECONDS = 300
+
+
 def _loop(stop: threading.Event) -> None:
     while not stop.is_set():
         try:
+            registry.cleanup_completed(REGISTRY_KEEP_SECONDS)
             sweep()
         except Exception:
             logger.exception("turn sweep failed")
