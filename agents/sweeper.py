@@ -2,20 +2,21 @@
 
 Every running turn touches its heartbeat every TURN_HEARTBEAT_SECONDS, so a
 heartbeat older than TURN_STALE_SECONDS means no process runs it any more.
-Each server process sweeps at start and then every TURN_SWEEP_SECONDS, in a
-daemon thread; `python manage.py recover_turns` sweeps once.
+Each server process sweeps on its event loop from its first request on, then
+every TURN_SWEEP_SECONDS, and announces each turn it ends to the thread's
+sockets; `python manage.py recover_turns` sweeps once.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
-import threading
 
+from channels.db import database_sync_to_async
 from django.conf import settings
-from django.db import close_old_connections
 
 from chat import turns
-from chat.events import announce_interrupted
+from chat.events import broadcast, turn_frame
 
 from .registry import registry
 
@@ -26,47 +27,60 @@ INTERRUPTED_ERROR = {
     "message": "The server stopped while this turn was running; the partial answer was kept.",
     "retryable": True,
 }
+# Completed turns stay in the registry this long, for late cancels and tests.
+REGISTRY_KEEP_SECONDS = 300
 
-_started = threading.Event()
+_task: asyncio.Task | None = None
 
 
-def sweep(stale_after: float | None = None) -> list[int]:
-    """Finalize every stale streaming message as interrupted; return their ids."""
+def sweep(stale_after: float | None = None) -> list[dict]:
+    """Finalize every stale streaming message as interrupted; return them as turn summaries."""
     stale_after = settings.TURN_STALE_SECONDS if stale_after is None else stale_after
-    finalized = []
     running_here = {turn.message_id for turn in registry.running()}
+    finalized = []
     for message_id in turns.stale_turns(stale_after):
         if message_id in running_here:
             continue  # alive, only slow to beat (a blocked loop)
         if turns.finalize_assistant_turn(message_id, "interrupted", error=INTERRUPTED_ERROR) == "interrupted":
-            finalized.append(message_id)
-            announce_interrupted(message_id, INTERRUPTED_ERROR)
+            finalized.append(turns.turn_summary(message_id))
     if finalized:
-        logger.warning("finalized %d interrupted turn(s): %s", len(finalized), finalized)
+        logger.warning("finalized %d interrupted turn(s): %s", len(finalized), [t["id"] for t in finalized])
     return finalized
 
 
-# Completed turns stay in the registry this long, for late cancels and tests.
-REGISTRY_KEEP_SECONDS = 300
+async def asweep(stale_after: float | None = None) -> list[dict]:
+    """Sweep, then send `agent_completed` for each turn ended (its own process died before it could)."""
+    finalized = await database_sync_to_async(sweep)(stale_after)
+    for turn in finalized:
+        data = {"status": turn["status"], "usage": None, "error": INTERRUPTED_ERROR, "content_length": turn["content_length"]}
+        await broadcast(turn["thread_id"], turn_frame(turn["thread_id"], turn["turn_id"], turn["id"], "agent_completed", data))
+    return finalized
 
 
-def _loop(stop: threading.Event) -> None:
-    while not stop.is_set():
+async def _loop() -> None:
+    while True:
         try:
             registry.cleanup_completed(REGISTRY_KEEP_SECONDS)
-            sweep()
+            await asweep()
         except Exception:
             logger.exception("turn sweep failed")
-        finally:
-            close_old_connections()
-        stop.wait(settings.TURN_SWEEP_SECONDS)
+        await asyncio.sleep(settings.TURN_SWEEP_SECONDS)
 
 
-def start_in_background() -> threading.Event | None:
-    """Start this process's sweeper thread once; return the event that stops it."""
-    if _started.is_set():
-        return None
-    _started.set()
-    stop = threading.Event()
-    threading.Thread(target=_loop, args=(stop,), name="turn-sweeper", daemon=True).start()
-    return stop
+def ensure_started() -> None:
+    """Start this process's sweeper task on the running loop, once."""
+    global _task
+    if _task is None or _task.done():
+        _task = asyncio.get_running_loop().create_task(_loop(), name="turn-sweeper")
+
+
+class SweeperMiddleware:
+    """ASGI middleware that starts the sweeper with the server's first connection."""
+
+    def __init__(self, app):
+        self.app = app
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] in ("http", "websocket"):
+            ensure_started()
+        return await self.app(scope, receive, send)

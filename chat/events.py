@@ -161,20 +161,6 @@ def turn_frame(thread_id: int, turn_id: str, message_id: int | None, type_: str,
     return {"type": type_, "thread_id": thread_id, "turn_id": turn_id, "message_id": message_id, "data": data}
 
 
-def announce_interrupted(message_id: int, error: dict) -> None:
-    """Send `agent_completed` for a turn the sweeper finalized (its own process died before it could)."""
-    from asgiref.sync import async_to_sync
-
-    from .models import Message
-
-    message = Message.objects.filter(pk=message_id).values("thread_id", "turn_id", "status", "content_length").first()
-    if message is None:
-        return
-    data = {"status": message["status"], "usage": None, "error": error, "content_length": message["content_length"]}
-    frame = turn_frame(message["thread_id"], message["turn_id"], message_id, "agent_completed", data)
-    async_to_sync(broadcast)(message["thread_id"], frame)
-
-
 def user_message_frame(thread_id: int, turn_id: str, message: dict) -> dict:
     return {"type": "user_message", "thread_id": thread_id, "turn_id": turn_id, "data": {"message": message}}
 

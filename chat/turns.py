@@ -304,6 +304,13 @@ def stale_turns(stale_after: float) -> list[int]:
     )
 
 
+def turn_summary(message_id: int) -> dict | None:
+    """id, thread_id, turn_id, status and content_length of a message."""
+    return (
+        Message.objects.filter(pk=message_id).values("id", "thread_id", "turn_id", "status", "content_length").first()
+    )
+
+
 apersist_user_turn = database_sync_to_async(persist_user_turn)
 apersist_assistant_shell = database_sync_to_async(persist_assistant_shell)
 aappend_content = database_sync_to_async(append_content)

@@ -9,10 +9,7 @@ django_asgi_app = get_asgi_application()
 
 from channels.routing import ProtocolTypeRouter  # noqa: E402
 
-from agents.sweeper import start_in_background  # noqa: E402
+from agents.sweeper import SweeperMiddleware  # noqa: E402
 from chat.routing import websocket_application  # noqa: E402
 
-application = ProtocolTypeRouter({"http": django_asgi_app, "websocket": websocket_application()})
-
-# This module is loaded by the server process only: sweep turns of dead processes.
-start_in_background()
+application = SweeperMiddleware(ProtocolTypeRouter({"http": django_asgi_app, "websocket": websocket_application()}))

@@ -1,6 +1,7 @@
+from asgiref.sync import async_to_sync
 from django.core.management.base import BaseCommand
 
-from agents.sweeper import sweep
+from agents.sweeper import asweep
 
 
 class Command(BaseCommand):
@@ -12,5 +13,5 @@ class Command(BaseCommand):
         )
 
     def handle(self, *args, stale_after=None, **options):
-        finalized = sweep(stale_after)
+        finalized = async_to_sync(asweep)(stale_after)
         self.stdout.write(f"finalized {len(finalized)} interrupted turn(s)")
