@@ -1,0 +1,171 @@
+"""Run the whole test suite in legs and print one summary line.
+
+Legs (select with LEGS=sqlite,pg,browser; default all):
+  sqlite   pytest over tests/ except tests/browser, on the SQLite test database
+  pg       the same tests on a throwaway PostgreSQL cluster started here
+  browser  pytest tests/browser in its own invocation (Playwright's sync API
+           does not mix with the async tests of the other legs)
+
+Arguments are passed to every pytest invocation (`scripts/test -k seq`); test
+paths among them narrow the legs to those paths. REQUIRE_SERVICES=1 turns a
+missing PostgreSQL, Redis or Chromium into a failure instead of a skip. The
+last line printed is `tests: N passed, N failed, N skipped`; the exit status
+is non-zero when any leg failed.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import tempfile
+import unittest
+import xml.etree.ElementTree as ET
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+ARTIFACTS = ROOT / "test-artifacts"
+BROWSER = "tests/browser"
+ALL_LEGS = ("sqlite", "pg", "browser")
+NO_TESTS_COLLECTED = 5
+
+sys.path.insert(0, str(ROOT))
+
+
+@dataclass
+class LegResult:
+    name: str
+    ok: bool
+    passed: int = 0
+    failed: int = 0
+    skipped: int = 0
+    note: str = ""
+
+
+def split_args(args: list[str]) -> tuple[list[str], list[str]]:
+    """Separate test paths (existing files or folders, with optional ::node ids) from pytest options."""
+    paths, options = [], []
+    for arg in args:
+        if not arg.startswith("-") and (ROOT / arg.split("::")[0]).exists():
+            paths.append(arg)
+        else:
+            options.append(arg)
+    return paths, options
+
+
+def is_browser_path(path: str) -> bool:
+    resolved = (ROOT / path.split("::")[0]).resolve()
+    return resolved == ROOT / BROWSER or (ROOT / BROWSER) in resolved.parents
+
+
+def count(junit: Path) -> tuple[int, int, int]:
+    """(passed, failed, skipped) test cases in a pytest --junitxml file; an error counts as failed.
+
+    Counted per <testcase> element: the suite totals also count passed subtests.
+    """
+    if not junit.exists():
+        return 0, 0, 0
+    passed = failed = skipped = 0
+    for case in ET.parse(junit).getroot().iter("testcase"):
+        outcomes = {child.tag for child in case}
+        if outcomes & {"failure", "error"}:
+            failed += 1
+        elif "skipped" in outcomes:
+            skipped += 1
+        else:
+            passed += 1
+    return passed, failed, skipped
+
+
+def run_pytest(leg: str, targets: list[str], options: list[str], env: dict[str, str]) -> LegResult:
+    ARTIFACTS.mkdir(exist_ok=True)
+    junit = ARTIFACTS / f"junit-{leg}.xml"
+    junit.unlink(missing_ok=True)
+    command = [sys.executable, "-m", "pytest", *targets, f"--junitxml={junit}", *options]
+    print(f"\n=== {leg} leg: {' '.join(command[1:])}", flush=True)
+    code = subprocess.call(command, cwd=ROOT, env=env)
+    passed, failed, skipped = count(junit)
+    ok = code in (0, NO_TESTS_COLLECTED)
+    if not ok and failed == 0:
+        failed = 1  # pytest failed without reporting a test (usage or internal error)
+    return LegResult(leg, ok, passed, failed, skipped, "" if ok else f"pytest exit status {code}")
+
+
+def base_env() -> dict[str, str]:
+    """The environment of a leg: SQLite unless the leg sets DATABASE_URL."""
+    env = dict(os.environ)
+    env.pop("DATABASE_URL", None)
+    env["PYTHONUNBUFFERED"] = "1"
+    return env
+
+
+def database_targets(paths: list[str]) -> list[str] | None:
+    if not paths:
+        return ["tests", f"--ignore={BROWSER}"]
+    chosen = [p for p in paths if not is_browser_path(p)]
+    return chosen or None
+
+
+def sqlite_leg(paths: list[str], options: list[str]) -> LegResult:
+    targets = database_targets(paths)
+    if targets is None:
+        return LegResult("sqlite", True, note="no selected tests")
+    return run_pytest("sqlite", targets, options, base_env())
+
+
+def pg_leg(paths: list[str], options: list[str]) -> LegResult:
+    from tests.services import start_postgres
+
+    targets = database_targets(paths)
+    if targets is None:
+        return LegResult("pg", True, note="no selected tests")
+    try:
+        url, stop = start_postgres(tempfile.gettempdir())
+    except unittest.SkipTest as exc:
+        print(f"\n=== pg leg skipped: {exc}", flush=True)
+        return LegResult("pg", True, note=f"skipped: {exc}")
+    except Exception as exc:
+        print(f"\n=== pg leg failed to start PostgreSQL: {exc}", flush=True)
+        return LegResult("pg", False, failed=1, note=f"PostgreSQL did not start: {exc}")
+    try:
+        print(f"\n=== PostgreSQL at {url}", flush=True)
+        return run_pytest("pg", targets, options, {**base_env(), "DATABASE_URL": url})
+    finally:
+        stop()
+
+
+def browser_leg(paths: list[str], options: list[str]) -> LegResult:
+    if paths:
+        targets = [p for p in paths if is_browser_path(p)]
+        if not targets:
+            return LegResult("browser", True, note="no selected tests")
+    else:
+        targets = [BROWSER]
+    if not (ROOT / BROWSER).is_dir():
+        return LegResult("browser", True, note=f"no {BROWSER} folder yet")
+    return run_pytest("browser", targets, options, base_env())
+
+
+def main(argv: list[str]) -> int:
+    legs = [leg.strip() for leg in os.environ.get("LEGS", ",".join(ALL_LEGS)).split(",") if leg.strip()]
+    unknown = [leg for leg in legs if leg not in ALL_LEGS]
+    if unknown:
+        print(f"unknown leg(s) {', '.join(unknown)}; choose from {', '.join(ALL_LEGS)}", file=sys.stderr)
+        return 2
+    paths, options = split_args(argv)
+    runners = {"sqlite": sqlite_leg, "pg": pg_leg, "browser": browser_leg}
+    results = [runners[leg](paths, options) for leg in legs]
+
+    print("\n=== legs")
+    for r in results:
+        status = "ok" if r.ok else "FAILED"
+        note = f" ({r.note})" if r.note else ""
+        print(f"{r.name:8} {status:6} {r.passed} passed, {r.failed} failed, {r.skipped} skipped{note}")
+    passed, failed, skipped = (sum(getattr(r, key) for r in results) for key in ("passed", "failed", "skipped"))
+    print(f"tests: {passed} passed, {failed} failed, {skipped} skipped", flush=True)
+    return 0 if all(r.ok for r in results) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

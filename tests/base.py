@@ -1,0 +1,81 @@
+"""Base test classes with the domain helpers every test file shares."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from functools import lru_cache
+from typing import Any
+
+from asgiref.sync import SyncToAsync
+from django.contrib.auth import get_user_model
+from django.contrib.auth.hashers import make_password
+from django.db import connections
+from django.test import TestCase, TransactionTestCase
+
+from chat.models import Message, Thread
+
+PASSWORD = "test-password-1"
+
+
+@lru_cache
+def _password_hash(password: str) -> str:
+    """Hash each password once per run: the real hasher takes about half a second."""
+    return make_password(password)
+
+
+class ChatHelpers:
+    """Domain helpers: users, threads and the full text of a message."""
+
+    def make_user(self, name: str = "alice", password: str = PASSWORD, **fields):
+        """A user who can log in with `password`."""
+        return get_user_model().objects.create(username=name, password=_password_hash(password), **fields)
+
+    def make_thread(self, user, title: str = "A thread") -> Thread:
+        return Thread.objects.create(owner=user, title=title)
+
+    def full_text(self, message_id: int) -> str:
+        """What a reader must see: the content followed by the streaming pieces in order."""
+        message = Message.objects.get(pk=message_id)
+        return message.content + "".join(message.chunks.order_by("start").values_list("text", flat=True))
+
+
+class ChatTestCase(ChatHelpers, TestCase):
+    """Each test runs in a transaction rolled back at the end."""
+
+
+class ChatTransactionTestCase(ChatHelpers, TransactionTestCase):
+    """Real commits, for tests with other threads, processes or connections; tables are flushed after each test."""
+
+    def _post_teardown(self) -> None:
+        # Async tests leave a connection open in asgiref's database thread;
+        # close it before the flush, or PostgreSQL teardown waits on it.
+        SyncToAsync.single_thread_executor.submit(connections.close_all).result()
+        super()._post_teardown()
+
+
+def run_concurrently(functions: list[Callable[[], Any]], timeout: float = 120) -> list[Any]:
+    """Run each function in its own thread, all released at once; return results (or the exceptions raised) in order.
+
+    Each thread uses its own database connection and closes it when done.
+    """
+    barrier = threading.Barrier(len(functions))
+    results: list[Any] = [None] * len(functions)
+
+    def worker(index: int, function: Callable[[], Any]) -> None:
+        try:
+            barrier.wait(timeout)
+            results[index] = function()
+        except BaseException as exc:  # noqa: BLE001 - handed back to the test
+            results[index] = exc
+        finally:
+            connections.close_all()
+
+    threads = [threading.Thread(target=worker, args=(i, f), daemon=True) for i, f in enumerate(functions)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout)
+        if thread.is_alive():
+            raise AssertionError(f"a concurrent worker did not finish within {timeout}s")
+    return results
