@@ -146,12 +146,17 @@ def content_length(message_id: int) -> int:
     return Message.objects.filter(pk=message_id).values_list("content_length", flat=True).first() or 0
 
 
-def history_entries(thread_id: int, before_message_id: int) -> list[dict]:
-    """Earlier messages of the thread, oldest first, for a model's history: role, content, actions."""
+HISTORY_MESSAGES = 200
+
+
+def history_entries(thread_id: int, before_message_id: int, limit: int = HISTORY_MESSAGES) -> list[dict]:
+    """The latest earlier messages of the thread, oldest first, for a model's history: role, content, actions."""
     before = Message.objects.filter(pk=before_message_id).values_list("seq", flat=True).first()
     messages = _message_queryset().filter(thread_id=thread_id)
     if before is not None:
         messages = messages.filter(seq__lt=before)
+    latest = list(messages.order_by("-seq")[:limit])
+    latest.reverse()
     return [
         {
             "role": m.role,
@@ -161,5 +166,5 @@ def history_entries(thread_id: int, before_message_id: int) -> list[dict]:
                 for a in m.actions.all()
             ],
         }
-        for m in messages.order_by("seq")
+        for m in latest
     ]
