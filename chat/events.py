@@ -49,6 +49,7 @@ class TurnPublisher:
         self._flusher: asyncio.Task | None = None
         self._flush_error: BaseException | None = None
         self._completed = False
+        self._stored_status: str | None = None
 
     def _frame(self, type_: str, data: dict) -> dict:
         return turn_frame(self.thread_id, self.turn_id, self.message_id, type_, data)
@@ -132,8 +133,9 @@ class TurnPublisher:
     async def completed(self, status: str, usage: dict | None = None, error: dict | None = None) -> str:
         """Finalize the message and send `agent_completed`, once; return the status stored."""
         if self._completed:
-            return status
+            return self._stored_status or status
         self._completed = True
+        self._stored_status = status
         try:
             await self.flush()
         except Exception:
@@ -141,6 +143,7 @@ class TurnPublisher:
         stored = status
         if self.message_id is not None:
             stored = await turns.afinalize_assistant_turn(self.message_id, status, usage, error) or status
+        self._stored_status = stored
         public_usage = None
         if usage:
             public_usage = {
