@@ -98,7 +98,7 @@ async def _run(turn: RunningTurn, publisher: TurnPublisher, provider: Provider, 
             await generation
             status = Message.Status.COMPLETED
         except asyncio.CancelledError:
-            if not generation.cancelled():
+            if asyncio.current_task().cancelling():
                 raise  # this task itself is being cancelled: the process is stopping
             status = Message.Status.CANCELLED
         except ProviderError as exc:
