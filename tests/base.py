@@ -11,7 +11,7 @@ from asgiref.sync import SyncToAsync
 from django.contrib.auth import get_user_model
 from django.contrib.auth.hashers import make_password
 from django.db import connections
-from django.test import TestCase, TransactionTestCase
+from django.test import TestCase, TransactionTestCase, override_settings
 
 from chat.models import Message, Thread
 
@@ -40,10 +40,16 @@ class ChatHelpers:
         return message.content + "".join(message.chunks.order_by("start").values_list("text", flat=True))
 
 
+# Password hashing at production strength costs ~1.6 s per user and per login.
+FAST_HASHING = override_settings(PASSWORD_HASHERS=["django.contrib.auth.hashers.MD5PasswordHasher"])
+
+
+@FAST_HASHING
 class ChatTestCase(ChatHelpers, TestCase):
     """Each test runs in a transaction rolled back at the end."""
 
 
+@FAST_HASHING
 class ChatTransactionTestCase(ChatHelpers, TransactionTestCase):
     """Real commits, for tests with other threads, processes or connections; tables are flushed after each test."""
 

@@ -84,6 +84,8 @@ class DaphneServer:
             "DJANGO_SETTINGS_MODULE": "chatproject.settings",
             "DATABASE_URL": current_database_url(),
             "PYTHONUNBUFFERED": "1",
+            # Test users are made with MD5 hashes (tests.base.FAST_HASHING).
+            "FAST_PASSWORD_HASHING": "1",
             **self.env,
         }
         log = open(self.log_path, "ab")
