@@ -21,7 +21,7 @@ from agents.providers.base import (
     ToolSpec,
     UsageReport,
 )
-from agents.providers.history import UNFINISHED_TOOL_OUTPUT, HistoryEntry, build_history
+from agents.providers.history import HistoryEntry, build_history
 from agents.providers.openai import OpenAIProvider
 from tests.fake_openai import FakeOpenAI, Status, Stream, chat_chunks, tool_call
 
@@ -479,8 +479,8 @@ class HistoryTests(SimpleTestCase):
                     "assistant",
                     "2+3 is 5; it is noon.",
                     [
-                        {"call_id": "c1", "tool": "calculator", "input": {"expression": "2+3"}, "output": "5",
-                         "status": "success"},
+                        {"call_id": "c1", "tool": "calculator", "input": {"expression": "2+3"},
+                         "output": {"expression": "2+3", "result": 5}, "status": "success"},
                         {"call_id": "c2", "tool": "clock", "input": {}, "output": {"utc": "12:00"}, "status": "success"},
                     ],
                 ),
@@ -499,7 +499,7 @@ class HistoryTests(SimpleTestCase):
                         ToolCall("c2", "clock", "{}"),
                     ],
                 ),
-                ChatMessage("tool", "5", tool_call_id="c1"),
+                ChatMessage("tool", '{"expression": "2+3", "result": 5}', tool_call_id="c1"),
                 ChatMessage("tool", '{"utc": "12:00"}', tool_call_id="c2"),
                 ChatMessage("assistant", "2+3 is 5; it is noon."),
                 ChatMessage("user", "Thanks"),
@@ -516,8 +516,8 @@ class HistoryTests(SimpleTestCase):
                     "content": "",
                     "actions": [
                         {"call_id": "c1", "tool": "calculator", "input": {"expression": "1/0"},
-                         "output": "division by zero", "status": "error"},
-                        {"call_id": "c2", "tool": "calculator", "input": '{"expression": 1/', "output": None,
+                         "output": {"error": "division by zero"}, "status": "error"},
+                        {"call_id": "c2", "tool": "calculator", "input": {"raw": '{"expression": 1/'}, "output": None,
                          "status": "pending"},
                     ],
                 },
@@ -531,11 +531,11 @@ class HistoryTests(SimpleTestCase):
                     "assistant",
                     tool_calls=[
                         ToolCall("c1", "calculator", '{"expression": "1/0"}'),
-                        ToolCall("c2", "calculator", '{"expression": 1/'),
+                        ToolCall("c2", "calculator", '{"raw": "{\\"expression\\": 1/"}'),
                     ],
                 ),
-                ChatMessage("tool", "error: division by zero", tool_call_id="c1"),
-                ChatMessage("tool", UNFINISHED_TOOL_OUTPUT, tool_call_id="c2"),
+                ChatMessage("tool", '{"error": "division by zero"}', tool_call_id="c1"),
+                ChatMessage("tool", '{"error": "the tool did not finish"}', tool_call_id="c2"),
             ],
         )
 

@@ -13,7 +13,7 @@ from typing import Any
 
 from .base import ChatMessage, ToolCall
 
-UNFINISHED_TOOL_OUTPUT = "error: the tool did not finish"
+UNFINISHED_TOOL_OUTPUT = {"error": "the tool did not finish"}
 
 
 @dataclass
@@ -22,9 +22,10 @@ class HistoryEntry:
 
     `role` is "user" or "assistant" and `content` its full text. `actions`
     (assistant only) are its tool calls in position order, each a dict with
-    `call_id`, `tool`, `input` (a dict, or the raw text when the model sent
-    invalid JSON), `output` (any JSON value, or None while pending) and
-    `status` ("pending" | "success" | "error").
+    `call_id`, `tool`, `input` (the JSON arguments; a str is sent as it is),
+    `output` (any JSON value, None while pending) and `status` ("pending" |
+    "success" | "error"). A result goes back to the model as the JSON text
+    of `output`, as the runtime sends it during the turn.
     """
 
     role: str
@@ -76,7 +77,9 @@ def _convert(entry: HistoryEntry) -> list[ChatMessage]:
     converted: list[ChatMessage] = []
     if entry.actions:
         calls = [
-            ToolCall(str(action.get("call_id") or f"call_{position}"), str(action.get("tool") or ""), _arguments(action))
+            ToolCall(
+                str(action.get("call_id") or f"call_{position}"), str(action.get("tool") or ""), _arguments(action)
+            )
             for position, action in enumerate(entry.actions)
         ]
         converted.append(ChatMessage("assistant", tool_calls=calls))
@@ -97,11 +100,8 @@ def _arguments(action: Mapping) -> str:
 
 
 def _tool_output(action: Mapping) -> str:
-    if action.get("status") == "pending":
-        return UNFINISHED_TOOL_OUTPUT
-    output = action.get("output")
-    text = output if isinstance(output, str) else json.dumps(output, ensure_ascii=False)
-    return f"error: {text}" if action.get("status") == "error" else text
+    output = UNFINISHED_TOOL_OUTPUT if action.get("status") == "pending" else action.get("output")
+    return json.dumps(output)
 
 
 def _size(message: ChatMessage) -> int:

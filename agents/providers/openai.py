@@ -22,12 +22,14 @@ from openai import (
     APIStatusError,
     APITimeoutError,
     AsyncOpenAI,
+    AsyncStream,
     AuthenticationError,
     OpenAIError,
     PermissionDeniedError,
     RateLimitError,
     Timeout,
 )
+from openai.types.chat import ChatCompletionChunk
 
 from .base import (
     ChatMessage,
@@ -45,6 +47,8 @@ log = logging.getLogger(__name__)
 
 # Local servers (Ollama, llama.cpp, LM Studio) ignore the key, but the SDK needs one.
 PLACEHOLDER_KEY = "no-key"
+# Given explicitly: left None, the SDK would read the environment itself.
+OPENAI_API_URL = "https://api.openai.com/v1"
 RETRY_DELAY_CAP = 20.0
 SERVER_TEXT_LIMIT = 300
 
@@ -85,10 +89,11 @@ class OpenAIProvider:
                 for event in assembly.finish(self.model):
                     yield event
 
-    async def _open(self, client: AsyncOpenAI, request: dict, key: str):
+    async def _open(self, client: AsyncOpenAI, request: dict, key: str) -> AsyncStream[ChatCompletionChunk]:
         """Start the call, retrying what failed before any byte of the answer."""
         retries = max(0, settings.AGENT_MAX_RETRIES)
-        for attempt in range(retries + 1):
+        attempt = 0
+        while True:
             try:
                 return await client.chat.completions.create(**request)
             except OpenAIError as err:
@@ -97,19 +102,19 @@ class OpenAIProvider:
                     log.warning("model call failed: %s: %s", error.code, error.message)
                     raise error from None
                 delay = _retry_delay(err, attempt, self.retry_base_delay)
+                attempt += 1
                 log.warning(
                     "model call failed before streaming (%s: %s); retry %d of %d in %.2fs",
-                    error.code, error.message, attempt + 1, retries, delay,
+                    error.code, error.message, attempt, retries, delay,
                 )  # fmt: skip
                 await asyncio.sleep(delay)
-        raise AssertionError("unreachable")
 
 
 def _client(key: str) -> AsyncOpenAI:
     """A client for one call: connection pools belong to one event loop, calls may not."""
     return AsyncOpenAI(
         api_key=key or PLACEHOLDER_KEY,
-        base_url=settings.OPENAI_BASE_URL or None,
+        base_url=settings.OPENAI_BASE_URL or OPENAI_API_URL,
         max_retries=0,
         # `read` is the longest silence between two chunks of the stream.
         timeout=Timeout(settings.AGENT_READ_TIMEOUT, connect=settings.AGENT_CONNECT_TIMEOUT),
@@ -149,7 +154,7 @@ class _Assembly:
         self.finished = False
         self.usage = None
 
-    def feed(self, chunk) -> list[ProviderEvent]:
+    def feed(self, chunk: ChatCompletionChunk) -> list[ProviderEvent]:
         events: list[ProviderEvent] = []
         if getattr(chunk, "usage", None):
             self.usage = chunk.usage  # the last one wins: some servers repeat a running total
@@ -238,7 +243,8 @@ def _failure(err: Exception, key: str, *, streaming: bool) -> ProviderError:
             "authentication_failed", f"the model server refused the API key (HTTP {err.status_code})", False
         )
     elif isinstance(err, RateLimitError):
-        error = ProviderError("rate_limited", _server_text("the model server is rate limiting (HTTP 429)", err, key), True)
+        said = _server_text("the model server is rate limiting (HTTP 429)", err, key)
+        error = ProviderError("rate_limited", said, True)
     elif isinstance(err, APIStatusError):
         retryable = err.status_code >= 500
         error = ProviderError(
@@ -247,7 +253,8 @@ def _failure(err: Exception, key: str, *, streaming: bool) -> ProviderError:
     elif isinstance(err, APIError):
         error = ProviderError("provider_error", _server_text("the model server reported an error", err, key), False)
     else:
-        error = ProviderError("provider_error", f"unreadable answer from the model server ({type(err).__name__})", False)
+        said = f"unreadable answer from the model server ({type(err).__name__})"
+        error = ProviderError("provider_error", said, False)
     return error
 
 

@@ -1,0 +1,359 @@
+"""One set of live-turn behaviours, run through the real socket and turn runtime against every provider.
+
+`ProviderContract` holds the tests; each provider class arranges the model's
+side of a scenario (a message the local model reacts to, or a script for
+the OpenAI-compatible server on 127.0.0.1) and the tests check what a client
+sees: the frames of the turn and the rows it left.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+from django.test import override_settings
+
+from agents.registry import registry
+from chat import ratelimit
+from chat.models import AgentAction, Message, TokenUsage
+from chat.usage import price_micros
+from tests.base import ChatTransactionTestCase
+from tests.fake_openai import FakeOpenAI, Status, Stream, chat_chunks, tool_call
+from tests.sockets import assert_contiguous, connect, rebuild, receive_until, receive_until_turn_ends, wait_for_turn_task
+
+FIVE_WORDS = ["lorem ", "ipsum ", "dolor ", "sit ", "amet "]
+API_KEY = "sk-contract-never-leak-91d2e07c"
+
+
+class ProviderContract:
+    """What a client sees of a turn, whichever provider answers. Subclasses arrange the model's side."""
+
+    agent: str
+    model: str
+
+    def arrange_answer(self) -> str:
+        """The model answers with text only; return the user's message."""
+        raise NotImplementedError
+
+    def arrange_calculation(self) -> str:
+        """The model calls calculator with {"expression": "2+3*4"}, then answers with the result."""
+        raise NotImplementedError
+
+    def arrange_failing_calculation(self) -> str:
+        """The model calls calculator with {"expression": "1/0"}, then says it could not compute."""
+        raise NotImplementedError
+
+    def arrange_failure_after_five_words(self) -> str:
+        """The model streams FIVE_WORDS, then fails."""
+        raise NotImplementedError
+
+    def arrange_endless_answer(self) -> str:
+        """The model streams and does not stop by itself."""
+        raise NotImplementedError
+
+    async def assert_model_call_closed(self) -> None:
+        """After a cancel, the provider's connection to the model is gone."""
+
+    def setUp(self) -> None:
+        super().setUp()
+        ratelimit.reset()
+        self.user = self.make_user("alice")
+        self.thread = self.make_thread(self.user)
+
+    async def turn(self, content: str, turn_id: str) -> list[dict]:
+        communicator, _ = await connect(self.user, self.thread.pk)
+        await communicator.send_json_to({"type": "user_message", "content": content, "turn_id": turn_id})
+        frames = await receive_until_turn_ends(communicator, turn_id)
+        await self.finish_turn(turn_id)
+        await communicator.disconnect()
+        return frames
+
+    async def finish_turn(self, turn_id: str) -> None:
+        """Wait for the turn's task itself, so nothing of it outlives the test."""
+        turn = registry.get(self.thread.pk, turn_id)
+        await wait_for_turn_task(turn.task if turn is not None else None)
+
+    def assert_turn_shape(self, frames: list[dict], status: str) -> int:
+        """user_message, agent_started first, agent_completed last with `status`; return the message id."""
+        kinds = [frame["type"] for frame in frames]
+        self.assertEqual(kinds[:2], ["user_message", "agent_started"])
+        self.assertEqual(kinds.count("agent_completed"), 1)
+        self.assertEqual(kinds[-1], "agent_completed")
+        self.assertEqual(frames[1]["data"], {"agent": self.agent, "model": self.model})
+        self.assertEqual(frames[-1]["data"]["status"], status)
+        message_id = frames[1]["message_id"]
+        self.assertTrue(all(frame["message_id"] == message_id for frame in frames[1:]))
+        assert_contiguous(frames, message_id)
+        return message_id
+
+    async def test_answer_streams_and_is_stored(self):
+        """A text answer: contiguous deltas, `completed` with usage, content equal to the streamed text."""
+        frames = await self.turn(self.arrange_answer(), "answer-1")
+        message_id = self.assert_turn_shape(frames, "completed")
+        end = frames[-1]["data"]
+        self.assertIsNone(end["error"])
+        self.assertEqual(end["usage"]["model"], self.model)
+        text = rebuild("", frames, message_id)
+        self.assertTrue(text.strip())
+        message = await Message.objects.aget(pk=message_id)
+        self.assertEqual((message.content, message.status, message.metadata["streaming"]), (text, "completed", False))
+        self.assertEqual(await TokenUsage.objects.filter(message_id=message_id).acount(), 1)
+
+    async def test_tool_call_is_run_stored_and_answered(self):
+        """A calculator call: tool_executing, tool_completed `success` with 14, then the answer, all stored."""
+        frames = await self.turn(self.arrange_calculation(), "calc-1")
+        message_id = self.assert_turn_shape(frames, "completed")
+        kinds = [frame["type"] for frame in frames]
+        executing = frames[kinds.index("tool_executing")]["data"]
+        completed = frames[kinds.index("tool_completed")]["data"]
+        self.assertLess(kinds.index("tool_executing"), kinds.index("tool_completed"))
+        self.assertLess(kinds.index("tool_completed"), kinds.index("message_delta"))
+        self.assertEqual((executing["tool"], executing["input"]), ("calculator", {"expression": "2+3*4"}))
+        self.assertEqual((completed["action_id"], completed["status"]), (executing["action_id"], "success"))
+        self.assertEqual(completed["output"]["result"], 14)
+        self.assertIn("14", rebuild("", frames, message_id))
+        action = await AgentAction.objects.aget(message_id=message_id)
+        self.assertEqual((action.tool, action.status, action.output["result"]), ("calculator", "success", 14))
+
+    async def test_failing_tool_is_an_error_action_and_the_turn_goes_on(self):
+        """A tool that fails ends `error`; the model is told and the turn still completes."""
+        frames = await self.turn(self.arrange_failing_calculation(), "zero-1")
+        message_id = self.assert_turn_shape(frames, "completed")
+        completed = next(frame for frame in frames if frame["type"] == "tool_completed")
+        self.assertEqual(completed["data"]["status"], "error")
+        self.assertEqual((await AgentAction.objects.aget(message_id=message_id)).status, "error")
+        self.assertIn("could not compute", (await Message.objects.aget(pk=message_id)).content)
+
+    async def test_failure_keeps_partial_text(self):
+        """A model failure after five words: `failed`, the five words kept, an error object, usage stored once."""
+        frames = await self.turn(self.arrange_failure_after_five_words(), "fail-1")
+        message_id = self.assert_turn_shape(frames, "failed")
+        error = frames[-1]["data"]["error"]
+        self.assertEqual(set(error), {"code", "message", "retryable"})
+        self.assertIs(error["retryable"], True)
+        message = await Message.objects.aget(pk=message_id)
+        self.assertEqual(message.content.split(), [word.strip() for word in FIVE_WORDS])
+        self.assertEqual(rebuild("", frames, message_id), message.content)
+        flags = (message.status, message.metadata["has_error"], message.metadata["streaming"])
+        self.assertEqual(flags, ("failed", True, False))
+        self.assertLessEqual(await TokenUsage.objects.filter(message_id=message_id).acount(), 1)
+
+    async def test_cancel_mid_stream_keeps_partial_text(self):
+        """A cancel during the answer: `cancelled`, partial text kept, the model call stopped."""
+        communicator, _ = await connect(self.user, self.thread.pk)
+        content = self.arrange_endless_answer()
+        await communicator.send_json_to({"type": "user_message", "content": content, "turn_id": "stop-1"})
+        message_id = (await receive_until(communicator, "message_delta"))[-1]["message_id"]
+        await communicator.send_json_to({"type": "cancel", "turn_id": "stop-1"})
+        frames = await receive_until_turn_ends(communicator, "stop-1")
+        await self.finish_turn("stop-1")
+        await communicator.disconnect()
+        self.assertEqual(frames[-1]["data"]["status"], "cancelled")
+        message = await Message.objects.aget(pk=message_id)
+        flags = (message.status, message.metadata["cancelled"], message.metadata["streaming"])
+        self.assertEqual(flags, ("cancelled", True, False))
+        self.assertTrue(message.content.strip())
+        await self.assert_model_call_closed()
+
+
+class LocalProviderContractTests(ProviderContract, ChatTransactionTestCase):
+    agent = "local"
+    model = "local"
+
+    def setUp(self) -> None:
+        self.enterContext(override_settings(AGENT_PROVIDER="local", LOCAL_MODEL_DELAY_MS=0))
+        super().setUp()
+
+    def arrange_answer(self) -> str:
+        return "hello there"
+
+    def arrange_calculation(self) -> str:
+        return "what is 2+3*4"
+
+    def arrange_failing_calculation(self) -> str:
+        return "1/0"
+
+    def arrange_failure_after_five_words(self) -> str:
+        return "/fail 5"
+
+    def arrange_endless_answer(self) -> str:
+        self.enterContext(override_settings(LOCAL_MODEL_DELAY_MS=20))
+        return "/lorem 100000"
+
+
+class OpenAIProviderContractTests(ProviderContract, ChatTransactionTestCase):
+    """The OpenAI provider against the scripted server, plus what only a real model can do."""
+
+    agent = "openai"
+    model = "gpt-4o-mini"
+
+    def setUp(self) -> None:
+        self.server = FakeOpenAI().start()
+        self.addCleanup(self.server.stop)
+        self.enterContext(
+            override_settings(
+                AGENT_PROVIDER="openai",
+                OPENAI_BASE_URL=self.server.url,
+                OPENAI_API_KEY=API_KEY,
+                OPENAI_MODEL=self.model,
+                AGENT_MAX_RETRIES=0,
+                AGENT_READ_TIMEOUT=10.0,
+            )
+        )
+        super().setUp()
+
+    def script(self, *replies: Stream | Status) -> None:
+        self.server.script.extend(replies)
+
+    def arrange_answer(self) -> str:
+        self.script(Stream(chat_chunks(["Hello", ", ", "world."], usage=(12, 3))))
+        return "hello there"
+
+    def arrange_calculation(self) -> str:
+        self.script(
+            Stream(
+                chat_chunks(tool_calls=[tool_call("call_1", "calculator", '{"expression":', ' "2+3*4"}')], usage=(40, 8))
+            ),
+            Stream(chat_chunks(["2+3*4 ", "is ", "14."], usage=(60, 4))),
+        )
+        return "what is 2+3*4"
+
+    def arrange_failing_calculation(self) -> str:
+        self.script(
+            Stream(chat_chunks(tool_calls=[tool_call("call_1", "calculator", '{"expression": "1/0"}')])),
+            Stream(chat_chunks(["I ", "could not compute that."])),
+        )
+        return "1/0"
+
+    def arrange_failure_after_five_words(self) -> str:
+        self.script(Stream(chat_chunks(FIVE_WORDS + ["never"]), drop_after=1 + len(FIVE_WORDS)))
+        return "write five words"
+
+    def arrange_endless_answer(self) -> str:
+        self.script(Stream(chat_chunks(["first ", "second "]), stall_after=2))
+        return "go on forever"
+
+    async def assert_model_call_closed(self) -> None:
+        self.assertTrue(await asyncio.to_thread(self.server.wait_disconnected, 5))
+
+    async def test_tool_round_is_sent_back_to_the_model(self):
+        """The second model call carries the assistant's tool call and the tool's result."""
+        await self.turn(self.arrange_calculation(), "calc-2")
+        first, second = (request.body for request in self.server.requests)
+        self.assertEqual([tool["function"]["name"] for tool in first["tools"]], ["calculator", "clock"])
+        assistant, result = second["messages"][-2:]
+        self.assertEqual(assistant["tool_calls"][0]["id"], "call_1")
+        self.assertEqual(assistant["tool_calls"][0]["function"]["name"], "calculator")
+        self.assertEqual((result["role"], result["tool_call_id"]), ("tool", "call_1"))
+        self.assertEqual(json.loads(result["content"])["result"], 14)
+
+    async def test_usage_of_every_call_is_summed_and_priced(self):
+        """Usage of both model calls of a tool round is stored once, summed, with its cost."""
+        frames = await self.turn(self.arrange_calculation(), "calc-3")
+        usage = frames[-1]["data"]["usage"]
+        self.assertEqual((usage["prompt_tokens"], usage["completion_tokens"], usage["total_tokens"]), (100, 12, 112))
+        self.assertEqual(usage["cost_micros"], price_micros("gpt-4o-mini", 40, 8) + price_micros("gpt-4o-mini", 60, 4))
+        self.assertGreater(usage["cost_micros"], 0)
+        row = await TokenUsage.objects.aget(message_id=frames[-1]["message_id"])
+        self.assertEqual((row.prompt_tokens, row.completion_tokens, row.cost_micros), (100, 12, usage["cost_micros"]))
+
+    async def test_unknown_model_costs_nothing(self):
+        """A model missing from the price table stores its tokens with cost 0."""
+        with override_settings(OPENAI_MODEL="my-local-llama"):
+            self.model = "my-local-llama"
+            frames = await self.turn(self.arrange_answer(), "free-1")
+        self.assertEqual(frames[-1]["data"]["usage"]["cost_micros"], 0)
+        self.assertEqual(frames[-1]["data"]["usage"]["total_tokens"], 15)
+
+    async def test_reasoning_becomes_agent_thinking(self):
+        """Reasoning text streams as agent_thinking frames and is not part of the content."""
+        self.script(Stream(chat_chunks(["42"], reasoning=["Adding ", "up."])))
+        frames = await self.turn("the answer?", "think-1")
+        message_id = self.assert_turn_shape(frames, "completed")
+        thinking = "".join(frame["data"]["text"] for frame in frames if frame["type"] == "agent_thinking")
+        self.assertEqual(thinking, "Adding up.")
+        self.assertEqual((await Message.objects.aget(pk=message_id)).content, "42")
+
+    async def test_unknown_tool_is_an_error_the_model_is_told(self):
+        """A call to a tool that does not exist: an `error` action, the model told, the turn completes."""
+        self.script(
+            Stream(chat_chunks(tool_calls=[tool_call("call_w", "weather", '{"city": "Oslo"}')])),
+            Stream(chat_chunks(["No weather tool."])),
+        )
+        frames = await self.turn("weather in Oslo?", "unknown-1")
+        message_id = self.assert_turn_shape(frames, "completed")
+        completed = next(frame for frame in frames if frame["type"] == "tool_completed")
+        self.assertEqual((completed["data"]["tool"], completed["data"]["status"]), ("weather", "error"))
+        action = await AgentAction.objects.aget(message_id=message_id)
+        self.assertEqual((action.tool, action.status), ("weather", "error"))
+        told = self.server.requests[1].body["messages"][-1]
+        self.assertEqual((told["role"], told["tool_call_id"]), ("tool", "call_w"))
+        self.assertIn("weather", told["content"])
+
+    async def test_invalid_arguments_are_an_error_the_model_is_told(self):
+        """Arguments that are not JSON: an `error` action holding the raw text, the turn completes."""
+        self.script(
+            Stream(chat_chunks(tool_calls=[tool_call("call_b", "calculator", '{"expression": 2+')])),
+            Stream(chat_chunks(["Sorry."])),
+        )
+        frames = await self.turn("2+2?", "badjson-1")
+        message_id = self.assert_turn_shape(frames, "completed")
+        action = await AgentAction.objects.aget(message_id=message_id)
+        self.assertEqual(action.status, "error")
+        self.assertIn('{"expression": 2+', str(action.input))
+        told = self.server.requests[1].body["messages"][-1]
+        self.assertEqual((told["role"], told["tool_call_id"]), ("tool", "call_b"))
+        self.assertIn("error", json.loads(told["content"]))
+
+    async def test_step_limit_stops_the_turn(self):
+        """A model that keeps calling tools is stopped after AGENT_MAX_STEPS calls with a clear error."""
+        self.script(*[Stream(chat_chunks(tool_calls=[tool_call(f"call_{n}", "clock", "{}")])) for n in range(3)])
+        with override_settings(AGENT_MAX_STEPS=2):
+            frames = await self.turn("loop", "steps-1")
+        message_id = self.assert_turn_shape(frames, "failed")
+        error = frames[-1]["data"]["error"]
+        self.assertEqual(error["code"], "step_limit")
+        self.assertEqual(len(self.server.requests), 2)
+        self.assertEqual(await AgentAction.objects.filter(message_id=message_id).acount(), 2)
+
+    async def test_history_of_earlier_turns_is_sent(self):
+        """The next turn sends the earlier user message, tool round and answer, then the new message."""
+        await self.turn(self.arrange_calculation(), "hist-1")
+        self.script(Stream(chat_chunks(["Yes."])))
+        await self.turn("and again?", "hist-2")
+        messages = self.server.requests[-1].body["messages"]
+        conversation = [m for m in messages if m["role"] != "system"]
+        self.assertEqual([m["role"] for m in conversation], ["user", "assistant", "tool", "assistant", "user"])
+        self.assertEqual(conversation[0]["content"], "what is 2+3*4")
+        self.assertEqual(conversation[1]["tool_calls"][0]["function"]["name"], "calculator")
+        self.assertEqual(conversation[3]["content"], "2+3*4 is 14.")
+        self.assertEqual(conversation[-1]["content"], "and again?")
+
+    async def test_history_is_trimmed_to_the_budget(self):
+        """With a small AGENT_HISTORY_CHARS only the newest messages are sent."""
+        self.script(Stream(chat_chunks(["a" * 50])))
+        await self.turn("first " * 10, "trim-1")
+        self.script(Stream(chat_chunks(["ok"])))
+        with override_settings(AGENT_HISTORY_CHARS=30):
+            await self.turn("second", "trim-2")
+        conversation = [m for m in self.server.requests[-1].body["messages"] if m["role"] != "system"]
+        self.assertEqual(conversation, [{"role": "user", "content": "second"}])
+
+    async def test_rate_limit_before_the_first_token_is_retried(self):
+        """A 429 before anything streamed is retried; the client sees one clean answer."""
+        self.script(Status(429, "slow down", "rate_limit_exceeded", headers={"retry-after": "0"}))
+        with override_settings(AGENT_MAX_RETRIES=1):
+            frames = await self.turn(self.arrange_answer(), "retry-1")
+        message_id = self.assert_turn_shape(frames, "completed")
+        self.assertEqual((await Message.objects.aget(pk=message_id)).content, "Hello, world.")
+        self.assertEqual(len(self.server.requests), 2)
+
+    async def test_rejected_key_fails_without_showing_it(self):
+        """A 401 that echoes the key: `failed` with `authentication_failed`; the key is in no frame or row."""
+        self.script(Status(401, f"Incorrect API key provided: {API_KEY}", "invalid_request_error"))
+        frames = await self.turn("hello", "auth-1")
+        message_id = self.assert_turn_shape(frames, "failed")
+        self.assertEqual(frames[-1]["data"]["error"]["code"], "authentication_failed")
+        message = await Message.objects.aget(pk=message_id)
+        stored = json.dumps([message.content, message.metadata, message.raw], default=str)
+        self.assertNotIn(API_KEY, json.dumps(frames) + stored)
