@@ -1,0 +1,94 @@
+"""The admin's staff pages in Chromium: Live turns (with cancel), Usage chart, and safe message text."""
+
+from __future__ import annotations
+
+from playwright.sync_api import expect
+
+from tests.browser.base import BrowserTestCase, words
+
+XSS = "<img src=x onerror=window.__xss=1> and <script>window.__xss=2</script> end"
+
+CANVAS_HAS_INK_JS = """(canvas) => {
+  const { data } = canvas.getContext('2d').getImageData(0, 0, canvas.width, canvas.height);
+  let painted = 0;
+  for (let i = 3; i < data.length; i += 4) if (data[i] !== 0) painted += 1;
+  return painted;
+}"""
+
+
+class AdminPagesTests(BrowserTestCase):
+    def test_live_turns_shows_a_running_turn_and_cancels_it_for_the_user(self):
+        """Staff see alice's turn grow on Live turns; Cancel stops it and alice's page shows it cancelled."""
+        page = self.open_chat()
+        self.send(page, "/lorem 300")
+        self.wait_answer_length(page, 30)
+        thread_id = self.thread_id(page)
+
+        staff = self.new_page()
+        self.login(staff, "root", "/admin/chat/message/live/")
+        turn = staff.locator("[data-testid=live-turn][data-status=streaming]")
+        expect(turn).to_have_count(1)
+        expect(turn.get_by_test_id("live-user")).to_have_text("alice")
+        first_length = int(turn.get_by_test_id("live-length").inner_text().split()[0])
+        staff.wait_for_function(
+            """(n) => { const el = document.querySelector('[data-testid=live-turn][data-status=streaming] [data-testid=live-length]');
+                         return el && parseInt(el.textContent) > n; }""",
+            arg=first_length,
+        )
+        self.shot(staff, "live-running")
+
+        turn.get_by_test_id("live-cancel").click()
+        answer = self.last_answer(page)
+        expect(answer).to_have_attribute("data-status", "cancelled")
+        expect(staff.locator("[data-testid=live-turn][data-status=cancelled]")).to_have_count(1)
+        self.shot(staff, "live-cancelled")
+        self.shot(page, "user-sees-cancelled")
+        stored = self.api_last_answer(thread_id)
+        self.assertEqual(stored["status"], "cancelled")
+        self.assertEqual(self.answer_words(page), words(stored["content"]))
+
+    def test_usage_page_draws_its_chart_and_tables(self):
+        """After a turn, the Usage page shows its tokens in a drawn chart and in the tables."""
+        page = self.open_chat()
+        self.send(page, "what is 2+3*4")
+        expect(self.last_answer(page)).to_have_attribute("data-status", "completed")
+        stored = self.api_last_answer(self.thread_id(page))
+        self.assertIsNotNone(stored["usage"])
+
+        staff = self.new_page()
+        self.login(staff, "root", "/admin/chat/tokenusage/report/")
+        expect(staff.get_by_test_id("usage-total-tokens")).to_have_text(str(stored["usage"]["total_tokens"]))
+        expect(staff.get_by_test_id("usage-per-user")).to_contain_text("alice")
+        expect(staff.get_by_test_id("usage-per-model")).to_contain_text(stored["usage"]["model"])
+        canvas = staff.get_by_test_id("usage-chart")
+        staff.wait_for_function(
+            f"() => ({CANVAS_HAS_INK_JS})(document.querySelector('[data-testid=usage-chart]')) > 500"
+        )
+        self.assertGreater(canvas.evaluate(CANVAS_HAS_INK_JS), 500)
+        self.shot(staff, "usage")
+
+    def test_admin_shows_html_in_messages_as_text(self):
+        """A message with `<img onerror>` and `<script>` is plain text in the message list and page."""
+        page = self.open_chat()
+        self.send(page, XSS)
+        expect(self.last_answer(page)).to_have_attribute("data-status", "completed")
+        user_message = self.api_thread(self.thread_id(page))["messages"][0]
+
+        staff = self.new_page()
+        self.login(staff, "root", "/admin/chat/message/?q=onerror")
+        expect(staff.locator("#result_list")).to_contain_text("<img src=x onerror=window.__xss=1>")
+        self.shot(staff, "message-list")
+        staff.goto(f"/admin/chat/message/{user_message['id']}/change/")
+        text = staff.locator("pre.chat-pre-text")
+        expect(text).to_have_text(XSS)
+        self.assertEqual(staff.locator("#content img[src=x]").count(), 0)
+        self.assertFalse(staff.evaluate("[...document.scripts].some(s => s.textContent.includes('__xss'))"))
+        self.assertIsNone(staff.evaluate("window.__xss"))
+        self.shot(staff, "message-page")
+
+    def test_staff_pages_are_closed_to_users_who_are_not_staff(self):
+        """alice is sent to the admin login instead of seeing Live turns, its data or Usage."""
+        page = self.open_chat()
+        for path in ("/admin/chat/message/live/", "/admin/chat/message/live/data/", "/admin/chat/tokenusage/report/"):
+            page.goto(path)
+            self.assertIn("/admin/login/", page.url, path)

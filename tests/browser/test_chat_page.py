@@ -1,0 +1,248 @@
+"""The chat page in Chromium: threads, streaming, Stop, reload, reconnect and safe rendering."""
+
+from __future__ import annotations
+
+import re
+
+from playwright.sync_api import expect
+
+from tests.browser.base import PHONE, BrowserTestCase, words
+from tests.services import wait_until
+
+XSS = "<img src=x onerror=window.__xss=1> and <script>window.__xss=2</script> end"
+
+
+class ChatPageTests(BrowserTestCase):
+    def test_login_then_new_chat_opens_an_empty_thread_in_the_url(self):
+        """Logging in leads to the chat page; New chat creates a thread, puts it in the URL and the sidebar."""
+        page = self.new_page()
+        page.goto("/")
+        expect(page).to_have_url(re.compile(r"/accounts/login/"))
+        self.shot(page, "login-page")
+        self.login(page)
+        expect(page.get_by_test_id("welcome")).to_be_visible()
+        self.shot(page, "logged-in")
+
+        page.get_by_test_id("new-chat").click()
+        expect(page).to_have_url(re.compile(r"/threads/\d+/$"))
+        self.wait_connected(page)
+        thread_id = self.thread_id(page)
+        item = page.locator(f"[data-testid=thread-item][data-thread-id='{thread_id}']")
+        expect(item).to_have_class(re.compile(r"\bactive\b"))
+        status, body = self.api.get("/api/threads/")
+        self.assertEqual(status, 200)
+        self.assertEqual([t["id"] for t in body["threads"]], [thread_id])
+        self.shot(page, "new-chat")
+
+    def test_rename_and_delete_a_thread_from_the_sidebar(self):
+        """Rename saves the title through the API; delete asks first, removes the thread and leaves it."""
+        page = self.open_chat()
+        self.send(page, "hello there")
+        expect(page).to_have_url(re.compile(r"/threads/\d+/$"))
+        thread_id = self.thread_id(page)
+        expect(self.last_answer(page)).to_have_attribute("data-status", "completed")
+        item = page.locator(f"[data-testid=thread-item][data-thread-id='{thread_id}']")
+        item.hover()
+        item.get_by_test_id("thread-rename").click()
+        field = page.get_by_test_id("thread-rename-input")
+        field.fill("Renamed <b>chat</b>")
+        field.press("Enter")
+        expect(item).to_contain_text("Renamed <b>chat</b>")
+        expect(page.get_by_test_id("thread-title")).to_have_text("Renamed <b>chat</b>")
+        wait_until(lambda: self.api_thread(thread_id)["title"] == "Renamed <b>chat</b>", 10, "the new title")
+        self.shot(page, "renamed")
+
+        item.hover()
+        item.get_by_test_id("thread-delete").click()
+        expect(page.get_by_test_id("confirm-dialog")).to_be_visible()
+        self.shot(page, "confirm-delete")
+        page.get_by_test_id("confirm-ok").click()
+        expect(item).to_have_count(0)
+        expect(page).to_have_url(re.compile(r"/$"))
+        status, _ = self.api.get(f"/api/threads/{thread_id}/")
+        self.assertEqual(status, 404)
+
+    def test_calculator_turn_shows_the_tool_card_and_the_answer(self):
+        """`what is 2+3*4` shows a calculator card (input, output, success) before an answer with 14."""
+        page = self.open_chat()
+        self.send(page, "what is 2+3*4")
+        answer = self.last_answer(page)
+        expect(answer).to_have_attribute("data-status", "completed")
+        card = answer.get_by_test_id("tool-card")
+        expect(card).to_have_attribute("data-tool", "calculator")
+        expect(card).to_have_attribute("data-status", "success")
+        card.locator("summary").click()
+        expect(card.get_by_test_id("tool-input")).to_contain_text("2+3*4")
+        expect(card.get_by_test_id("tool-output")).to_contain_text("14")
+        expect(answer.locator(".md")).to_contain_text("14")
+        expect(answer.get_by_test_id("usage")).to_contain_text("tokens")
+        # The card sits before the text that followed the call.
+        order = answer.evaluate(
+            "(el) => [...el.querySelector('[data-testid=message-content]').children].map(n => n.dataset.testid || 'text')"
+        )
+        self.assertEqual(order[0], "tool-card")
+        self.shot(page, "calculator")
+
+        stored = self.api_last_answer(self.thread_id(page))
+        self.assertEqual(stored["actions"][0]["tool"], "calculator")
+        self.assertEqual(answer.evaluate("(el) => el.dataset.messageId"), str(stored["id"]))
+
+    def test_stop_mid_stream_leaves_page_and_database_with_the_same_partial_text(self):
+        """Stop during `/lorem 300`: the page and the API show the same cancelled partial answer."""
+        page = self.open_chat()
+        self.send(page, "/lorem 300")
+        self.wait_answer_length(page, 60)
+        stop = page.get_by_test_id("stop")
+        expect(stop).to_be_visible()
+        self.shot(page, "streaming")
+        stop.click()
+        answer = self.last_answer(page)
+        expect(answer).to_have_attribute("data-status", "cancelled")
+        expect(answer.get_by_test_id("message-notice")).to_contain_text("Stopped")
+        expect(stop).to_be_hidden()
+        self.shot(page, "stopped")
+
+        stored = self.api_last_answer(self.thread_id(page))
+        self.assertEqual(stored["status"], "cancelled")
+        self.assertTrue(stored["metadata"]["cancelled"])
+        shown = self.answer_words(page)
+        self.assertEqual(shown, words(stored["content"]))
+        self.assertLess(len(shown), 300)
+        self.assertGreater(len(shown), 5)
+
+    def test_reload_mid_stream_continues_the_answer_without_duplicate_or_missing_words(self):
+        """Reloading while `/lorem 300` streams resumes from the snapshot and ends with exactly the stored words."""
+        page = self.open_chat()
+        self.send(page, "/lorem 300")
+        self.wait_answer_length(page, 120)
+        thread_id = self.thread_id(page)
+        page.reload()
+        self.wait_connected(page)
+        answer = self.last_answer(page)
+        self.shot(page, "after-reload")
+        expect(answer).to_have_attribute("data-status", "completed", timeout=60_000)
+        self.shot(page, "completed")
+
+        stored = self.api_last_answer(thread_id)
+        self.assertEqual(stored["status"], "completed")
+        shown = self.answer_words(page)
+        self.assertEqual(len(words(stored["content"])), 300)
+        self.assertEqual(shown, words(stored["content"]))
+
+    def test_going_offline_and_back_reconnects_and_catches_up(self):
+        """With the network cut mid-answer the status says so; back online the page resumes and matches the API."""
+        page = self.open_chat()
+        self.send(page, "/lorem 250")
+        self.wait_answer_length(page, 60)
+        thread_id = self.thread_id(page)
+        status = page.get_by_test_id("connection-status")
+        page.context.set_offline(True)
+        expect(status).to_have_attribute("data-state", re.compile("offline|reconnecting"))
+        shown_offline = int(self.last_answer(page).get_attribute("data-length"))
+        # The turn goes on without the socket.
+        wait_until(
+            lambda: len(self.api_last_answer(thread_id)["content"]) > shown_offline + 200,
+            60,
+            "the answer to grow while the page is offline",
+        )
+        self.shot(page, "offline")
+        page.context.set_offline(False)
+        expect(status).to_have_attribute("data-state", "connected")
+        answer = self.last_answer(page)
+        expect(answer).to_have_attribute("data-status", "completed", timeout=60_000)
+        self.shot(page, "caught-up")
+
+        stored = self.api_last_answer(thread_id)
+        self.assertEqual(len(words(stored["content"])), 250)
+        self.assertEqual(self.answer_words(page), words(stored["content"]))
+
+    def test_sending_while_offline_keeps_the_text_in_the_composer(self):
+        """A message that cannot be sent stays in the input, with an error shown."""
+        page = self.open_chat()
+        page.get_by_test_id("new-chat").click()
+        self.wait_connected(page)
+        page.context.set_offline(True)
+        expect(page.get_by_test_id("connection-status")).to_have_attribute("data-state", "offline")
+        self.send(page, "this must not be lost")
+        expect(page.get_by_test_id("toast")).to_contain_text("not sent")
+        expect(page.get_by_test_id("composer-input")).to_have_value("this must not be lost")
+        self.shot(page, "not-sent")
+        page.context.set_offline(False)
+        self.wait_connected(page)
+        page.get_by_test_id("send").click()
+        expect(page.locator("[data-testid=message][data-role=user]")).to_have_text("this must not be lost")
+        expect(page.get_by_test_id("composer-input")).to_have_value("")
+
+    def test_html_in_a_message_is_shown_as_text_and_never_runs(self):
+        """`<img onerror>` and `<script>` in a message and its echo appear as text; no script runs."""
+        page = self.open_chat()
+        self.send(page, XSS)
+        answer = self.last_answer(page)
+        expect(answer).to_have_attribute("data-status", "completed")
+        user = page.locator("[data-testid=message][data-role=user]").last
+        expect(user).to_contain_text("<img src=x onerror=window.__xss=1>")
+        expect(user).to_contain_text("<script>window.__xss=2</script>")
+        expect(answer).to_contain_text("<img src=x onerror=window.__xss=1>")
+        self.assertEqual(page.locator("[data-testid=message-list] img, [data-testid=message-list] script").count(), 0)
+        self.assertIsNone(page.evaluate("window.__xss"))
+        self.shot(page, "html-as-text")
+
+    def test_failed_turn_shows_its_error_and_retry_sends_the_question_again(self):
+        """`/fail 3` ends with a readable error and a Retry button that starts a new turn with the same text."""
+        page = self.open_chat()
+        self.send(page, "/fail 3")
+        answer = self.last_answer(page)
+        expect(answer).to_have_attribute("data-status", "failed")
+        notice = answer.get_by_test_id("message-notice")
+        expect(notice).to_contain_text("Something went wrong")
+        self.shot(page, "failed")
+        notice.get_by_test_id("retry").click()
+        expect(page.locator("[data-testid=message][data-role=user]")).to_have_count(2)
+        expect(page.locator("[data-testid=message][data-role=assistant][data-status=failed]")).to_have_count(2)
+        turn_ids = page.locator("[data-testid=message][data-role=user]").evaluate_all(
+            "(els) => els.map(e => e.dataset.turnId)"
+        )
+        self.assertEqual(len(set(turn_ids)), 2)
+        self.shot(page, "retried")
+
+    def test_phone_width_in_dark_mode_collapses_the_sidebar_into_a_drawer(self):
+        """At a phone's width the sidebar is hidden until the menu button opens it; dark colours apply."""
+        page = self.open_chat(viewport=PHONE, color_scheme="dark")
+        sidebar = page.get_by_test_id("sidebar")
+        self.assertFalse(sidebar.evaluate("(el) => el.getBoundingClientRect().right > 0"))
+        background = page.evaluate("getComputedStyle(document.body).backgroundColor")
+        self.assertEqual(background, "rgb(33, 33, 33)")
+        self.send(page, "what is 2+3*4")
+        expect(self.last_answer(page)).to_have_attribute("data-status", "completed")
+        self.shot(page, "phone-dark-answer")
+        page.get_by_test_id("sidebar-open").click()
+        expect(page.get_by_test_id("thread-item")).to_be_visible()
+        page.wait_for_function(
+            "() => document.querySelector('[data-testid=sidebar]').getBoundingClientRect().left >= 0"
+        )
+        self.shot(page, "phone-dark-drawer")
+        page.get_by_test_id("thread-link").click()
+        page.wait_for_function(
+            "() => document.querySelector('[data-testid=sidebar]').getBoundingClientRect().right <= 0"
+        )
+
+    def test_back_and_forward_switch_between_threads(self):
+        """The open thread follows the URL through history navigation and reloads."""
+        page = self.open_chat()
+        self.send(page, "first thread")
+        expect(self.last_answer(page)).to_have_attribute("data-status", "completed")
+        first = self.thread_id(page)
+        page.get_by_test_id("new-chat").click()
+        expect(page).not_to_have_url(re.compile(rf"/threads/{first}/$"))
+        self.send(page, "second thread")
+        expect(self.last_answer(page)).to_have_attribute("data-status", "completed")
+        second = self.thread_id(page)
+        page.go_back()
+        expect(page).to_have_url(re.compile(rf"/threads/{first}/$"))
+        expect(page.locator("[data-testid=message][data-role=user]")).to_have_text("first thread")
+        page.go_forward()
+        expect(page).to_have_url(re.compile(rf"/threads/{second}/$"))
+        expect(page.locator("[data-testid=message][data-role=user]")).to_have_text("second thread")
+        page.reload()
+        expect(page.locator("[data-testid=message][data-role=user]")).to_have_text("second thread")
+        self.shot(page, "second-thread")
