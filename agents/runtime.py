@@ -9,6 +9,7 @@ module knows nothing of sockets.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import uuid
@@ -145,30 +146,37 @@ async def _generate(turn: RunningTurn, publisher: TurnPublisher, provider: Provi
     specs = [tool.spec for tool in TOOLS.values()]
     for _step in range(settings.AGENT_MAX_STEPS):
         text, calls = [], []
-        async for event in provider.stream(conversation, specs):
-            if isinstance(event, TextDelta):
-                text.append(event.text)
-                publisher.push_delta(event.text)
-            elif isinstance(event, ThinkingDelta):
-                await publisher.thinking(event.text)
-            elif isinstance(event, ToolCallRequest):
-                calls.append(event.call)
-            elif isinstance(event, UsageReport):
-                usage.add(event.model, event.prompt_tokens, event.completion_tokens)
+        # aclosing: a failure in this loop closes the model's HTTP stream at once.
+        async with contextlib.aclosing(provider.stream(conversation, specs)) as events:
+            async for event in events:
+                if isinstance(event, TextDelta):
+                    text.append(event.text)
+                    publisher.push_delta(event.text)
+                elif isinstance(event, ThinkingDelta):
+                    await publisher.thinking(event.text)
+                elif isinstance(event, ToolCallRequest):
+                    calls.append(event.call)
+                elif isinstance(event, UsageReport):
+                    usage.add(event.model, event.prompt_tokens, event.completion_tokens)
         await publisher.flush()
         if not calls:
             return
-        conversation.append(ChatMessage("assistant", content="".join(text), tool_calls=calls))
-        for call in calls:
-            output = await _run_tool(publisher, call)
+        results = [await _run_tool(publisher, call) for call in calls]
+        # Arguments go back as valid JSON (servers may parse them), as history sends them.
+        sent = [ToolCall(call.call_id, call.name, json.dumps(recorded)) for call, (recorded, _) in zip(calls, results)]
+        conversation.append(ChatMessage("assistant", content="".join(text), tool_calls=sent))
+        for call, (_, output) in zip(calls, results):
             conversation.append(ChatMessage("tool", content=json.dumps(output), tool_call_id=call.call_id))
     raise ProviderError(
         "step_limit", f"The agent stopped after {settings.AGENT_MAX_STEPS} model calls without a final answer.", False
     )
 
 
-async def _run_tool(publisher: TurnPublisher, call: ToolCall) -> dict:
-    """Record, run and record the result of one tool call; failures become `error` actions."""
+async def _run_tool(publisher: TurnPublisher, call: ToolCall) -> tuple[dict, dict]:
+    """Record, run and record the result of one tool call; return (recorded input, output).
+
+    Failures (invalid arguments, unknown tool, a tool error) become `error` actions.
+    """
     try:
         arguments = json.loads(call.arguments or "{}")
         parse_error = None if isinstance(arguments, dict) else "arguments must be a JSON object"
@@ -193,7 +201,7 @@ async def _run_tool(publisher: TurnPublisher, call: ToolCall) -> dict:
             logger.exception("tool %s failed", call.name)
             status, output = AgentAction.Status.ERROR, {"error": f"tool failed: {type(exc).__name__}"}
     await publisher.tool_completed(action_id, status, output)
-    return output
+    return recorded_input, output
 
 
 @database_sync_to_async
