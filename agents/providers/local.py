@@ -38,10 +38,28 @@ _TIME = re.compile(r"\btime\b", re.IGNORECASE)
 
 
 def find_expression(text: str) -> str | None:
-    """The longest run of digits, operators, dots, parentheses and spaces with an operator in it."""
-    candidates = [m.group().strip() for m in _EXPRESSION.finditer(text)]
+    """The longest run of digits, operators, dots, parentheses and spaces with an operator in it.
+
+    Unmatched parentheses in a run belong to the prose around it ("2+2 (roughly)") and are left out.
+    """
+    candidates = [_matched_parentheses(m.group()).strip() for m in _EXPRESSION.finditer(text)]
     candidates = [c for c in candidates if _OPERATOR_BETWEEN.search(c)]
     return max(candidates, key=len) if candidates else None
+
+
+def _matched_parentheses(run: str) -> str:
+    """`run` without the parentheses that have no partner in it."""
+    unmatched, opened = set(), []
+    for index, char in enumerate(run):
+        if char == "(":
+            opened.append(index)
+        elif char == ")":
+            if opened:
+                opened.pop()
+            else:
+                unmatched.add(index)
+    unmatched.update(opened)
+    return "".join(char for index, char in enumerate(run) if index not in unmatched)
 
 
 def _words(text: str) -> list[str]:
