@@ -1,0 +1,315 @@
+"""TurnPublisher: every event leaves after its write is committed, deltas batch under load (chat.events)."""
+
+from __future__ import annotations
+
+import asyncio
+
+from channels.layers import get_channel_layer
+from django.db import connections
+from django.test import override_settings
+
+from chat.events import EVENT_TYPE, TurnPublisher, thread_group
+from chat.models import AgentAction, Message
+from tests.base import ChatTransactionTestCase
+
+TIMEOUT = 10
+SENTINEL = "test.sentinel"
+
+
+class PublisherTestCase(ChatTransactionTestCase):
+    def setUp(self) -> None:
+        self.user = self.make_user("alice")
+        self.thread = self.make_thread(self.user)
+        self.publisher = TurnPublisher(self.thread.pk, "t-1")
+
+    # --- a listener on the thread's group, through the real channel layer ---
+
+    async def listen(self) -> str:
+        """Join the thread's group as a socket would; return the channel to receive on."""
+        layer = get_channel_layer()
+        channel = await layer.new_channel()
+        await layer.group_add(thread_group(self.thread.pk), channel)
+        return channel
+
+    async def next_frame(self, channel: str) -> dict:
+        message = await asyncio.wait_for(get_channel_layer().receive(channel), TIMEOUT)
+        if message["type"] == SENTINEL:
+            return {"type": SENTINEL}
+        self.assertEqual(message["type"], EVENT_TYPE)
+        return message["frame"]
+
+    async def frames_until_quiet(self, channel: str) -> list[dict]:
+        """Every frame sent so far: send a marker to the group and read up to it."""
+        await get_channel_layer().group_send(thread_group(self.thread.pk), {"type": SENTINEL})
+        frames = []
+        while (frame := await self.next_frame(channel))["type"] != SENTINEL:
+            frames.append(frame)
+        return frames
+
+    # --- reads through another connection: they see only committed rows ---
+
+    async def committed(self, read):
+        def in_own_connection():
+            try:
+                return read()
+            finally:
+                connections.close_all()
+
+        return await asyncio.to_thread(in_own_connection)
+
+    async def committed_text(self, message_id: int) -> str:
+        return await self.committed(lambda: self.full_text(message_id))
+
+    async def committed_message(self, message_id: int) -> Message:
+        return await self.committed(lambda: Message.objects.get(pk=message_id))
+
+    def assertContiguous(self, deltas: list[dict], text: str) -> None:
+        """The deltas' offsets follow each other from 0 and their pieces make `text`."""
+        offset = 0
+        for frame in deltas:
+            self.assertEqual(frame["data"]["offset"], offset, deltas)
+            offset += len(frame["data"]["delta"])
+        self.assertEqual("".join(f["data"]["delta"] for f in deltas), text)
+
+
+class DatabaseFirstTests(PublisherTestCase):
+    async def test_agent_started_after_the_shell_is_committed(self) -> None:
+        """agent_started names a streaming assistant message that another connection already sees."""
+        channel = await self.listen()
+        message_id = await self.publisher.started("local", "local-model")
+        frame = await self.next_frame(channel)
+        self.assertEqual(
+            frame,
+            {
+                "type": "agent_started",
+                "thread_id": self.thread.pk,
+                "turn_id": "t-1",
+                "message_id": message_id,
+                "data": {"agent": "local", "model": "local-model"},
+            },
+        )
+        message = await self.committed_message(message_id)
+        self.assertEqual((message.role, message.status, message.turn_id), ("assistant", "streaming", "t-1"))
+
+    async def test_message_delta_after_its_text_is_committed(self) -> None:
+        """When a message_delta arrives, another connection reads at least offset + len(delta) characters."""
+        channel = await self.listen()
+        message_id = await self.publisher.started("local", "local")
+        await self.next_frame(channel)
+        words = [f"wörd{i} " for i in range(40)]
+
+        async def produce() -> None:
+            for word in words:
+                self.publisher.push_delta(word)
+                await asyncio.sleep(0)
+            await self.publisher.flush()
+
+        producer = asyncio.create_task(produce())
+        received = ""
+        while len(received) < len("".join(words)):
+            frame = await self.next_frame(channel)
+            self.assertEqual(frame["type"], "message_delta")
+            self.assertEqual((frame["thread_id"], frame["turn_id"], frame["message_id"]), (self.thread.pk, "t-1", message_id))
+            offset, delta = frame["data"]["offset"], frame["data"]["delta"]
+            text = await self.committed_text(message_id)
+            self.assertGreaterEqual(len(text), offset + len(delta))
+            self.assertEqual(text[offset : offset + len(delta)], delta)
+            self.assertEqual(offset, len(received))
+            received += delta
+        await producer
+        self.assertEqual(received, "".join(words))
+
+    async def test_tool_events_after_their_action_rows_are_committed(self) -> None:
+        """tool_executing names a committed pending action; tool_completed one committed with its result."""
+        channel = await self.listen()
+        message_id = await self.publisher.started("local", "local")
+        await self.next_frame(channel)
+        action_id = await self.publisher.tool_executing("call-1", "calculator", {"expression": "1+1"})
+        executing = await self.next_frame(channel)
+        self.assertEqual(executing["type"], "tool_executing")
+        self.assertEqual(
+            executing["data"],
+            {"action_id": action_id, "call_id": "call-1", "tool": "calculator", "input": {"expression": "1+1"}},
+        )
+        action = await self.committed(lambda: AgentAction.objects.get(pk=action_id))
+        self.assertEqual((action.message_id, action.status), (message_id, "pending"))
+
+        await self.publisher.tool_completed(action_id, "success", {"expression": "1+1", "result": 2})
+        completed = await self.next_frame(channel)
+        self.assertEqual(completed["type"], "tool_completed")
+        data = completed["data"]
+        self.assertEqual(
+            {k: data[k] for k in ("action_id", "call_id", "tool", "status", "output")},
+            {
+                "action_id": action_id,
+                "call_id": "call-1",
+                "tool": "calculator",
+                "status": "success",
+                "output": {"expression": "1+1", "result": 2},
+            },
+        )
+        self.assertGreaterEqual(data["duration_ms"], 0)
+        action = await self.committed(lambda: AgentAction.objects.get(pk=action_id))
+        self.assertEqual((action.status, action.output), ("success", {"expression": "1+1", "result": 2}))
+
+    async def test_agent_completed_after_the_message_is_final(self) -> None:
+        """agent_completed comes after the final status, text and usage are committed."""
+        channel = await self.listen()
+        message_id = await self.publisher.started("local", "local")
+        self.publisher.push_delta("hello ")
+        self.publisher.push_delta("world ")
+        usage = {"model": "local", "prompt_tokens": 3, "completion_tokens": 2, "total_tokens": 5, "cost_micros": 0}
+        self.assertEqual(await self.publisher.completed("completed", usage), "completed")
+        frames = await self.frames_until_quiet(channel)
+        self.assertEqual([f["type"] for f in frames][-1], "agent_completed")
+        final = frames[-1]["data"]
+        self.assertEqual((final["status"], final["usage"], final["error"]), ("completed", usage, None))
+        message = await self.committed_message(message_id)
+        self.assertEqual((message.status, message.content), ("completed", "hello world "))
+        self.assertFalse(message.metadata["streaming"])
+        self.assertContiguous([f for f in frames if f["type"] == "message_delta"], "hello world ")
+
+    async def test_user_message_announced_once_after_commit(self) -> None:
+        """The user's message is announced with its stored row; repeating the turn_id announces nothing."""
+        channel = await self.listen()
+        message, created = await self.publisher.user_message("hi there")
+        self.assertTrue(created)
+        frame = await self.next_frame(channel)
+        self.assertEqual((frame["type"], frame["turn_id"]), ("user_message", "t-1"))
+        self.assertEqual(frame["data"]["message"], message)
+        stored = await self.committed_message(message["id"])
+        self.assertEqual((stored.role, stored.content), ("user", "hi there"))
+
+        again, created = await TurnPublisher(self.thread.pk, "t-1").user_message("hi there")
+        self.assertFalse(created)
+        self.assertEqual(again["id"], message["id"])
+        self.assertEqual(await self.frames_until_quiet(channel), [])
+
+
+class DeltaBatchingTests(PublisherTestCase):
+    async def test_deltas_pushed_during_a_commit_go_in_the_next_one(self) -> None:
+        """While the first delta is being committed, the next ones gather into one commit and one event."""
+        channel = await self.listen()
+        message_id = await self.publisher.started("local", "local")
+        self.publisher.push_delta("a")
+        await asyncio.sleep(0)  # the writer takes "a" and starts committing it
+        for piece in "bcdefghij":
+            self.publisher.push_delta(piece)
+        await self.publisher.flush()
+        deltas = [f for f in await self.frames_until_quiet(channel) if f["type"] == "message_delta"]
+        self.assertEqual([(f["data"]["offset"], f["data"]["delta"]) for f in deltas], [(0, "a"), (1, "bcdefghij")])
+        self.assertEqual(await self.committed_text(message_id), "abcdefghij")
+
+    async def test_fast_pushes_are_batched_contiguously(self) -> None:
+        """Many deltas pushed faster than commits give fewer events, contiguous, whose text is the pushes."""
+        channel = await self.listen()
+        message_id = await self.publisher.started("local", "local")
+        pushes = [f"{i}€ " for i in range(300)]
+        for index, piece in enumerate(pushes):
+            self.publisher.push_delta(piece)
+            if index % 7 == 0:
+                await asyncio.sleep(0)
+        await self.publisher.flush()
+        deltas = [f for f in await self.frames_until_quiet(channel) if f["type"] == "message_delta"]
+        self.assertLess(len(deltas), len(pushes))
+        self.assertContiguous(deltas, "".join(pushes))
+        self.assertEqual(await self.committed_text(message_id), "".join(pushes))
+
+    async def test_idle_deltas_go_at_once(self) -> None:
+        """When the writer is idle, each delta is committed and sent on its own."""
+        channel = await self.listen()
+        await self.publisher.started("local", "local")
+        await self.next_frame(channel)
+        for piece in ("one ", "two ", "three "):
+            self.publisher.push_delta(piece)
+            frame = await self.next_frame(channel)
+            self.assertEqual(frame["data"]["delta"], piece)
+        self.assertEqual(await self.frames_until_quiet(channel), [])
+
+    async def test_empty_delta_is_ignored(self) -> None:
+        """An empty delta writes and sends nothing."""
+        channel = await self.listen()
+        await self.publisher.started("local", "local")
+        self.publisher.push_delta("")
+        await self.publisher.flush()
+        self.assertEqual([f["type"] for f in await self.frames_until_quiet(channel)], ["agent_started"])
+
+    async def test_thinking_and_tools_come_after_earlier_deltas(self) -> None:
+        """agent_thinking and tool_executing wait for the deltas pushed before them."""
+        channel = await self.listen()
+        await self.publisher.started("local", "local")
+        self.publisher.push_delta("before ")
+        await self.publisher.thinking("hmm")
+        self.publisher.push_delta("tool ")
+        await self.publisher.tool_executing("call-1", "clock", {})
+        types = [f["type"] for f in await self.frames_until_quiet(channel)]
+        self.assertEqual(types, ["agent_started", "message_delta", "agent_thinking", "message_delta", "tool_executing"])
+
+    async def test_delta_to_a_closed_message_surfaces_on_flush(self) -> None:
+        """A delta pushed after the message was finalized is not stored, and flush() raises."""
+        await self.publisher.started("local", "local")
+        await self.publisher.completed("completed")
+        self.publisher.push_delta("late ")
+        with self.assertRaises(Exception):
+            await self.publisher.flush()
+
+
+class CompletedOnceTests(PublisherTestCase):
+    async def test_agent_completed_exactly_once(self) -> None:
+        """Calling completed() twice finalizes once and sends one agent_completed; both return the stored status."""
+        channel = await self.listen()
+        message_id = await self.publisher.started("local", "local")
+        self.publisher.push_delta("partial ")
+        first = await self.publisher.completed("cancelled")
+        second = await self.publisher.completed("failed", error={"code": "x", "message": "y", "retryable": False})
+        self.assertEqual((first, second), ("cancelled", "cancelled"))
+        frames = await self.frames_until_quiet(channel)
+        completed = [f for f in frames if f["type"] == "agent_completed"]
+        self.assertEqual(len(completed), 1)
+        self.assertIs(frames[-1], completed[0])
+        self.assertEqual(completed[0]["data"]["status"], "cancelled")
+        message = await self.committed_message(message_id)
+        self.assertEqual((message.status, message.content), ("cancelled", "partial "))
+        self.assertTrue(message.metadata["cancelled"])
+
+    async def test_completed_after_another_finalizer_reports_the_stored_status(self) -> None:
+        """If the message was already finalized elsewhere (e.g. the sweeper), agent_completed gives that status."""
+        channel = await self.listen()
+        message_id = await self.publisher.started("local", "local")
+        await self.committed(lambda: __import__("chat.turns").turns.finalize_assistant_turn(message_id, "interrupted"))
+        self.assertEqual(await self.publisher.completed("completed"), "interrupted")
+        completed = [f for f in await self.frames_until_quiet(channel) if f["type"] == "agent_completed"]
+        self.assertEqual([f["data"]["status"] for f in completed], ["interrupted"])
+
+    async def test_completed_before_started(self) -> None:
+        """A turn that failed before its shell existed still sends one agent_completed (no message id)."""
+        channel = await self.listen()
+        error = {"code": "server_error", "message": "boom", "retryable": True}
+        self.assertEqual(await self.publisher.completed("failed", None, error), "failed")
+        frames = await self.frames_until_quiet(channel)
+        self.assertEqual([(f["type"], f["message_id"], f["data"]["error"]) for f in frames], [("agent_completed", None, error)])
+
+
+@override_settings(CHANNEL_LAYERS={"default": {"BACKEND": "tests.layers.BrokenChannelLayer"}})
+class FailingLayerTests(PublisherTestCase):
+    async def test_a_failing_channel_layer_does_not_stop_the_turn(self) -> None:
+        """With group_send raising, every step still writes its rows, failures are logged, and completed() returns."""
+        with self.assertLogs("chat.events", level="ERROR") as logs:
+            message, created = await self.publisher.user_message("what is 1+1")
+            message_id = await self.publisher.started("local", "local")
+            await self.publisher.thinking("Calling the calculator tool.")
+            action_id = await self.publisher.tool_executing("call-1", "calculator", {"expression": "1+1"})
+            await self.publisher.tool_completed(action_id, "success", {"expression": "1+1", "result": 2})
+            for word in ("The ", "result ", "is ", "2. "):
+                self.publisher.push_delta(word)
+            await self.publisher.flush()
+            status = await self.publisher.completed("completed")
+        self.assertTrue(created)
+        self.assertEqual(status, "completed")
+        self.assertTrue(all("broadcast failed" in line for line in logs.output))
+        self.assertGreaterEqual(len(logs.output), 7)
+        assistant = await self.committed_message(message_id)
+        self.assertEqual((assistant.status, assistant.content), ("completed", "The result is 2. "))
+        self.assertEqual((await self.committed_message(message["id"])).content, "what is 1+1")
+        action = await self.committed(lambda: AgentAction.objects.get(pk=action_id))
+        self.assertEqual(action.status, "success")
