@@ -63,6 +63,9 @@ def parse_frame(text: str) -> UserMessageFrame | CancelFrame | PingFrame:
         data = json.loads(text)
     except ValueError:
         raise FrameError("invalid_json", "The frame is not valid JSON.") from None
+    except RecursionError:
+        # 8192 bytes can nest ~4000 levels, past the parser's recursion limit.
+        raise FrameError("invalid_json", "The frame is nested too deeply to parse.") from None
     if not isinstance(data, dict):
         raise FrameError("invalid_message", "A frame must be a JSON object.")
     turn_id = data.get("turn_id") if isinstance(data.get("turn_id"), str) else None

@@ -98,6 +98,15 @@ class InvalidJsonTests(ParseFrameTestCase):
                 self.assertRefused(text, "invalid_json")
 
 
+    def test_too_deeply_nested(self) -> None:
+        """JSON nested deeper than the parser's recursion limit is invalid_json, not an exception that closes the socket."""
+        for text in ("[" * 4000 + "]" * 4000, frame(type="user_message", content="hi", mentioned_documents=None)[:-1]
+                     + ', "x": ' + "[" * 3000 + "]" * 3000 + "}"):
+            with self.subTest(size=len(text)):
+                self.assertLessEqual(len(text.encode()), MAX_FRAME_BYTES)
+                self.assertRefused(text, "invalid_json")
+
+
 class InvalidMessageTests(ParseFrameTestCase):
     def test_not_an_object(self) -> None:
         """JSON that is not an object (list, string, number, null) is invalid_message."""
