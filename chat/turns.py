@@ -13,7 +13,7 @@ from datetime import timedelta
 from typing import NamedTuple
 
 from channels.db import database_sync_to_async
-from django.db import IntegrityError, connection, transaction
+from django.db import DatabaseError, IntegrityError, connection, transaction
 from django.utils import timezone
 
 from .models import AgentAction, Message, MessageChunk, TokenUsage
@@ -265,8 +265,13 @@ def _record_usage_once(message: Message, usage: dict) -> None:
                 call_details=usage.get("call_details", []),
             )
     except IntegrityError:
-        # Another finalizer recorded it first; its row stands.
-        pass
+        if TokenUsage.objects.filter(message=message).exists():
+            return  # Another finalizer recorded it first; its row stands.
+        logger.exception("usage of message %s refused by the database: %r", message.pk, usage)
+    except (DatabaseError, TypeError, ValueError, OverflowError):
+        # Usage that cannot be stored must not keep the turn from ending:
+        # the savepoint is rolled back and the message keeps its final status.
+        logger.exception("usage of message %s not recorded: %r", message.pk, usage)
 
 
 # --- liveness and cancellation ---------------------------------------------

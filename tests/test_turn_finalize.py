@@ -135,6 +135,23 @@ class UsageOnceTests(FinalizeTestCase):
         self.assertEqual(list(TokenUsage.objects.values_list("cost_micros", flat=True)), [27])
         self.assertEqual(self.message().status, "cancelled")
 
+    def test_usage_refused_by_the_database_is_logged(self) -> None:
+        """Usage the database refuses (a negative count) is logged with the message id; the turn still ends."""
+        with self.assertLogs("chat.turns", "ERROR") as logs:
+            status = turns.finalize_assistant_turn(self.message_id, "completed", usage={**USAGE, "prompt_tokens": -1})
+        self.assertEqual((status, self.message().status), ("completed", "completed"))
+        self.assertFalse(TokenUsage.objects.exists())
+        self.assertIn(str(self.message_id), "\n".join(logs.output))
+
+    def test_malformed_usage_does_not_keep_the_turn_streaming(self) -> None:
+        """Usage that cannot be stored at all is logged, and the message still gets its final status."""
+        turns.append_content(self.message_id, "answer")
+        with self.assertLogs("chat.turns", "ERROR"):
+            status = turns.finalize_assistant_turn(self.message_id, "completed", usage={**USAGE, "prompt_tokens": "many"})
+        self.assertEqual(status, "completed")
+        self.assertEqual((self.message().status, self.message().content), ("completed", "answer"))
+        self.assertFalse(TokenUsage.objects.exists())
+
     def test_no_usage_stores_no_row(self) -> None:
         """Finalizing without usage stores no usage row."""
         turns.finalize_assistant_turn(self.message_id, "completed")
