@@ -4,12 +4,10 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
-from functools import lru_cache
 from typing import Any
 
 from asgiref.sync import SyncToAsync
 from django.contrib.auth import get_user_model
-from django.contrib.auth.hashers import make_password
 from django.db import connections
 from django.test import TestCase, TransactionTestCase, override_settings
 
@@ -18,18 +16,12 @@ from chat.models import Message, Thread
 PASSWORD = "test-password-1"
 
 
-@lru_cache
-def _password_hash(password: str) -> str:
-    """Hash each password once per run: the real hasher takes about half a second."""
-    return make_password(password)
-
-
 class ChatHelpers:
     """Domain helpers: users, threads and the full text of a message."""
 
     def make_user(self, name: str = "alice", password: str = PASSWORD, **fields):
         """A user who can log in with `password`."""
-        return get_user_model().objects.create(username=name, password=_password_hash(password), **fields)
+        return get_user_model().objects.create_user(username=name, password=password, **fields)
 
     def make_thread(self, user, title: str = "A thread") -> Thread:
         return Thread.objects.create(owner=user, title=title)

@@ -233,6 +233,47 @@ class ActionTests(TurnTestCase):
         self.assertEqual(AgentAction.objects.get(pk=action_id).status, "pending")
 
 
+class LivenessTests(TurnTestCase):
+    def age(self, message_id: int, seconds: float) -> None:
+        Message.objects.filter(pk=message_id).update(heartbeat_at=timezone.now() - timedelta(seconds=seconds))
+
+    def test_touch_refreshes_the_heartbeat(self) -> None:
+        """touch_turn moves a streaming message's heartbeat to now and reports no cancel."""
+        message_id = self.shell()
+        self.age(message_id, 3600)
+        self.assertFalse(turns.touch_turn(message_id))
+        self.assertEqual(turns.stale_turns(60), [])
+
+    def test_cancel_request_reaches_the_heartbeat(self) -> None:
+        """After request_cancel, the running turn's next touch_turn returns True."""
+        message_id = self.shell()
+        self.assertEqual(turns.request_cancel(self.thread.pk), message_id)
+        self.assertTrue(turns.touch_turn(message_id))
+
+    def test_cancel_by_turn_id_flags_only_that_turn(self) -> None:
+        """request_cancel with a turn_id flags that turn's message and no other."""
+        first, second = self.shell("t-1"), self.shell("t-2")
+        self.assertEqual(turns.request_cancel(self.thread.pk, "t-1"), first)
+        self.assertEqual((turns.touch_turn(first), turns.touch_turn(second)), (True, False))
+
+    def test_cancel_without_a_running_turn_returns_none(self) -> None:
+        """request_cancel finds nothing to stop when no turn streams or the turn_id is unknown."""
+        message_id = self.shell("t-1")
+        self.assertIsNone(turns.request_cancel(self.thread.pk, "t-unknown"))
+        turns.finalize_assistant_turn(message_id, "completed")
+        self.assertIsNone(turns.request_cancel(self.thread.pk))
+        self.assertFalse(Message.objects.get(pk=message_id).cancel_requested)
+
+    def test_stale_turns_are_streaming_messages_with_an_old_heartbeat(self) -> None:
+        """stale_turns lists streaming messages whose heartbeat is older than the limit, not fresh or final ones."""
+        stale, fresh, final = self.shell("t-1"), self.shell("t-2"), self.shell("t-3")
+        self.age(stale, 120)
+        self.age(final, 120)
+        turns.finalize_assistant_turn(final, "completed")
+        self.assertEqual(turns.stale_turns(60), [stale])
+        self.assertNotIn(fresh, turns.stale_turns(60 * 60))
+
+
 class AsyncTwinTests(ChatTransactionTestCase):
     async def test_async_twins_write_the_same_rows(self) -> None:
         """The a-prefixed twins persist a whole turn like the sync functions."""
