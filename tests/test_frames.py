@@ -35,7 +35,8 @@ class ValidFrameTests(ParseFrameTestCase):
     def test_user_message(self) -> None:
         """A user_message with content, turn_id and mentioned_documents parses into its fields."""
         docs = [{"id": 1, "title": "Spec", "document_type": "pdf"}]
-        parsed = parse_frame(frame(type="user_message", content="héllo", turn_id="t-1.a:B_9", mentioned_documents=docs))
+        text = frame(type="user_message", content="héllo", turn_id="t-1.a:B_9", mentioned_documents=docs)
+        parsed = parse_frame(text)
         self.assertIsInstance(parsed, UserMessageFrame)
         self.assertEqual((parsed.content, parsed.turn_id, parsed.mentioned_documents), ("héllo", "t-1.a:B_9", docs))
 
@@ -99,9 +100,9 @@ class InvalidJsonTests(ParseFrameTestCase):
 
 
     def test_too_deeply_nested(self) -> None:
-        """JSON nested deeper than the parser's recursion limit is invalid_json, not an exception that closes the socket."""
-        for text in ("[" * 4000 + "]" * 4000, frame(type="user_message", content="hi", mentioned_documents=None)[:-1]
-                     + ', "x": ' + "[" * 3000 + "]" * 3000 + "}"):
+        """JSON nested past the parser's recursion limit is invalid_json, not an exception that ends the socket."""
+        deep_field = '{"type": "user_message", "content": "hi", "x": ' + "[" * 3000 + "]" * 3000 + "}"
+        for text in ("[" * 4000 + "]" * 4000, deep_field):
             with self.subTest(size=len(text)):
                 self.assertLessEqual(len(text.encode()), MAX_FRAME_BYTES)
                 self.assertRefused(text, "invalid_json")
@@ -140,7 +141,8 @@ class InvalidMessageTests(ParseFrameTestCase):
         """A turn_id with characters outside [A-Za-z0-9_.:-], or empty, is invalid_message."""
         for turn_id in ("has space", "slash/no", "ünï", "", "a\nb"):
             with self.subTest(turn_id=turn_id):
-                self.assertRefused(frame(type="user_message", content="hi", turn_id=turn_id), "invalid_message", turn_id)
+                user_message = frame(type="user_message", content="hi", turn_id=turn_id)
+                self.assertRefused(user_message, "invalid_message", turn_id)
                 self.assertRefused(frame(type="cancel", turn_id=turn_id), "invalid_message", turn_id)
 
     def test_turn_id_longer_than_64(self) -> None:

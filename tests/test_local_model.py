@@ -97,7 +97,11 @@ class PlainTextTests(LocalModelTestCase):
 
     async def test_answers_the_last_user_message(self) -> None:
         """With history, the answer is about the latest user message; prompt tokens count every message."""
-        messages = [ChatMessage("user", "first question"), ChatMessage("assistant", "an answer"), ChatMessage("user", "second")]
+        messages = [
+            ChatMessage("user", "first question"),
+            ChatMessage("assistant", "an answer"),
+            ChatMessage("user", "second"),
+        ]
         events, _ = await collect(self.model, messages)
         answer = "".join(texts(events))
         self.assertIn("second", answer)

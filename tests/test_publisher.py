@@ -8,6 +8,7 @@ from channels.layers import get_channel_layer
 from django.db import connections
 from django.test import override_settings
 
+from chat import turns
 from chat.events import EVENT_TYPE, TurnPublisher, thread_group
 from chat.models import AgentAction, Message
 from tests.base import ChatTransactionTestCase
@@ -109,7 +110,9 @@ class DatabaseFirstTests(PublisherTestCase):
         while len(received) < len("".join(words)):
             frame = await self.next_frame(channel)
             self.assertEqual(frame["type"], "message_delta")
-            self.assertEqual((frame["thread_id"], frame["turn_id"], frame["message_id"]), (self.thread.pk, "t-1", message_id))
+            self.assertEqual(
+                (frame["thread_id"], frame["turn_id"], frame["message_id"]), (self.thread.pk, "t-1", message_id)
+            )
             offset, delta = frame["data"]["offset"], frame["data"]["delta"]
             text = await self.committed_text(message_id)
             self.assertGreaterEqual(len(text), offset + len(delta))
@@ -276,7 +279,7 @@ class CompletedOnceTests(PublisherTestCase):
         """If the message was already finalized elsewhere (e.g. the sweeper), agent_completed gives that status."""
         channel = await self.listen()
         message_id = await self.publisher.started("local", "local")
-        await self.committed(lambda: __import__("chat.turns").turns.finalize_assistant_turn(message_id, "interrupted"))
+        await self.committed(lambda: turns.finalize_assistant_turn(message_id, "interrupted"))
         self.assertEqual(await self.publisher.completed("completed"), "interrupted")
         completed = [f for f in await self.frames_until_quiet(channel) if f["type"] == "agent_completed"]
         self.assertEqual([f["data"]["status"] for f in completed], ["interrupted"])
@@ -287,7 +290,9 @@ class CompletedOnceTests(PublisherTestCase):
         error = {"code": "server_error", "message": "boom", "retryable": True}
         self.assertEqual(await self.publisher.completed("failed", None, error), "failed")
         frames = await self.frames_until_quiet(channel)
-        self.assertEqual([(f["type"], f["message_id"], f["data"]["error"]) for f in frames], [("agent_completed", None, error)])
+        self.assertEqual(
+            [(f["type"], f["message_id"], f["data"]["error"]) for f in frames], [("agent_completed", None, error)]
+        )
 
 
 @override_settings(CHANNEL_LAYERS={"default": {"BACKEND": "tests.layers.BrokenChannelLayer"}})

@@ -114,7 +114,7 @@ class SweepTests(SweeperHelpers, ChatTestCase):
 
 
 class RecoverTurnsCommandTests(SweeperHelpers, ChatTransactionTestCase):
-    """Real commits: the command sweeps through Channels' database wrapper, which closes a connection inside atomic()."""
+    """Real commits: the command sweeps through Channels' database wrapper, which closes connections inside atomic()."""
 
     def setUp(self) -> None:
         self.user = self.make_user("alice")
