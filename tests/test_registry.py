@@ -220,7 +220,7 @@ class ConcurrencyTests(RegistryTestCase):
     THREAD_IDS = range(4)
 
     def test_concurrent_register_cancel_complete_cleanup(self) -> None:
-        """16 threads registering, cancelling, completing and cleaning up at once: no error, one live turn per thread."""
+        """16 threads registering, cancelling, completing, cleaning up at once: no error, one live turn per thread."""
         callbacks = {"count": 0}
         callbacks_lock = threading.Lock()
 
