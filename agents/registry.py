@@ -32,8 +32,9 @@ class RunningTurn:
 
     def cancel(self) -> None:
         self.cancel_event.set()
-        if self.on_cancel is not None:
-            self.on_cancel()
+        callback = self.on_cancel  # read once: another thread may clear it
+        if callback is not None:
+            callback()
 
 
 class AgentTaskRegistry:
@@ -58,7 +59,7 @@ class AgentTaskRegistry:
     def running_in_thread(self, thread_id: int) -> RunningTurn | None:
         with self._lock:
             running = [t for t in self._turns.values() if t.thread_id == thread_id and t.running]
-        return max(running, key=lambda t: t.started_at) if running else None
+        return running[-1] if running else None  # the latest registered (dicts keep insertion order)
 
     def running(self) -> list[RunningTurn]:
         with self._lock:
