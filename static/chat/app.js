@@ -516,6 +516,7 @@ function openThread(id) {
   state.pending.clear();
   state.stick = true;
   dom.missing.hidden = true;
+  dom.form.closest(".composer-wrap").hidden = false;
   for (const view of views.values()) view.root.remove();
   views.clear();
   sidebar.setActive(id);
@@ -547,6 +548,8 @@ function onFatalClose(code) {
   }
   dom.missing.hidden = false;
   dom.welcome.hidden = true;
+  dom.form.closest(".composer-wrap").hidden = true;
+  dom.title.textContent = "Conversation not found";
   setConnState("idle");
 }
 
@@ -802,3 +805,4 @@ const initial = dom.app.dataset.threadId ? Number(dom.app.dataset.threadId) : th
 history.replaceState({ threadId: initial }, "", location.pathname);
 openThread(initial);
 loadThreads();
+dom.app.dataset.ready = "true"; // the page's handlers are in place (tests wait for this)

@@ -110,8 +110,12 @@ class BrowserTestCase(ChatTransactionTestCase):
     def open_chat(self, viewport: dict | None = None, color_scheme: str = "light") -> Page:
         page = self.new_page(viewport, color_scheme)
         self.login(page)
-        expect(page.get_by_test_id("composer-input")).to_be_visible()
+        self.wait_ready(page)
         return page
+
+    def wait_ready(self, page: Page) -> None:
+        """Wait until the page's script has set up its handlers."""
+        expect(page.get_by_test_id("app")).to_have_attribute("data-ready", "true")
 
     def shot(self, page: Page, step: str) -> Path:
         """Save a screenshot of this step under test-artifacts/screenshots/."""

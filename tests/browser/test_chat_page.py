@@ -20,6 +20,7 @@ class ChatPageTests(BrowserTestCase):
         expect(page).to_have_url(re.compile(r"/accounts/login/"))
         self.shot(page, "login-page")
         self.login(page)
+        self.wait_ready(page)
         expect(page.get_by_test_id("welcome")).to_be_visible()
         self.shot(page, "logged-in")
 
@@ -246,3 +247,44 @@ class ChatPageTests(BrowserTestCase):
         page.reload()
         expect(page.locator("[data-testid=message][data-role=user]")).to_have_text("second thread")
         self.shot(page, "second-thread")
+
+    def test_markdown_answers_get_code_blocks_with_copy_and_lose_raw_html_and_script_links(self):
+        """Code blocks get a Copy button that copies the code; raw HTML shows as text; javascript: links lose href."""
+        page = self.open_chat()
+        page.context.grant_permissions(["clipboard-read", "clipboard-write"])
+        page.evaluate(
+            """async (content) => {
+                const { MessageView } = await import('/static/chat/views.js');
+                const message = { id: 1, role: 'assistant', status: 'completed', turn_id: 't', content,
+                                  metadata: {}, actions: [], usage: null };
+                const view = new MessageView(message, { openCards: new Set(), isLast: () => true });
+                view.update(message, '');
+                document.getElementById('messages').append(view.root);
+            }""",
+            "Code:\n\n```python\nprint('hi')\n```\n\n<img src=x onerror=window.__xss=1> [bad](javascript:window.__xss=3)",
+        )
+        block = page.locator(".code-block")
+        expect(block.locator(".code-head")).to_contain_text("python")
+        block.get_by_test_id("copy-code").click()
+        expect(block.get_by_test_id("copy-code")).to_contain_text("Copied")
+        self.assertEqual(page.evaluate("navigator.clipboard.readText()"), "print('hi')\n")
+        answer = page.locator("[data-testid=message]")
+        expect(answer).to_contain_text("<img src=x onerror=window.__xss=1>")
+        self.assertEqual(answer.locator("img").count(), 0)
+        self.assertIsNone(answer.locator("a", has_text="bad").get_attribute("href"))
+        self.shot(page, "markdown")
+
+
+class RateLimitedChatPageTests(BrowserTestCase):
+    server_env = {"LOCAL_MODEL_DELAY_MS": "5", "CHAT_MESSAGES_PER_MINUTE": "1"}
+
+    def test_a_refused_message_stays_in_the_composer_with_the_wait_shown(self):
+        """Past the per-minute limit the server refuses the message: the text stays and the wait is shown."""
+        page = self.open_chat()
+        self.send(page, "first message")
+        expect(self.last_answer(page)).to_have_attribute("data-status", "completed")
+        self.send(page, "second message")
+        expect(page.get_by_test_id("toast")).to_contain_text(re.compile(r"too quickly\. Try again in \d+ s"))
+        expect(page.get_by_test_id("composer-input")).to_have_value("second message")
+        expect(page.locator("[data-testid=message][data-role=user]")).to_have_count(1)
+        self.shot(page, "rate-limited")
