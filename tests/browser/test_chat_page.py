@@ -66,9 +66,19 @@ class ChatPageTests(BrowserTestCase):
     def test_calculator_turn_shows_the_tool_card_and_the_answer(self):
         """`what is 2+3*4` shows a calculator card (input, output, success) before an answer with 14."""
         page = self.open_chat()
+        # Record what the thinking line shows while the turn runs.
+        page.evaluate(
+            """() => { window.__thinking = [];
+                new MutationObserver(() => {
+                  for (const el of document.querySelectorAll('[data-testid=thinking]'))
+                    if (!el.hidden) window.__thinking.push(el.textContent);
+                }).observe(document.body, { subtree: true, childList: true, attributes: true, characterData: true }); }"""
+        )
         self.send(page, "what is 2+3*4")
         answer = self.last_answer(page)
         expect(answer).to_have_attribute("data-status", "completed")
+        self.assertTrue(page.evaluate("window.__thinking.length > 0"), "agent_thinking was never shown")
+        expect(answer.get_by_test_id("thinking")).to_be_hidden()
         card = answer.get_by_test_id("tool-card")
         expect(card).to_have_attribute("data-tool", "calculator")
         expect(card).to_have_attribute("data-status", "success")
@@ -226,6 +236,45 @@ class ChatPageTests(BrowserTestCase):
         page.wait_for_function(
             "() => document.querySelector('[data-testid=sidebar]').getBoundingClientRect().right <= 0"
         )
+
+    def test_enter_sends_and_shift_enter_adds_a_line(self):
+        """Shift+Enter makes a new line in the composer; Enter sends the whole text."""
+        page = self.open_chat()
+        box = page.get_by_test_id("composer-input")
+        box.type("line one")
+        box.press("Shift+Enter")
+        box.type("line two")
+        expect(box).to_have_value("line one\nline two")
+        box.press("Enter")
+        user = page.locator("[data-testid=message][data-role=user]")
+        expect(user).to_have_text("line one\nline two")
+        expect(box).to_have_value("")
+
+    def test_autoscroll_follows_the_answer_until_the_reader_scrolls_up(self):
+        """The view sticks to the bottom while streaming; scrolling up stops it; the jump button resumes it."""
+        page = self.open_chat(viewport={"width": 1000, "height": 520})
+        self.send(page, "/lorem 300")
+        scroller = page.get_by_test_id("scroller")
+        at_bottom = "(el) => el.scrollHeight - el.scrollTop - el.clientHeight < 4"
+        page.wait_for_function(
+            "() => { const el = document.querySelector('[data-testid=scroller]'); return el.scrollHeight > el.clientHeight + 100; }"
+        )
+        self.assertTrue(scroller.evaluate(at_bottom))
+        scroller.hover()
+        page.mouse.wheel(0, -400)
+        page.wait_for_function("() => document.querySelector('[data-testid=scroller]').scrollTop > 0")
+        expect(page.get_by_test_id("jump-bottom")).to_be_visible()
+        top = scroller.evaluate("(el) => el.scrollTop")
+        length = int(self.last_answer(page).get_attribute("data-length"))
+        self.wait_answer_length(page, length + 150)
+        self.assertEqual(scroller.evaluate("(el) => el.scrollTop"), top)
+        self.shot(page, "scrolled-up")
+        page.get_by_test_id("jump-bottom").click()
+        page.wait_for_function(f"() => ({at_bottom})(document.querySelector('[data-testid=scroller]'))")
+        length = int(self.last_answer(page).get_attribute("data-length"))
+        self.wait_answer_length(page, length + 100)
+        self.assertTrue(scroller.evaluate(at_bottom))
+        page.get_by_test_id("stop").click()
 
     def test_back_and_forward_switch_between_threads(self):
         """The open thread follows the URL through history navigation and reloads."""
