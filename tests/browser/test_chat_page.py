@@ -140,8 +140,8 @@ class ChatPageTests(BrowserTestCase):
         self.assertEqual(len(words(stored["content"])), 300)
         self.assertEqual(shown, words(stored["content"]))
 
-    def test_going_offline_and_back_reconnects_and_catches_up(self):
-        """With the network cut mid-answer the status says so; back online the page resumes and matches the API."""
+    def test_going_offline_and_back_reconnects_and_shows_the_answer_finished_meanwhile(self):
+        """Cut off mid-answer, the page says so; back online it shows the answer that finished meanwhile, in full."""
         page = self.open_chat()
         self.send(page, "/lorem 250")
         self.wait_answer_length(page, 60)
@@ -149,13 +149,15 @@ class ChatPageTests(BrowserTestCase):
         status = page.get_by_test_id("connection-status")
         page.context.set_offline(True)
         expect(status).to_have_attribute("data-state", re.compile("offline|reconnecting"))
-        shown_offline = int(self.last_answer(page).get_attribute("data-length"))
-        # The turn goes on without the socket.
+        # The turn goes on, and ends, without the socket.
         wait_until(
-            lambda: len(self.api_last_answer(thread_id)["content"]) > shown_offline + 200,
+            lambda: self.api_last_answer(thread_id)["status"] == "completed",
             60,
-            "the answer to grow while the page is offline",
+            "the answer to finish while the page is offline",
         )
+        finished = self.api_last_answer(thread_id)["content"]
+        self.assertLess(int(self.last_answer(page).get_attribute("data-length")), len(finished))
+        expect(self.last_answer(page)).to_have_attribute("data-status", "streaming")
         self.shot(page, "offline")
         page.context.set_offline(False)
         expect(status).to_have_attribute("data-state", "connected")
