@@ -655,7 +655,7 @@ async function sendMessage(content, { fromComposer = false } = {}) {
   } else {
     autoTitleNeeded = !(sidebar.get(state.threadId)?.title || "").trim();
   }
-  if (!state.socket?.isOpen() && state.ready) {
+  if (state.socket?.state !== "connected" && state.ready) {
     // Opening a chat: wait briefly for its first snapshot.
     await Promise.race([state.ready.promise, new Promise((r) => setTimeout(r, 5000))]);
   }
