@@ -207,9 +207,9 @@ def _finalize(message_id: int, status: str, usage: dict | None, error: dict | No
     if status not in FINAL_STATUSES:
         raise ValueError(f"invalid final status {status!r}")
     with transaction.atomic():
-        message = Message.objects.select_for_update().select_related("thread").filter(pk=message_id).first()
+        message = Message.objects.select_for_update().select_related("thread").filter(pk=message_id, role=Message.Role.ASSISTANT).first()
         if message is None:
-            logger.warning("finalize_assistant_turn: message %s does not exist", message_id)
+            logger.warning("finalize_assistant_turn: no assistant message %s", message_id)
             return None
         if message.status == Message.Status.STREAMING:
             _close_message(message, status, error)
