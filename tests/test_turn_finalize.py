@@ -107,6 +107,16 @@ class FinalStatusTests(FinalizeTestCase):
         self.assertFalse(TokenUsage.objects.exists())
 
 
+    def test_user_message_is_not_finalized(self) -> None:
+        """Finalizing a user message's id changes nothing and records no usage."""
+        user_message = Message.objects.get(thread=self.thread, role="user")
+        with self.assertLogs("chat.turns", "WARNING"):
+            self.assertIsNone(turns.finalize_assistant_turn(user_message.pk, "failed", usage=USAGE))
+        user_message.refresh_from_db()
+        self.assertEqual(user_message.status, "completed")
+        self.assertFalse(TokenUsage.objects.exists())
+
+
 class UsageOnceTests(FinalizeTestCase):
     def test_records_usage_for_the_message(self) -> None:
         """Usage given at finalize is stored once, tied to the message, its thread and the thread's owner."""
