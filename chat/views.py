@@ -37,12 +37,15 @@ def _json_body(request) -> dict | None:
     return body if isinstance(body, dict) else None
 
 
-def _title(body: dict) -> str | None:
-    title = body.get("title", "")
-    if title is None:
-        title = ""
+def _title_from(request) -> str | JsonResponse:
+    """The `title` of a JSON body (empty when absent), or the 400 answer refusing the body."""
+    body = _json_body(request)
+    if body is None:
+        return api_error(400, "invalid_json", "The body must be a JSON object.")
+    title = body.get("title")
+    title = "" if title is None else title
     if not isinstance(title, str) or len(title) > thread_writes.MAX_TITLE:
-        return None
+        return api_error(400, "invalid_title", f"title must be text of at most {thread_writes.MAX_TITLE} characters.")
     return title.strip()
 
 
@@ -51,12 +54,9 @@ def _title(body: dict) -> str | None:
 def threads(request):
     if request.method == "GET":
         return JsonResponse({"threads": selectors.list_threads(request.user)})
-    body = _json_body(request)
-    if body is None:
-        return api_error(400, "invalid_json", "The body must be a JSON object.")
-    title = _title(body)
-    if title is None:
-        return api_error(400, "invalid_title", f"title must be text of at most {thread_writes.MAX_TITLE} characters.")
+    title = _title_from(request)
+    if isinstance(title, JsonResponse):
+        return title
     thread = thread_writes.create_thread(request.user, title)
     return JsonResponse(selectors.thread_dict(thread), status=201)
 
@@ -72,12 +72,9 @@ def thread_detail(request, thread_id: int):
     if request.method == "DELETE":
         thread_writes.delete_thread(thread)
         return HttpResponse(status=204)
-    body = _json_body(request)
-    if body is None:
-        return api_error(400, "invalid_json", "The body must be a JSON object.")
-    title = _title(body)
-    if title is None:
-        return api_error(400, "invalid_title", f"title must be text of at most {thread_writes.MAX_TITLE} characters.")
+    title = _title_from(request)
+    if isinstance(title, JsonResponse):
+        return title
     return JsonResponse(selectors.thread_dict(thread_writes.rename_thread(thread, title)))
 
 
