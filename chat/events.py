@@ -46,6 +46,7 @@ class TurnPublisher:
         self.turn_id = turn_id
         self.message_id: int | None = None
         self._pending: list[str] = []
+        self._length = 0  # committed length of the answer
         self._flusher: asyncio.Task | None = None
         self._flush_error: BaseException | None = None
         self._completed = False
@@ -91,6 +92,7 @@ class TurnPublisher:
                 self._pending.clear()
                 return
             offset = new_length - len(text)
+            self._length = new_length
             await broadcast(self.thread_id, self._frame("message_delta", {"offset": offset, "delta": text}))
 
     async def flush(self) -> None:
@@ -107,7 +109,14 @@ class TurnPublisher:
         await broadcast(
             self.thread_id,
             self._frame(
-                "tool_executing", {"action_id": persisted.id, "call_id": call_id, "tool": tool, "input": tool_input}
+                "tool_executing",
+                {
+                    "action_id": persisted.id,
+                    "call_id": call_id,
+                    "tool": tool,
+                    "input": tool_input,
+                    "position": self._length,
+                },
             ),
         )
         return persisted.id

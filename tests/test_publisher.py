@@ -132,7 +132,7 @@ class DatabaseFirstTests(PublisherTestCase):
         self.assertEqual(executing["type"], "tool_executing")
         self.assertEqual(
             executing["data"],
-            {"action_id": action_id, "call_id": "call-1", "tool": "calculator", "input": {"expression": "1+1"}},
+            {"action_id": action_id, "call_id": "call-1", "tool": "calculator", "input": {"expression": "1+1"}, "position": 0},
         )
         action = await self.committed(lambda: AgentAction.objects.get(pk=action_id))
         self.assertEqual((action.message_id, action.status), (message_id, "pending"))
@@ -245,8 +245,10 @@ class DeltaBatchingTests(PublisherTestCase):
         await self.publisher.thinking("hmm")
         self.publisher.push_delta("tool ")
         await self.publisher.tool_executing("call-1", "clock", {})
-        types = [f["type"] for f in await self.frames_until_quiet(channel)]
+        frames = await self.frames_until_quiet(channel)
+        types = [f["type"] for f in frames]
         self.assertEqual(types, ["agent_started", "message_delta", "agent_thinking", "message_delta", "tool_executing"])
+        self.assertEqual(frames[-1]["data"]["position"], len("before tool "))  # where the call sits in the text
 
     async def test_delta_to_a_closed_message_surfaces_on_flush(self) -> None:
         """A delta pushed after the message was finalized is not stored, and flush() raises."""

@@ -226,6 +226,7 @@ class TurnTests(SocketTestCase):
         completed = frames[kinds.index("tool_completed")]["data"]
         self.assertEqual(executing["tool"], "calculator")
         self.assertEqual(executing["input"], {"expression": "2+3*4"})
+        self.assertEqual(executing["position"], 0)  # no text came before the call
         self.assertEqual((completed["status"], completed["output"]["result"]), ("success", 14))
         self.assertEqual(completed["action_id"], executing["action_id"])
         self.assertGreaterEqual(completed["duration_ms"], 0)
