@@ -17,7 +17,7 @@ from django.utils.text import Truncator
 
 from . import admin_views
 from .models import AgentAction, Message, MessageChunk, Thread, TokenUsage
-from .reports import full_text
+from .selectors import message_text
 
 admin.site.site_header = "Chat administration"
 admin.site.site_title = "Chat admin"
@@ -122,7 +122,7 @@ class MessageInline(ReadOnlyInline):
 
     @admin.display(description="text")
     def preview(self, obj: Message) -> str:
-        return Truncator(full_text(obj)).chars(PREVIEW_CHARS)
+        return Truncator(message_text(obj)).chars(PREVIEW_CHARS)
 
 
 @admin.register(Thread)
@@ -259,11 +259,11 @@ class MessageAdmin(ReadOnlyAdmin):
 
     @admin.display(description="text")
     def preview(self, obj: Message) -> str:
-        return Truncator(full_text(obj)).chars(PREVIEW_CHARS)
+        return Truncator(message_text(obj)).chars(PREVIEW_CHARS)
 
     @admin.display(description="text (full, so far when streaming)")
     def text(self, obj: Message) -> str:
-        return _pre(full_text(obj), "chat-pre chat-pre-text")
+        return _pre(message_text(obj), "chat-pre chat-pre-text")
 
     @admin.display(description="metadata")
     def metadata_display(self, obj: Message) -> str:

@@ -109,6 +109,7 @@ class MessageChunk(models.Model):
     text = models.TextField()
 
     class Meta:
+        ordering = ["start"]  # the text's order, for every reader
         constraints = [
             # Reading a message's pieces in order; two pieces never share a start.
             models.UniqueConstraint(fields=["message", "start"], name="chat_chunk_unique_start"),

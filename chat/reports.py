@@ -12,41 +12,12 @@ from django.db.models.functions import TruncDate
 from django.utils import timezone
 
 from .models import AgentAction, Message, MessageChunk, TokenUsage
+from .selectors import action_dict, message_text, usage_dict
 
 # How long a finished turn stays on the Live turns page, so staff see how it ended.
 RECENT_SECONDS = 120
 # Code points of an answer sent to the Live turns page (its end, where it grows).
 LIVE_TEXT_LIMIT = 6000
-
-
-def full_text(message: Message) -> str:
-    """The whole text of a message: for a streaming one, content plus its pieces in start order.
-
-    Uses prefetched `chunks` when the caller loaded them in start order.
-    """
-    if message.status != Message.Status.STREAMING:
-        return message.content
-    return message.content + "".join(chunk.text for chunk in message.chunks.all())
-
-
-def _iso(value) -> str | None:
-    return value.isoformat() if value else None
-
-
-def _action_row(action: AgentAction) -> dict:
-    duration = None
-    if action.finished_at and action.started_at:
-        duration = int((action.finished_at - action.started_at).total_seconds() * 1000)
-    return {
-        "id": action.pk,
-        "tool": action.tool,
-        "status": action.status,
-        "input": action.input,
-        "output": action.output,
-        "position": action.position,
-        "duration_ms": duration,
-        "started_at": _iso(action.started_at),
-    }
 
 
 def live_turns(recent_seconds: float = RECENT_SECONDS) -> list[dict]:
@@ -71,7 +42,7 @@ def live_turns(recent_seconds: float = RECENT_SECONDS) -> list[dict]:
     questions = _questions(messages)
     rows = []
     for message in messages:
-        text = full_text(message)
+        text = message_text(message)
         running = message.status == Message.Status.STREAMING
         end = now if running else message.updated_at
         usage = next(iter(message.usage_records.all()), None)
@@ -88,23 +59,14 @@ def live_turns(recent_seconds: float = RECENT_SECONDS) -> list[dict]:
                 "agent": (message.metadata or {}).get("agent", ""),
                 "model": (message.metadata or {}).get("model", ""),
                 "question": questions.get((message.thread_id, message.turn_id), ""),
-                "started_at": _iso(message.created_at),
+                "started_at": message.created_at.isoformat(),
                 "elapsed_seconds": max(0.0, (end - message.created_at).total_seconds()),
-                "heartbeat_at": _iso(message.heartbeat_at),
+                "heartbeat_at": message.heartbeat_at.isoformat() if message.heartbeat_at else None,
                 "length": len(text),
                 "text": text[-LIVE_TEXT_LIMIT:],
                 "truncated": len(text) > LIVE_TEXT_LIMIT,
-                "actions": [_action_row(a) for a in message.actions.all()],
-                "usage": (
-                    {
-                        "prompt_tokens": usage.prompt_tokens,
-                        "completion_tokens": usage.completion_tokens,
-                        "total_tokens": usage.total_tokens,
-                        "cost_micros": usage.cost_micros,
-                    }
-                    if usage
-                    else None
-                ),
+                "actions": [action_dict(a) for a in message.actions.all()],
+                "usage": usage_dict(usage),
             }
         )
     running = [row for row in rows if row["running"]]
