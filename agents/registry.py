@@ -73,6 +73,15 @@ class AgentTaskRegistry:
         turn.cancel()
         return True
 
+    def cancel_message(self, message_id: int) -> bool:
+        """Cancel the running turn writing this assistant message; False if none here."""
+        with self._lock:
+            turn = next((t for t in self._turns.values() if t.message_id == message_id and t.running), None)
+        if turn is None:
+            return False
+        turn.cancel()
+        return True
+
     def mark_completed(self, thread_id: int, turn_id: str) -> None:
         with self._lock:
             turn = self._turns.get((thread_id, turn_id))

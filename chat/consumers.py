@@ -130,6 +130,10 @@ class ThreadConsumer(AsyncWebsocketConsumer):
             self.sent.pop(frame["message_id"], None)
         await self.send_json(frame)
 
+    async def thread_cancel(self, event: dict) -> None:
+        """A cancel made in another process: stop the turn if it runs in this one."""
+        control.cancel_here(event["message_id"])
+
     async def relay_delta(self, frame: dict) -> None:
         """Send the part of a delta the client lacks, filling a gap from the database first."""
         message_id = frame["message_id"]

@@ -19,6 +19,7 @@ from . import selectors, turns
 logger = logging.getLogger(__name__)
 
 EVENT_TYPE = "thread.event"  # the consumer's handler: thread_event()
+CANCEL_TYPE = "thread.cancel"  # the consumer's handler: thread_cancel()
 
 
 def thread_group(thread_id: int) -> str:
@@ -31,6 +32,14 @@ async def broadcast(thread_id: int, frame: dict) -> None:
         await get_channel_layer().group_send(thread_group(thread_id), {"type": EVENT_TYPE, "frame": frame})
     except Exception:
         logger.exception("broadcast failed: thread=%s type=%s", thread_id, frame.get("type"))
+
+
+async def broadcast_cancel(thread_id: int, message_id: int) -> None:
+    """Ask every process with a socket on the thread to stop this message's turn if it runs there."""
+    try:
+        await get_channel_layer().group_send(thread_group(thread_id), {"type": CANCEL_TYPE, "message_id": message_id})
+    except Exception:
+        logger.exception("cancel broadcast failed: thread=%s message=%s", thread_id, message_id)
 
 
 class TurnPublisher:

@@ -1,0 +1,137 @@
+"""Two daphne processes sharing the database and a Redis channel layer (REDIS_URL)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+from tests.base import ChatTransactionTestCase
+from tests.live import DaphneServer
+from tests.services import start_redis
+from tests.sockets import assert_contiguous, rebuild
+from tests.test_e2e import Client, completed, first_delta, recv, recv_until
+
+
+class TwoProcessTestCase(ChatTransactionTestCase):
+    # A heartbeat far longer than any turn here: a cancel that arrives in time
+    # came through the channel layer, not through the database flag.
+    server_env = {"LOCAL_MODEL_DELAY_MS": "20", "TURN_HEARTBEAT_SECONDS": "60", "CHAT_MESSAGES_PER_MINUTE": "3"}
+
+    @classmethod
+    def setUpClass(cls):
+        super().setUpClass()
+        cls.redis_url, cls.stop_redis = start_redis()
+        env = {**cls.server_env, "REDIS_URL": cls.redis_url}
+        cls.a = DaphneServer(env, name=f"{cls.__name__}-a").start()
+        cls.b = DaphneServer(env, name=f"{cls.__name__}-b").start()
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.a.stop()
+        cls.b.stop()
+        cls.stop_redis()
+        super().tearDownClass()
+
+    async def both(self) -> tuple[Client, Client, int]:
+        """The same user logged in on both servers, and a new thread."""
+        await asyncio.to_thread(self.make_user, "alice")
+        on_a, on_b = await Client(self.a, "alice").login(), await Client(self.b, "alice").login()
+        return on_a, on_b, await on_a.new_thread()
+
+    async def send(self, ws, content: str, turn_id: str) -> None:
+        await ws.send(json.dumps({"type": "user_message", "content": content, "turn_id": turn_id}))
+
+
+class ScaleOutTests(TwoProcessTestCase):
+    async def test_a_turn_started_on_one_process_streams_to_sockets_on_the_other(self):
+        """Every event of a turn running in process A reaches a socket of process B, contiguously."""
+        on_a, on_b, thread_id = await self.both()
+        async with on_a.socket(thread_id) as wa, on_b.socket(thread_id) as wb:
+            await recv(wa)
+            await recv(wb)
+            await self.send(wa, "/lorem 60", "x-1")
+            frames_a = await recv_until(wa, completed("x-1"))
+            frames_b = await recv_until(wb, completed("x-1"))
+        message_id = frames_a[-1]["message_id"]
+        assert_contiguous(frames_b, message_id)
+        final = await on_b.content(thread_id, message_id)
+        self.assertEqual(rebuild("", frames_b, message_id), final["content"])
+        self.assertEqual(rebuild("", frames_a, message_id), final["content"])
+        kinds = lambda frames: [f["type"] for f in frames if f["type"] != "message_delta"]  # noqa: E731
+        self.assertEqual(kinds(frames_a), kinds(frames_b))
+
+    async def test_cancel_on_one_process_stops_the_turn_running_on_the_other(self):
+        """A cancel sent to process B stops the turn running in process A: cancelled, partial text kept."""
+        on_a, on_b, thread_id = await self.both()
+        async with on_a.socket(thread_id) as wa, on_b.socket(thread_id) as wb:
+            await recv(wa)
+            await recv(wb)
+            await self.send(wa, "/lorem 400", "x-2")
+            frames = await recv_until(wb, first_delta)
+            await wb.send(json.dumps({"type": "cancel", "turn_id": "x-2"}))
+            frames = await recv_until(wb, completed("x-2"), frames)
+        self.assertEqual(frames[-1]["data"]["status"], "cancelled")
+        final = await on_a.content(thread_id, frames[-1]["message_id"])
+        self.assertEqual((final["status"], final["metadata"]["cancelled"]), ("cancelled", True))
+        self.assertTrue(0 < len(final["content"].split()) < 400)
+
+    async def test_message_rate_is_shared_by_both_processes(self):
+        """The per-user limit counts messages sent through either process."""
+        on_a, on_b, thread_id = await self.both()
+        async with on_a.socket(thread_id) as wa, on_b.socket(thread_id) as wb:
+            await recv(wa)
+            await recv(wb)
+            for turn_id, ws in (("r-1", wa), ("r-2", wa), ("r-3", wb)):
+                await self.send(ws, "/lorem 1", turn_id)
+                await recv_until(ws, completed(turn_id))
+            await self.send(wb, "/lorem 1", "r-4")
+            refusal = await recv_until(wb, lambda f: f["type"] == "error")
+        self.assertEqual((refusal[-1]["code"], refusal[-1]["turn_id"]), ("rate_limited", "r-4"))
+
+
+class HeartbeatTests(TwoProcessTestCase):
+    server_env = {"LOCAL_MODEL_DELAY_MS": "20", "TURN_HEARTBEAT_SECONDS": "0.5"}
+
+    async def test_cancel_reaches_a_turn_whose_process_has_no_socket_left(self):
+        """With no socket of the thread left on process A, a cancel on B still stops A's turn (database flag)."""
+        on_a, on_b, thread_id = await self.both()
+        async with on_a.socket(thread_id) as wa:
+            await recv(wa)
+            await self.send(wa, "/lorem 1000", "h-1")
+            frames = await recv_until(wa, first_delta)
+        async with on_b.socket(thread_id) as wb:
+            snapshot = await recv(wb)
+            self.assertEqual(snapshot["active_turn"]["turn_id"], "h-1")
+            await wb.send(json.dumps({"type": "cancel", "turn_id": "h-1"}))
+            frames = await recv_until(wb, completed("h-1"))
+        self.assertEqual(frames[-1]["data"]["status"], "cancelled")
+        final = await on_b.content(thread_id, frames[-1]["message_id"])
+        self.assertTrue(0 < len(final["content"].split()) < 1000)
+
+
+class CrashOverProcessesTests(TwoProcessTestCase):
+    server_env = {
+        "LOCAL_MODEL_DELAY_MS": "30",
+        "TURN_HEARTBEAT_SECONDS": "0.5",
+        "TURN_STALE_SECONDS": "3",
+        "TURN_SWEEP_SECONDS": "1",
+    }
+
+    async def test_turn_of_a_killed_process_is_ended_by_the_other(self):
+        """Kill process A mid-turn: process B's sweeper ends it `interrupted` and tells B's sockets."""
+        on_a, on_b, thread_id = await self.both()
+        async with on_a.socket(thread_id) as wa, on_b.socket(thread_id) as wb:
+            await recv(wa)
+            await recv(wb)
+            await self.send(wa, "/lorem 1000", "k-1")
+            frames = await recv_until(wb, first_delta)
+            await asyncio.to_thread(self.a.kill)
+            try:
+                frames = await asyncio.wait_for(recv_until(wb, completed("k-1"), frames), 60)
+            finally:
+                await asyncio.to_thread(self.a.start)
+        message_id = frames[-1]["message_id"]
+        self.assertEqual(frames[-1]["data"]["status"], "interrupted")
+        final = await on_b.content(thread_id, message_id)
+        self.assertEqual((final["status"], final["metadata"]["has_error"]), ("interrupted", True))
+        self.assertEqual(rebuild("", frames, message_id), final["content"])
