@@ -35,11 +35,13 @@ from .providers.base import (
     UsageReport,
 )
 from .providers.history import build_history
+from .control import acancel_turn
 from .registry import RunningTurn, registry
 from .tools import TOOLS, ToolError
 
 logger = logging.getLogger(__name__)
 
+SERVER_ERROR = {"code": "server_error", "message": "The agent stopped because of a server error.", "retryable": True}
 TOOL_TIMEOUT_SECONDS = 10.0
 # How long a new turn waits for the thread's previous turn to finish cancelling.
 PREVIOUS_TURN_TIMEOUT = 10.0
@@ -73,9 +75,9 @@ async def start_turn(
     message, created = await publisher.user_message(content, mentioned_documents)
     if not created:
         return TurnStart(turn_id, message, started=False)
+    # The thread's running turn ends first, in this process or another one.
+    await acancel_turn(thread_id)
     turn, previous = registry.register(thread_id, turn_id)
-    # A turn of this thread may also run in another process: flag it in the database.
-    await turns.arequest_cancel(thread_id, None)
     task = asyncio.create_task(_run(turn, publisher, provider, previous))
     turn.task = task
     return TurnStart(turn_id, message, started=True, task=task)
@@ -106,12 +108,14 @@ async def _run(turn: RunningTurn, publisher: TurnPublisher, provider: Provider, 
             status, error = Message.Status.FAILED, exc.as_dict()
         except Exception:
             logger.exception("turn %s of thread %s crashed", turn.turn_id, turn.thread_id)
-            status = Message.Status.FAILED
-            error = {"code": "server_error", "message": "The agent stopped because of a server error.", "retryable": True}
+            status, error = Message.Status.FAILED, SERVER_ERROR
     except asyncio.CancelledError:
         status = Message.Status.INTERRUPTED
         error = {"code": "interrupted", "message": "The server stopped while this turn was running.", "retryable": True}
         raise
+    except Exception:
+        logger.exception("turn %s of thread %s could not start", turn.turn_id, turn.thread_id)
+        error = SERVER_ERROR
     finally:
         if heartbeat is not None:
             heartbeat.cancel()

@@ -75,6 +75,19 @@ class ScaleOutTests(TwoProcessTestCase):
         self.assertEqual((final["status"], final["metadata"]["cancelled"]), ("cancelled", True))
         self.assertTrue(0 < len(final["content"].split()) < 400)
 
+    async def test_new_message_on_one_process_cancels_the_turn_running_on_the_other(self):
+        """A user_message sent to B while A runs a turn of the thread ends A's turn cancelled."""
+        on_a, on_b, thread_id = await self.both()
+        async with on_a.socket(thread_id) as wa, on_b.socket(thread_id) as wb:
+            await recv(wa)
+            await recv(wb)
+            await self.send(wa, "/lorem 400", "n-1")
+            await recv_until(wb, first_delta)
+            await self.send(wb, "/lorem 3", "n-2")
+            frames = await recv_until(wb, completed("n-2"))
+        ends = {f["turn_id"]: f["data"]["status"] for f in frames if f["type"] == "agent_completed"}
+        self.assertEqual(ends, {"n-1": "cancelled", "n-2": "completed"})
+
     async def test_message_rate_is_shared_by_both_processes(self):
         """The per-user limit counts messages sent through either process."""
         on_a, on_b, thread_id = await self.both()
