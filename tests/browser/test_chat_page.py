@@ -255,15 +255,15 @@ class ChatPageTests(BrowserTestCase):
     def test_autoscroll_follows_the_answer_until_the_reader_scrolls_up(self):
         """The view sticks to the bottom while streaming; scrolling up stops it; the jump button resumes it."""
         page = self.open_chat(viewport={"width": 1000, "height": 520})
-        self.send(page, "/lorem 300")
+        self.send(page, "/lorem 600")
         scroller = page.get_by_test_id("scroller")
         at_bottom = "(el) => el.scrollHeight - el.scrollTop - el.clientHeight < 4"
         page.wait_for_function(
-            "() => { const el = document.querySelector('[data-testid=scroller]'); return el.scrollHeight > el.clientHeight + 100; }"
+            "() => { const el = document.querySelector('[data-testid=scroller]'); return el.scrollHeight > el.clientHeight + 300; }"
         )
         self.assertTrue(scroller.evaluate(at_bottom))
         scroller.hover()
-        page.mouse.wheel(0, -400)
+        page.mouse.wheel(0, -200)  # from the bottom of 300+ px of overflow: still below the top
         page.wait_for_function("() => document.querySelector('[data-testid=scroller]').scrollTop > 0")
         expect(page.get_by_test_id("jump-bottom")).to_be_visible()
         top = scroller.evaluate("(el) => el.scrollTop")
