@@ -152,26 +152,33 @@ class ThreadAdmin(ReadOnlyAdmin):
 # --- Message -------------------------------------------------------------------
 
 
-class AgentActionInline(ReadOnlyInline):
-    model = AgentAction
-    fields = ("tool", "status_badge", "call_id", "position", "input_display", "output_display", "started_at", "duration")
-    readonly_fields = fields
+class ActionDisplay:
+    """Columns of a tool call shared by the inline and the AgentAction admin."""
 
-    @admin.display(description="status")
+    pre_class = "chat-pre"
+
+    @admin.display(description="status", ordering="status")
     def status_badge(self, obj: AgentAction) -> str:
         return _badge(obj.status)
 
     @admin.display(description="input")
     def input_display(self, obj: AgentAction) -> str:
-        return _pre(obj.input, "chat-pre chat-pre-small")
+        return _pre(obj.input, self.pre_class)
 
     @admin.display(description="output")
     def output_display(self, obj: AgentAction) -> str:
-        return _pre(obj.output, "chat-pre chat-pre-small")
+        return _pre(obj.output, self.pre_class)
 
     @admin.display(description="duration")
     def duration(self, obj: AgentAction) -> str:
         return _duration(obj.started_at, obj.finished_at)
+
+
+class AgentActionInline(ActionDisplay, ReadOnlyInline):
+    model = AgentAction
+    fields = ("tool", "status_badge", "call_id", "position", "input_display", "output_display", "started_at", "duration")
+    readonly_fields = fields
+    pre_class = "chat-pre chat-pre-small"
 
 
 @admin.register(Message)
@@ -293,7 +300,7 @@ class MessageAdmin(ReadOnlyAdmin):
 
 
 @admin.register(AgentAction)
-class AgentActionAdmin(ReadOnlyAdmin):
+class AgentActionAdmin(ActionDisplay, ReadOnlyAdmin):
     list_display = ("id", "tool", "status_badge", "message_link", "owner", "call_id", "position", "duration", "started_at")
     list_filter = ("status", "tool", "started_at")
     ordering = ("-id",)
@@ -315,10 +322,6 @@ class AgentActionAdmin(ReadOnlyAdmin):
     )
     readonly_fields = fields
 
-    @admin.display(description="status", ordering="status")
-    def status_badge(self, obj: AgentAction) -> str:
-        return _badge(obj.status)
-
     @admin.display(description="message", ordering="message")
     def message_link(self, obj: AgentAction) -> str:
         return format_html(
@@ -330,18 +333,6 @@ class AgentActionAdmin(ReadOnlyAdmin):
     @admin.display(description="user", ordering="message__thread__owner__username")
     def owner(self, obj: AgentAction) -> str:
         return obj.message.thread.owner.get_username()
-
-    @admin.display(description="input")
-    def input_display(self, obj: AgentAction) -> str:
-        return _pre(obj.input)
-
-    @admin.display(description="output")
-    def output_display(self, obj: AgentAction) -> str:
-        return _pre(obj.output)
-
-    @admin.display(description="duration")
-    def duration(self, obj: AgentAction) -> str:
-        return _duration(obj.started_at, obj.finished_at)
 
 
 # --- TokenUsage --------------------------------------------------------------------
