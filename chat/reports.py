@@ -63,6 +63,8 @@ def live_turns(recent_seconds: float = RECENT_SECONDS) -> list[dict]:
                 "elapsed_seconds": max(0.0, (end - message.created_at).total_seconds()),
                 "heartbeat_at": message.heartbeat_at.isoformat() if message.heartbeat_at else None,
                 "length": len(text),
+                # Models report tokens only at the end; words show progress meanwhile.
+                "words": len(text.split()),
                 "text": text[-LIVE_TEXT_LIMIT:],
                 "truncated": len(text) > LIVE_TEXT_LIMIT,
                 "actions": [action_dict(a) for a in message.actions.all()],

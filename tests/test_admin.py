@@ -128,6 +128,7 @@ class LiveTurnsTests(AdminTestCase):
         self.assertEqual(turn["user"], "alice")
         self.assertEqual(turn["turn_id"], "t-live")
         self.assertEqual(turn["text"], "one two three")
+        self.assertEqual(turn["words"], 3)  # progress while the model has reported no tokens yet
         self.assertEqual(turn["question"], "/lorem 9")
         self.assertEqual([(a["tool"], a["status"]) for a in turn["actions"]], [("calculator", "pending")])
 

@@ -114,7 +114,7 @@
     card.tokens.querySelector("b").textContent = turn.usage
       ? `${turn.usage.total_tokens} (${turn.usage.prompt_tokens} + ${turn.usage.completion_tokens})`
       : turn.running
-        ? "counting…"
+        ? `counting… (≈${turn.words} words so far)`
         : "-";
     card.messageLink.href = `../${turn.message_id}/change/`;
     if (card.cancel) {
