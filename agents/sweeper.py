@@ -16,7 +16,7 @@ from channels.db import database_sync_to_async
 from django.conf import settings
 
 from chat import turns
-from chat.events import broadcast, turn_frame
+from chat.events import broadcast, completed_frame
 
 from .registry import registry
 
@@ -52,8 +52,10 @@ async def asweep(stale_after: float | None = None) -> list[dict]:
     """Sweep, then send `agent_completed` for each turn ended (its own process died before it could)."""
     finalized = await database_sync_to_async(sweep)(stale_after)
     for turn in finalized:
-        data = {"status": turn["status"], "usage": None, "error": INTERRUPTED_ERROR, "content_length": turn["content_length"]}
-        await broadcast(turn["thread_id"], turn_frame(turn["thread_id"], turn["turn_id"], turn["id"], "agent_completed", data))
+        frame = completed_frame(
+            turn["thread_id"], turn["turn_id"], turn["id"], turn["status"], None, INTERRUPTED_ERROR, turn["content_length"]
+        )
+        await broadcast(turn["thread_id"], frame)
     return finalized
 
 

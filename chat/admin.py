@@ -17,7 +17,7 @@ from django.utils.text import Truncator
 
 from . import admin_views
 from .models import AgentAction, Message, MessageChunk, Thread, TokenUsage
-from .selectors import message_text
+from .selectors import duration_ms, message_text
 
 admin.site.site_header = "Chat administration"
 admin.site.site_title = "Chat admin"
@@ -51,10 +51,10 @@ def _short_id(value: str) -> str:
     return format_html('<code title="{}">{}</code>', value, shown)
 
 
-def _duration(start, end) -> str:
-    if not (start and end):
+def _duration(action: AgentAction) -> str:
+    ms = duration_ms(action)
+    if ms is None:
         return "-"
-    ms = int((end - start).total_seconds() * 1000)
     return f"{ms} ms" if ms < 1000 else f"{ms / 1000:.1f} s"
 
 
@@ -171,7 +171,7 @@ class ActionDisplay:
 
     @admin.display(description="duration")
     def duration(self, obj: AgentAction) -> str:
-        return _duration(obj.started_at, obj.finished_at)
+        return _duration(obj)
 
 
 class AgentActionInline(ActionDisplay, ReadOnlyInline):

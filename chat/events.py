@@ -132,7 +132,6 @@ class TurnPublisher:
 
     async def tool_completed(self, action_id: int, status: str, output) -> None:
         action = await turns.afinish_action(action_id, status, output)
-        duration = int((action.finished_at - action.started_at).total_seconds() * 1000) if action.finished_at else 0
         await broadcast(
             self.thread_id,
             self._frame(
@@ -143,7 +142,7 @@ class TurnPublisher:
                     "tool": action.tool,
                     "status": action.status,
                     "output": action.output,
-                    "duration_ms": duration,
+                    "duration_ms": selectors.duration_ms(action) or 0,
                 },
             ),
         )
@@ -162,24 +161,22 @@ class TurnPublisher:
         if self.message_id is not None:
             stored = await turns.afinalize_assistant_turn(self.message_id, status, usage, error) or status
         self._stored_status = stored
-        public_usage = None
-        if usage:
-            public_usage = {
-                key: usage[key] for key in ("model", "prompt_tokens", "completion_tokens", "total_tokens", "cost_micros")
-            }
         length = await _acontent_length(self.message_id) if self.message_id is not None else 0
-        await broadcast(
-            self.thread_id,
-            self._frame(
-                "agent_completed",
-                {"status": stored, "usage": public_usage, "error": error, "content_length": length},
-            ),
-        )
+        frame = completed_frame(self.thread_id, self.turn_id, self.message_id, stored, usage, error, length)
+        await broadcast(self.thread_id, frame)
         return stored
 
 
 def turn_frame(thread_id: int, turn_id: str, message_id: int | None, type_: str, data: dict) -> dict:
     return {"type": type_, "thread_id": thread_id, "turn_id": turn_id, "message_id": message_id, "data": data}
+
+
+def completed_frame(
+    thread_id: int, turn_id: str, message_id: int | None, status: str, usage: dict | None, error: dict | None, length: int
+) -> dict:
+    """The `agent_completed` event; `content_length` lets a socket that is behind catch up first."""
+    data = {"status": status, "usage": selectors.usage_dict(usage), "error": error, "content_length": length}
+    return turn_frame(thread_id, turn_id, message_id, "agent_completed", data)
 
 
 def user_message_frame(thread_id: int, turn_id: str, message: dict) -> dict:

@@ -28,10 +28,14 @@ def thread_dict(thread: Thread) -> dict:
     }
 
 
+def duration_ms(action: AgentAction) -> int | None:
+    """How long a tool call ran, in milliseconds; None while it runs."""
+    if not (action.finished_at and action.started_at):
+        return None
+    return int((action.finished_at - action.started_at).total_seconds() * 1000)
+
+
 def action_dict(action: AgentAction) -> dict:
-    duration = None
-    if action.finished_at and action.started_at:
-        duration = int((action.finished_at - action.started_at).total_seconds() * 1000)
     return {
         "id": action.pk,
         "call_id": action.call_id,
@@ -40,22 +44,22 @@ def action_dict(action: AgentAction) -> dict:
         "output": action.output,
         "status": action.status,
         "position": action.position,
-        "duration_ms": duration,
+        "duration_ms": duration_ms(action),
         "started_at": _iso(action.started_at),
         "finished_at": _iso(action.finished_at),
     }
 
 
+USAGE_FIELDS = ("model", "prompt_tokens", "completion_tokens", "total_tokens", "cost_micros")
+
+
 def usage_dict(usage) -> dict | None:
-    if usage is None:
+    """The contract's usage object from a TokenUsage row or a usage dict; None stays None."""
+    if not usage:
         return None
-    return {
-        "model": usage.model,
-        "prompt_tokens": usage.prompt_tokens,
-        "completion_tokens": usage.completion_tokens,
-        "total_tokens": usage.total_tokens,
-        "cost_micros": usage.cost_micros,
-    }
+    if isinstance(usage, dict):
+        return {key: usage[key] for key in USAGE_FIELDS}
+    return {key: getattr(usage, key) for key in USAGE_FIELDS}
 
 
 def message_text(message: Message) -> str:

@@ -162,7 +162,7 @@ def append_content(message_id: int, delta: str) -> int:
 
 def start_action(message_id: int, call_id: str, tool: str, tool_input) -> Persisted:
     """Store a tool call as `pending`; the same call_id returns the first row."""
-    existing = AgentAction.objects.filter(message_id=message_id, call_id=call_id).values_list("pk", flat=True).first()
+    existing = _find_action(message_id, call_id)
     if existing is not None:
         return Persisted(existing, False)
     position = Message.objects.filter(pk=message_id).values_list("content_length", flat=True).first() or 0
@@ -172,11 +172,15 @@ def start_action(message_id: int, call_id: str, tool: str, tool_input) -> Persis
                 message_id=message_id, call_id=call_id, tool=tool, input=tool_input, position=position
             )
     except IntegrityError:
-        existing = AgentAction.objects.filter(message_id=message_id, call_id=call_id).values_list("pk", flat=True).first()
+        existing = _find_action(message_id, call_id)
         if existing is None:
             raise
         return Persisted(existing, False)
     return Persisted(action.pk, True)
+
+
+def _find_action(message_id: int, call_id: str) -> int | None:
+    return AgentAction.objects.filter(message_id=message_id, call_id=call_id).values_list("pk", flat=True).first()
 
 
 def finish_action(action_id: int, status: str, output) -> AgentAction:
