@@ -63,10 +63,20 @@ def usage_dict(usage) -> dict | None:
 
 
 def message_text(message: Message) -> str:
-    """The full text of a message: content plus any streaming pieces (uses prefetched chunks)."""
+    """The full text of a message: content plus any streaming pieces (uses prefetched chunks).
+
+    The row and its pieces come from two queries, and under READ COMMITTED a
+    finalize can commit between them: the pieces are then gone, folded into
+    the row's content. Appends only add pieces, so text shorter than the
+    row's `content_length` means exactly that, and the row is read again.
+    """
     if message.status != Message.Status.STREAMING:
         return message.content
-    return message.content + "".join(chunk.text for chunk in message.chunks.all())
+    text = message.content + "".join(chunk.text for chunk in message.chunks.all())
+    if len(text) < message.content_length:
+        final = Message.objects.filter(pk=message.pk).values_list("content", flat=True).first()
+        return text if final is None else final
+    return text
 
 
 def message_dict(message: Message) -> dict:
@@ -139,6 +149,12 @@ def message_tail(message_id: int, start: int) -> tuple[str, str] | None:
         if message is None:
             return None
         return message_text(message)[start:], message.status
+
+
+def turn_user_message(thread_id: int, turn_id: str) -> dict | None:
+    """The stored user message of a turn, or None when the turn_id is new in the thread."""
+    message = _message_queryset().filter(thread_id=thread_id, turn_id=turn_id, role=Message.Role.USER).first()
+    return message_dict(message) if message else None
 
 
 def user_message_dict(message_id: int) -> dict | None:

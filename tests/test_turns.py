@@ -66,17 +66,25 @@ class PersistUserTurnTests(TurnTestCase):
             {"id": 1, "title": "Spec", "document_type": "pdf", "extra": "dropped"},
             {"id": 2, "title": "No type"},
             {"title": "No id", "document_type": "doc"},
-            {"id": 3, "title": "", "document_type": "doc"},
+            {"id": None, "title": "Null id", "document_type": "doc"},
             "not a dict",
-            {"id": 4, "title": "Notes", "document_type": "md"},
+            {"id": 0, "title": "", "document_type": "md"},
         ]
         message_id = turns.persist_user_turn(self.thread.pk, "t-1", "see docs", documents).id
         self.assertEqual(
             Message.objects.get(pk=message_id).metadata["mentioned_documents"],
             [
                 {"id": 1, "title": "Spec", "document_type": "pdf"},
-                {"id": 4, "title": "Notes", "document_type": "md"},
+                {"id": 0, "title": "", "document_type": "md"},  # present, though empty: kept
             ],
+        )
+
+    def test_user_message_has_the_contract_flags(self) -> None:
+        """A user message's metadata says it is not streaming, not cancelled and has no error."""
+        message_id = turns.persist_user_turn(self.thread.pk, "t-1", "hi").id
+        metadata = Message.objects.get(pk=message_id).metadata
+        self.assertEqual(
+            (metadata["streaming"], metadata["cancelled"], metadata["has_error"]), (False, False, False)
         )
 
     def test_no_valid_mentioned_document_stores_none(self) -> None:
@@ -167,6 +175,29 @@ class AppendContentTests(TurnTestCase):
         """Appending to a message that does not exist raises MessageClosed."""
         with self.assertRaises(turns.MessageClosed):
             turns.append_content(999_999, "x")
+
+    def test_append_sql_does_not_grow_with_the_text(self) -> None:
+        """An append never rewrites the text column: the same statements at 1 KB and at 100 KB."""
+        from django.db import connection
+        from django.test.utils import CaptureQueriesContext
+
+        def append_statements(message_id: int) -> list[str]:
+            with CaptureQueriesContext(connection) as queries:
+                turns.append_content(message_id, "x" * 20)
+            return [q["sql"] for q in queries.captured_queries]
+
+        small, large = self.shell("small"), self.shell("large")
+        turns.append_content(small, "a" * 1_000)
+        for _ in range(10):
+            turns.append_content(large, "b" * 10_000)
+        statements = append_statements(small)
+        self.assertEqual(len(statements), len(append_statements(large)))
+        writes = [sql for sql in statements if sql.lstrip().upper().startswith(("UPDATE", "INSERT"))]
+        self.assertEqual(len(writes), 2, statements)
+        for sql in writes:
+            # Only fixed-size columns of the message; the piece's text is the only text written.
+            self.assertNotRegex(sql, r'"?content"?\s*=', sql)
+            self.assertLess(len(sql), 400, "the statement must not carry the whole text")
 
     def test_refreshes_the_heartbeat(self) -> None:
         """An append moves the heartbeat forward: a streaming turn is alive."""
@@ -291,3 +322,15 @@ class AsyncTwinTests(ChatTransactionTestCase):
         self.assertEqual(await turns.afinalize_assistant_turn(shell.id, "completed"), "completed")
         message = await Message.objects.aget(pk=shell.id)
         self.assertEqual((message.content, message.status, user_message.created), ("hello", "completed", True))
+
+
+class ReadDuringFinalizeTests(TurnTestCase):
+    def test_reader_that_saw_the_row_streaming_still_gets_the_full_text(self) -> None:
+        """A finalize committed between a reader's row and piece queries cannot make the text look empty."""
+        from chat import selectors
+
+        message_id = self.shell()
+        turns.append_content(message_id, "partial answer")
+        row_read_first = Message.objects.get(pk=message_id)  # streaming, content "" (pieces not read yet)
+        turns.finalize_assistant_turn(message_id, "cancelled")  # folds the pieces into content
+        self.assertEqual(selectors.message_text(row_read_first), "partial answer")
