@@ -93,12 +93,12 @@ def _find_turn_message(thread_id: int, turn_id: str, role: str) -> int | None:
 
 
 def clean_documents(documents) -> list[dict]:
-    """Keep the mentioned documents that have all of id, title and document_type."""
+    """Keep the mentioned documents that have all of id, title and document_type (null counts as missing)."""
     if not isinstance(documents, list):
         return []
     kept = []
     for doc in documents:
-        if isinstance(doc, dict) and all(doc.get(key) not in (None, "") for key in DOCUMENT_FIELDS):
+        if isinstance(doc, dict) and all(doc.get(key) is not None for key in DOCUMENT_FIELDS):
             kept.append({key: doc[key] for key in DOCUMENT_FIELDS})
     return kept
 
@@ -108,7 +108,7 @@ def clean_documents(documents) -> list[dict]:
 
 def persist_user_turn(thread_id: int, turn_id: str, text: str, mentioned_documents=None) -> Persisted:
     """Store the user's message of a turn; the same turn_id returns the first id and stores nothing."""
-    metadata = {}
+    metadata = {"streaming": False, "cancelled": False, "has_error": False}
     documents = clean_documents(mentioned_documents)
     if documents:
         metadata["mentioned_documents"] = documents
@@ -235,7 +235,7 @@ def _close_message(message: Message, status: str, error: dict | None) -> None:
         has_error=status in (Message.Status.FAILED, Message.Status.INTERRUPTED),
     )
     if error:
-        metadata["error"] = error
+        metadata["error"] = _storable_error(error)
     message.content = text
     message.content_length = len(text)
     message.status = status
@@ -250,7 +250,21 @@ def _close_message(message: Message, status: str, error: dict | None) -> None:
     )
 
 
+def _storable_error(error) -> dict:
+    """The error object of the contract, with values the JSON column can always store."""
+    if not isinstance(error, dict):
+        error = {"message": error}
+    return {
+        "code": str(error.get("code", "server_error")),
+        "message": str(error.get("message", "")),
+        "retryable": bool(error.get("retryable", False)),
+    }
+
+
 def _record_usage_once(message: Message, usage: dict) -> None:
+    if not isinstance(usage, dict):
+        logger.error("usage of message %s is not a dict, not recorded: %r", message.pk, usage)
+        return
     if TokenUsage.objects.filter(message=message).exists():
         return
     try:

@@ -162,6 +162,21 @@ class UsageOnceTests(FinalizeTestCase):
         self.assertEqual((self.message().status, self.message().content), ("completed", "answer"))
         self.assertFalse(TokenUsage.objects.exists())
 
+    def test_usage_that_is_not_a_dict_does_not_keep_the_turn_streaming(self) -> None:
+        """Usage of the wrong shape is logged and ignored; the message still ends."""
+        with self.assertLogs("chat.turns", "ERROR"):
+            status = turns.finalize_assistant_turn(self.message_id, "completed", usage=[1, 2, 3])
+        self.assertEqual((status, self.message().status), ("completed", "completed"))
+        self.assertFalse(TokenUsage.objects.exists())
+
+    def test_error_that_json_cannot_store_still_ends_the_turn(self) -> None:
+        """An error object with values JSON cannot hold is stored as the contract's code, message and retryable."""
+        error = {"code": "provider_error", "message": ValueError("boom"), "retryable": 1, "extra": object()}
+        self.assertEqual(turns.finalize_assistant_turn(self.message_id, "failed", error=error), "failed")
+        message = self.message()
+        self.assertEqual(message.status, "failed")
+        self.assertEqual(message.metadata["error"], {"code": "provider_error", "message": "boom", "retryable": True})
+
     def test_no_usage_stores_no_row(self) -> None:
         """Finalizing without usage stores no usage row."""
         turns.finalize_assistant_turn(self.message_id, "completed")
