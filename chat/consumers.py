@@ -29,6 +29,7 @@ CLOSE_NOT_FOUND = 4404
 aown_thread = database_sync_to_async(selectors.own_thread)
 asnapshot = database_sync_to_async(selectors.thread_snapshot)
 amessage_tail = database_sync_to_async(selectors.message_tail)
+astored_user_message = database_sync_to_async(selectors.turn_user_message)
 
 
 class ThreadConsumer(AsyncWebsocketConsumer):
@@ -53,6 +54,8 @@ class ThreadConsumer(AsyncWebsocketConsumer):
         snapshot = await asnapshot(self.thread_id)
         self.sent: dict[int, int] = {}
         self.snapshot_ids = {m["id"] for m in snapshot["messages"]}
+        # Tool calls the snapshot already shows, with their status then.
+        self.snapshot_actions = {a["id"]: a["status"] for m in snapshot["messages"] for a in m["actions"]}
         for message in snapshot["messages"]:
             if message["status"] == "streaming":
                 self.sent[message["id"]] = len(message["content"])
@@ -96,6 +99,8 @@ class ThreadConsumer(AsyncWebsocketConsumer):
             await self.send_error("server_error", "The server could not handle this frame.", getattr(frame, "turn_id", None))
 
     async def on_user_message(self, frame: UserMessageFrame) -> None:
+        if frame.turn_id and await self.answer_retry(frame.turn_id):
+            return
         retry_after = await ratelimit.check_user_message(self.user_id)
         if retry_after is not None:
             await self.send_error(
@@ -104,8 +109,16 @@ class ThreadConsumer(AsyncWebsocketConsumer):
             return
         start = await runtime.start_turn(self.thread_id, frame.content, frame.turn_id, frame.mentioned_documents)
         if not start.started:
-            # A retry of a stored turn: answer this socket only, start nothing.
+            # A retry that raced its first send: answer this socket only, start nothing.
             await self.send_json(user_message_frame(self.thread_id, start.turn_id, start.user_message))
+
+    async def answer_retry(self, turn_id: str) -> bool:
+        """Answer a repeated turn_id with its stored user message (before any rate limit); False if new."""
+        stored = await astored_user_message(self.thread_id, turn_id)
+        if stored is None:
+            return False
+        await self.send_json(user_message_frame(self.thread_id, turn_id, stored))
+        return True
 
     async def on_cancel(self, frame: CancelFrame) -> None:
         if not await control.acancel_turn(self.thread_id, frame.turn_id):
@@ -125,10 +138,21 @@ class ThreadConsumer(AsyncWebsocketConsumer):
             if frame["message_id"] in self.snapshot_ids:
                 return
             self.sent.setdefault(frame["message_id"], 0)
+        if kind in ("tool_executing", "tool_completed") and self.in_snapshot(frame):
+            return
         if kind == "agent_completed":
+            if frame["message_id"] not in self.snapshot_ids:
+                self.sent.setdefault(frame["message_id"], 0)  # its agent_started and deltas were all lost
             await self.catch_up(frame, frame["data"].get("content_length", 0))
             self.sent.pop(frame["message_id"], None)
         await self.send_json(frame)
+
+    def in_snapshot(self, frame: dict) -> bool:
+        """Whether the snapshot already showed this tool event (the action, or its result)."""
+        status = self.snapshot_actions.get(frame["data"]["action_id"])
+        if frame["type"] == "tool_executing":
+            return status is not None
+        return status in ("success", "error")
 
     async def thread_cancel(self, event: dict) -> None:
         """A cancel made in another process: stop the turn if it runs in this one."""

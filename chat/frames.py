@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import json
+import re
 from typing import Annotated, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Field, StrictStr, TypeAdapter, ValidationError, field_validator
 
 MAX_FRAME_BYTES = 8192
 TURN_ID_PATTERN = r"^[A-Za-z0-9_.:-]{1,64}$"
+# Finds the turn_id of a frame too large to parse, so that its refusal can name it.
+_TURN_ID_IN_TEXT = re.compile(r'"turn_id"\s*:\s*"([A-Za-z0-9_.:-]{1,64})"')
 
 TurnId = Annotated[StrictStr, Field(pattern=TURN_ID_PATTERN)]
 
@@ -58,7 +61,10 @@ class FrameError(Exception):
 def parse_frame(text: str) -> UserMessageFrame | CancelFrame | PingFrame:
     """Parse one text frame or raise FrameError with the contract's error code."""
     if len(text.encode("utf-8", "surrogatepass")) > MAX_FRAME_BYTES:
-        raise FrameError("message_too_large", f"Frames are limited to {MAX_FRAME_BYTES} bytes.")
+        found = _TURN_ID_IN_TEXT.search(text)
+        raise FrameError(
+            "message_too_large", f"Frames are limited to {MAX_FRAME_BYTES} bytes.", found.group(1) if found else None
+        )
     try:
         data = json.loads(text)
     except ValueError:

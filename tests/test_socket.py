@@ -82,6 +82,31 @@ class ConnectTests(SocketTestCase):
         connected, _ = await communicator.connect(timeout=FRAME_TIMEOUT)
         self.assertFalse(connected)
 
+    async def test_session_cookie_logs_the_socket_in_through_the_served_application(self):
+        """The served ASGI application reads the session cookie: the owner gets a snapshot, a stranger 4401."""
+        from channels.testing import WebsocketCommunicator
+        from django.test import Client
+
+        from chatproject.asgi import application
+
+        client = Client()
+        await sync_to_async(client.force_login)(self.user)
+        cookie = f"sessionid={client.cookies['sessionid'].value}".encode()
+        path = f"/ws/threads/{self.thread.pk}/"
+        for headers, expected in (
+            ([(b"origin", b"http://127.0.0.1:8000"), (b"cookie", cookie)], "snapshot"),
+            ([(b"origin", b"http://127.0.0.1:8000"), (b"cookie", b"sessionid=forged")], 4401),
+        ):
+            communicator = WebsocketCommunicator(application, path, headers=headers)
+            connected, _ = await communicator.connect(timeout=FRAME_TIMEOUT)
+            self.assertTrue(connected)
+            first = await communicator.receive_output(timeout=FRAME_TIMEOUT)
+            if expected == "snapshot":
+                self.assertEqual(json.loads(first["text"])["thread_id"], self.thread.pk)
+            else:
+                self.assertEqual(first, {"type": "websocket.close", "code": expected})
+            await communicator.disconnect()
+
     async def test_snapshot_is_the_first_frame(self):
         """The first frame holds the thread's messages in seq order and no active turn when idle."""
         communicator, snapshot = await self.connect()
@@ -140,7 +165,7 @@ class RefusalTests(SocketTestCase):
         communicator, _ = await self.connect()
         content = "é" * 4090  # 8180 bytes of content: the whole frame is over 8192 bytes, under 8192 characters
         await self.send(communicator, {"type": "user_message", "content": content, "turn_id": "big"})
-        await self.assert_refused(communicator, "message_too_large")
+        await self.assert_refused(communicator, "message_too_large", "big")
         await communicator.send_to(text_data="{" * 9000)
         await self.assert_refused(communicator, "message_too_large")
         await self.assert_nothing_stored()
@@ -198,6 +223,18 @@ class RefusalTests(SocketTestCase):
         self.assertGreaterEqual(frame["retry_after"], 1)
         self.assertFalse(await Message.objects.filter(turn_id="r3").aexists())
 
+    @override_settings(CHAT_MESSAGES_PER_MINUTE=1)
+    async def test_a_retry_is_answered_even_when_rate_limited(self):
+        """A repeated turn_id gets its stored user_message, not rate_limited, and costs no message of the limit."""
+        communicator, _ = await self.connect()
+        frames = await self.turn(communicator, "one", "once")
+        await self.send(communicator, {"type": "user_message", "content": "one", "turn_id": "once"})
+        answer = await communicator.receive_json_from(timeout=FRAME_TIMEOUT)
+        self.assertEqual((answer["type"], answer["data"]["message"]["id"]), ("user_message", frames[0]["data"]["message"]["id"]))
+        await self.send(communicator, {"type": "user_message", "content": "two", "turn_id": "new"})
+        await self.assert_refused(communicator, "rate_limited", "new")
+        self.assertEqual(await Message.objects.acount(), 2)
+
     @override_settings(AGENT_PROVIDER="no-such-provider")
     async def test_server_error_keeps_the_socket_open(self):
         """A server failure while handling a frame is server_error; nothing is stored and the socket stays open."""
@@ -215,8 +252,16 @@ class TurnTests(SocketTestCase):
         frames = await self.turn(communicator, "what is 2+3*4", "calc-1")
         kinds = [f["type"] for f in frames]
         self.assertEqual(
-            [k for i, k in enumerate(kinds) if k != "message_delta" and (k != "agent_thinking" or kinds.index(k) == i)],
-            ["user_message", "agent_started", "agent_thinking", "tool_executing", "tool_completed", "agent_completed"],
+            [k for k in kinds if k != "message_delta"],
+            [
+                "user_message",
+                "agent_started",
+                "agent_thinking",  # before the tool call
+                "tool_executing",
+                "tool_completed",
+                "agent_thinking",  # before the answer
+                "agent_completed",
+            ],
         )
         self.assertLess(kinds.index("tool_completed"), kinds.index("message_delta"))
         message_id = frames[1]["message_id"]
@@ -478,6 +523,38 @@ class DroppedEventTests(SocketTestCase):
         received = [await communicator.receive_json_from(timeout=FRAME_TIMEOUT) for _ in range(4)]
         self.assertEqual([f["type"] for f in received], ["agent_started", "message_delta", "message_delta", "agent_completed"])
         self.assertEqual(received[2]["data"], {"offset": 4, "delta": "def "})
+
+
+    async def test_lost_start_and_deltas_are_sent_before_agent_completed(self):
+        """If agent_started and every delta were lost, agent_completed still comes after the whole text."""
+        from chat import turns
+
+        communicator, _ = await self.connect()
+        message_id, frames = await self.stream("abc ", "def ")
+        await sync_to_async(turns.finalize_assistant_turn)(message_id, "completed")
+        end = dict(frames[0], type="agent_completed", data={"status": "completed", "usage": None, "error": None, "content_length": 8})
+        await self.publish(end)
+        received = [await communicator.receive_json_from(timeout=FRAME_TIMEOUT) for _ in range(2)]
+        self.assertEqual([f["type"] for f in received], ["message_delta", "agent_completed"])
+        self.assertEqual(received[0]["data"], {"offset": 0, "delta": "abc def "})
+
+    async def test_tool_events_already_in_the_snapshot_are_not_sent_again(self):
+        """A tool call the snapshot shows finished is not announced again by events delivered after it."""
+        from chat import turns
+        from chat.events import TurnPublisher
+
+        message_id, _ = await self.stream("abc ")
+        action = await sync_to_async(turns.start_action)(message_id, "c1", "clock", {})
+        await sync_to_async(turns.finish_action)(action.id, "success", {"now": "noon"})
+        communicator, snapshot = await self.connect()
+        shown = next(m for m in snapshot["messages"] if m["id"] == message_id)["actions"]
+        self.assertEqual([(a["id"], a["status"]) for a in shown], [(action.id, "success")])
+        publisher = TurnPublisher(self.thread.pk, "drop")
+        publisher.message_id = message_id
+        data = {"action_id": action.id, "call_id": "c1", "tool": "clock"}
+        await self.publish(publisher._frame("tool_executing", {**data, "input": {}, "position": 4}))
+        await self.publish(publisher._frame("tool_completed", {**data, "status": "success", "output": {}, "duration_ms": 1}))
+        await self.assert_still_open(communicator)  # the pong is the next frame: nothing was relayed
 
 
 class FastStreamTests(SocketTestCase):
