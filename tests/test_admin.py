@@ -100,10 +100,11 @@ class TurnAdminTests(AdminTestCase):
         self.finished_turn("turn-findme", "needle in the answer")
         other = self.make_user("bob")
         bob_thread = self.make_thread(other)
-        turns.persist_user_turn(bob_thread.pk, "bob-turn", "bob's words")
+        turns.persist_user_turn(bob_thread.pk, "b-1", "words of the second user")
         url = reverse("admin:chat_message_changelist")
         self.assertEqual(self.client.get(url, {"q": "turn-findme"}).context["cl"].result_count, 2)
         self.assertEqual(self.client.get(url, {"q": "needle"}).context["cl"].result_count, 1)
+        # "bob" is only in the owner's username: neither the turn id nor the text has it.
         self.assertEqual(self.client.get(url, {"q": "bob"}).context["cl"].result_count, 1)
 
     def test_message_filters_by_status_role_and_provider(self):
@@ -115,6 +116,17 @@ class TurnAdminTests(AdminTestCase):
         self.assertEqual(self.client.get(url, {"role": "user"}).context["cl"].result_count, 2)
         self.assertEqual(self.client.get(url, {"provider": "local|local"}).context["cl"].result_count, 2)
         self.assertEqual(self.client.get(url, {"provider": "openai|gpt"}).context["cl"].result_count, 0)
+
+    def test_message_filter_by_date(self):
+        """The created-at filter keeps messages of the chosen days only."""
+        self.finished_turn("t-now", "today")
+        self.finished_turn("t-old", "long ago")
+        Message.objects.filter(turn_id="t-old").update(created_at=timezone.now() - timedelta(days=40))
+        url = reverse("admin:chat_message_changelist")
+        midnight = timezone.localtime().replace(hour=0, minute=0, second=0, microsecond=0)
+        today = {"created_at__gte": midnight.isoformat(), "created_at__lt": (midnight + timedelta(days=1)).isoformat()}
+        listed = self.client.get(url, today).context["cl"].result_list
+        self.assertEqual({m.turn_id for m in listed}, {"t-now"})
 
 
 class LiveTurnsTests(AdminTestCase):

@@ -183,3 +183,26 @@ class LifecycleTests(ChatTestCase):
         self.assertFalse(AgentAction.objects.exists())
         usage = TokenUsage.objects.get()
         self.assertEqual((usage.message_id, usage.thread_id, usage.user_id), (None, None, self.user.pk))
+
+
+class MigrationTests(ChatTestCase):
+    def test_migrations_match_the_models(self) -> None:
+        """Every model change has its migration: makemigrations finds nothing to write."""
+        from io import StringIO
+
+        from django.core.management import call_command
+
+        out = StringIO()
+        try:
+            call_command("makemigrations", "--check", "--dry-run", stdout=out, stderr=out)
+        except SystemExit:
+            self.fail(f"models and migrations differ:\n{out.getvalue()}")
+
+    def test_database_url_selects_the_database_the_tests_run_on(self) -> None:
+        """With DATABASE_URL set to PostgreSQL (the pg leg) the tests really run on PostgreSQL."""
+        import os
+
+        url = os.environ.get("DATABASE_URL", "")
+        expected = "postgresql" if url.startswith(("postgres://", "postgresql://")) else "sqlite"
+        self.assertEqual(connection.vendor, expected)
+
