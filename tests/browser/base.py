@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from playwright.sync_api import Browser, BrowserContext, Page, Playwright, expect, sync_playwright
 
@@ -29,6 +30,10 @@ CHROMIUM_ARGS = [
     "--disable-quic",
 ]
 TIMEOUT_MS = 30_000
+# Hosts a page may load anything from: the test's daphne only (nothing from a CDN).
+LOCAL_HOSTS = {"127.0.0.1", "localhost"}
+# URLs with no host that never leave the browser.
+LOCAL_SCHEMES = {"data", "blob", "about", "chrome-error"}
 DESKTOP = {"width": 1280, "height": 860}
 PHONE = {"width": 390, "height": 844}
 
@@ -38,6 +43,14 @@ ANSWER_WORDS_JS = """(el) => [...el.querySelectorAll('.md')].map(n => n.textCont
 
 def words(text: str) -> list[str]:
     return text.split()
+
+
+def leaves_the_machine(url: str) -> bool:
+    """True when loading `url` would go to a host other than this machine's loopback."""
+    parts = urlsplit(url)
+    if parts.scheme in LOCAL_SCHEMES:
+        return False
+    return parts.hostname not in LOCAL_HOSTS
 
 
 class BrowserTestCase(ChatTransactionTestCase):
@@ -70,6 +83,7 @@ class BrowserTestCase(ChatTransactionTestCase):
         self.browser: Browser = self.playwright.chromium.launch(executable_path=self.executable, args=CHROMIUM_ARGS)
         self.contexts: list[BrowserContext] = []
         self.page_errors: list[str] = []
+        self.requests: list[str] = []  # every URL any page of the test asked for (HTTP and WebSocket)
         self.api = HttpSession(self.server.base_url)
         self.api.login("alice", PASSWORD)
 
@@ -86,6 +100,12 @@ class BrowserTestCase(ChatTransactionTestCase):
                 os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = self._async_unsafe
             super().tearDown()
         self.assertEqual(self.page_errors, [], "the page raised JavaScript errors")
+        self.assertTrue(self.requests, "no request was recorded: the network check is not wired")
+        self.assertEqual(
+            [url for url in self.requests if leaves_the_machine(url)],
+            [],
+            "the page loaded something from outside 127.0.0.1 (a CDN?)",
+        )
 
     # --- browser helpers ---------------------------------------------------
 
@@ -95,9 +115,15 @@ class BrowserTestCase(ChatTransactionTestCase):
         )
         context.set_default_timeout(TIMEOUT_MS)
         self.contexts.append(context)
+        # Every request of every page and worker of the context, checked in tearDown.
+        context.on("request", lambda request: self.requests.append(request.url))
+        context.on("page", self._watch_page)
         page = context.new_page()
-        page.on("pageerror", lambda error: self.page_errors.append(str(error)))
         return page
+
+    def _watch_page(self, page: Page) -> None:
+        page.on("pageerror", lambda error: self.page_errors.append(str(error)))
+        page.on("websocket", lambda ws: self.requests.append(ws.url))
 
     def login(self, page: Page, username: str = "alice", next_path: str = "/") -> None:
         """Log in through the login form, as a person would."""
