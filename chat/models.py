@@ -1,6 +1,6 @@
 """Threads, their messages, the tool calls of assistant messages, and token usage.
 
-Rows are written only by `chat.services`; see that module for the rules
+Turn rows are written only by `chat.turns`; see that module for the rules
 (idempotency per turn, append-only streaming content, usage once per message).
 """
 

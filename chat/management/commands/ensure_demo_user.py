@@ -1,17 +1,15 @@
 """Create or update the demo login that `scripts/serve` prints."""
 
-import os
-
 from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand
 
 
 class Command(BaseCommand):
-    help = "Create or update the demo user (DEMO_USERNAME / DEMO_PASSWORD, staff and superuser)."
+    help = "Create or update the demo user (staff and superuser); scripts/serve passes DEMO_USERNAME / DEMO_PASSWORD."
 
     def add_arguments(self, parser) -> None:
-        parser.add_argument("--username", default=os.environ.get("DEMO_USERNAME") or "demo")
-        parser.add_argument("--password", default=os.environ.get("DEMO_PASSWORD") or "demo-password")
+        parser.add_argument("--username", default="demo")
+        parser.add_argument("--password", default="demo-password")
 
     def handle(self, *args, username: str, password: str, **options) -> None:
         user, created = get_user_model().objects.get_or_create(username=username)
