@@ -45,6 +45,11 @@ SERVER_ERROR = {"code": "server_error", "message": "The agent stopped because of
 TOOL_TIMEOUT_SECONDS = 10.0
 # How long a new turn waits for the thread's previous turn to finish cancelling.
 PREVIOUS_TURN_TIMEOUT = 10.0
+# How often it looks again for a previous turn running in another process.
+PREVIOUS_TURN_POLL = 0.05
+# A turn counts as alive while its heartbeat is this many beats old at most;
+# an older one belongs to a dead process that the sweeper will end.
+LIVE_BEATS = 3
 
 
 def new_turn_id() -> str:
@@ -85,7 +90,7 @@ async def start_turn(
 
 async def _run(turn: RunningTurn, publisher: TurnPublisher, provider: Provider, previous: list[RunningTurn]) -> str:
     """Run the turn and always finalize it, whatever happens to the generation."""
-    await _wait_for(previous)
+    await _wait_for(turn.thread_id, previous)
     status, error = Message.Status.FAILED, None
     usage = TurnTokenAccumulator()
     heartbeat = None
@@ -127,10 +132,16 @@ async def _run(turn: RunningTurn, publisher: TurnPublisher, provider: Provider, 
     return status
 
 
-async def _wait_for(previous: list[RunningTurn]) -> None:
+async def _wait_for(thread_id: int, previous: list[RunningTurn]) -> None:
+    """Let the thread's cancelled turns end first, in this process or another one (bounded)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + PREVIOUS_TURN_TIMEOUT
     tasks = [t.task for t in previous if t.task is not None and not t.task.done()]
     if tasks:
         await asyncio.wait(tasks, timeout=PREVIOUS_TURN_TIMEOUT)
+    beat_within = LIVE_BEATS * settings.TURN_HEARTBEAT_SECONDS
+    while loop.time() < deadline and await _alive_turns(thread_id, beat_within):
+        await asyncio.sleep(PREVIOUS_TURN_POLL)
 
 
 async def _heartbeat(turn: RunningTurn, generation: asyncio.Task) -> None:
@@ -206,6 +217,9 @@ async def _run_tool(publisher: TurnPublisher, call: ToolCall) -> tuple[dict, dic
             status, output = AgentAction.Status.ERROR, {"error": f"tool failed: {type(exc).__name__}"}
     await publisher.tool_completed(action_id, status, output)
     return recorded_input, output
+
+
+_alive_turns = database_sync_to_async(selectors.live_turn_count)
 
 
 @database_sync_to_async

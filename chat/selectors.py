@@ -7,8 +7,11 @@ full text committed so far.
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 from django.db import transaction
 from django.db.models import Prefetch
+from django.utils import timezone
 
 from .models import AgentAction, Message, MessageChunk, Thread
 
@@ -149,6 +152,14 @@ def message_tail(message_id: int, start: int) -> tuple[str, str] | None:
         if message is None:
             return None
         return message_text(message)[start:], message.status
+
+
+def live_turn_count(thread_id: int, beat_within: float) -> int:
+    """Streaming assistant messages of the thread whose heartbeat is newer than `beat_within` seconds."""
+    since = timezone.now() - timedelta(seconds=beat_within)
+    return Message.objects.filter(
+        thread_id=thread_id, role=Message.Role.ASSISTANT, status=Message.Status.STREAMING, heartbeat_at__gte=since
+    ).count()
 
 
 def turn_user_message(thread_id: int, turn_id: str) -> dict | None:

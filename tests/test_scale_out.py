@@ -122,6 +122,24 @@ class HeartbeatTests(TwoProcessTestCase):
         self.assertTrue(0 < len(final["content"].split()) < 1000)
 
 
+    async def test_new_message_waits_for_the_turn_of_a_process_without_a_socket_to_end(self):
+        """A user_message on B while A (no socket of the thread left) runs a turn: A's turn ends before B's starts."""
+        on_a, on_b, thread_id = await self.both()
+        async with on_a.socket(thread_id) as wa:
+            await recv(wa)
+            await self.send(wa, "/lorem 1000", "w-1")
+            await recv_until(wa, first_delta)
+        async with on_b.socket(thread_id) as wb:
+            snapshot = await recv(wb)
+            self.assertEqual(snapshot["active_turn"]["turn_id"], "w-1")
+            await self.send(wb, "/lorem 3", "w-2")
+            frames = await recv_until(wb, completed("w-2"))
+        order = [(f["type"], f["turn_id"]) for f in frames if f["type"] in ("agent_started", "agent_completed")]
+        self.assertEqual(order, [("agent_completed", "w-1"), ("agent_started", "w-2"), ("agent_completed", "w-2")])
+        ended = next(f for f in frames if f["type"] == "agent_completed" and f["turn_id"] == "w-1")
+        self.assertEqual(ended["data"]["status"], "cancelled")
+
+
 class CrashOverProcessesTests(TwoProcessTestCase):
     server_env = {
         "LOCAL_MODEL_DELAY_MS": "30",
