@@ -6,10 +6,44 @@ import re
 
 from playwright.sync_api import expect
 
+from chat.turns import append_content, finalize_assistant_turn, persist_assistant_shell, persist_user_turn
 from tests.browser.base import PHONE, BrowserTestCase, words
 from tests.services import wait_until
 
 XSS = "<img src=x onerror=window.__xss=1> and <script>window.__xss=2</script> end"
+
+# Runs before the page's scripts: keeps every WebSocket the page opens in window.__sockets.
+TRACK_SOCKETS_JS = """(() => {
+  const Native = window.WebSocket;
+  window.__sockets = [];
+  window.WebSocket = class extends Native {
+    constructor(...args) { super(...args); window.__sockets.push(this); }
+  };
+})();"""
+
+# Records each connection state the page shows, with the last answer's state at that moment.
+RECORD_CONNECTION_JS = """() => {
+  window.__conn = [];
+  const status = document.querySelector('[data-testid=connection-status]');
+  const record = () => {
+    if (window.__conn.at(-1)?.state === status.dataset.state) return;
+    const answer = [...document.querySelectorAll('[data-testid=message][data-role=assistant]')].at(-1);
+    window.__conn.push({ state: status.dataset.state, label: status.textContent.trim(), online: navigator.onLine,
+                         answerStatus: answer?.dataset.status, answerLength: Number(answer?.dataset.length) });
+  };
+  record();
+  new MutationObserver(record).observe(status, { attributes: true, childList: true, subtree: true, characterData: true });
+}"""
+
+# Closes the page's one open socket, as a dropped connection would, without the browser going offline.
+DROP_SOCKET_JS = """() => {
+  const open = window.__sockets.filter((ws) => ws.readyState === WebSocket.OPEN);
+  if (open.length !== 1) return { open: open.length };
+  const answer = [...document.querySelectorAll('[data-testid=message][data-role=assistant]')].at(-1);
+  open[0].close();
+  return { open: 1, sockets: window.__sockets.length, answerStatus: answer.dataset.status,
+           answerLength: Number(answer.dataset.length) };
+}"""
 
 
 class ChatPageTests(BrowserTestCase):
@@ -82,9 +116,28 @@ class ChatPageTests(BrowserTestCase):
         card = answer.get_by_test_id("tool-card")
         expect(card).to_have_attribute("data-tool", "calculator")
         expect(card).to_have_attribute("data-status", "success")
+        # A finished call shows how long it took, in its always-visible summary line.
+        duration = card.locator("summary").get_by_test_id("tool-duration")
+        expect(duration).to_be_visible()
+        expect(duration).to_have_text(re.compile(r"^\d+(\.\d+)? (ms|s)$"))
+        # Collapsed at first: the input and output are not shown until the card is opened.
+        output = card.get_by_test_id("tool-output")
+        self.assertFalse(card.evaluate("(el) => el.open"))
+        expect(output).to_be_hidden()
+        self.shot(page, "card-closed")
         card.locator("summary").click()
+        page.wait_for_function("(el) => el.open", arg=card.element_handle())
+        expect(output).to_be_visible()
+        expect(card.get_by_test_id("tool-input")).to_be_visible()
         expect(card.get_by_test_id("tool-input")).to_contain_text("2+3*4")
-        expect(card.get_by_test_id("tool-output")).to_contain_text("14")
+        expect(output).to_contain_text("14")
+        self.shot(page, "card-open")
+        card.locator("summary").click()
+        page.wait_for_function("(el) => !el.open", arg=card.element_handle())
+        expect(output).to_be_hidden()
+        card.locator("summary").click()
+        page.wait_for_function("(el) => el.open", arg=card.element_handle())
+        expect(output).to_be_visible()
         expect(answer.locator(".md")).to_contain_text("14")
         expect(answer.get_by_test_id("usage")).to_contain_text("tokens")
         # The card sits before the text that followed the call.
@@ -168,6 +221,133 @@ class ChatPageTests(BrowserTestCase):
         stored = self.api_last_answer(thread_id)
         self.assertEqual(len(words(stored["content"])), 250)
         self.assertEqual(self.answer_words(page), words(stored["content"]))
+
+    def test_a_dropped_socket_reconnects_with_backoff_and_finishes_the_answer_exactly(self):
+        """The socket closes mid-answer while the browser stays online: the page says reconnecting,
+        reconnects by itself (backoff path, not the online event) and ends with exactly the stored words."""
+        page = self.new_page()
+        page.add_init_script(TRACK_SOCKETS_JS)
+        self.login(page)
+        self.wait_ready(page)
+        self.send(page, "/lorem 300")
+        self.wait_answer_length(page, 60)
+        self.wait_connected(page)
+        thread_id = self.thread_id(page)
+        page.evaluate(RECORD_CONNECTION_JS)
+
+        dropped = page.evaluate(DROP_SOCKET_JS)
+        self.assertEqual(dropped["open"], 1, "the page should have exactly one open socket")
+        self.assertEqual(dropped["answerStatus"], "streaming", "the answer must still stream when the socket drops")
+        stored = self.api_last_answer(thread_id)
+        self.assertEqual(stored["status"], "streaming", "the turn must still run after the socket dropped")
+        self.assertLess(len(words(stored["content"])), 300)
+        self.shot(page, "socket-dropped")
+
+        # The page shows 'reconnecting', then opens a new socket of its own accord.
+        page.wait_for_function(
+            """() => { const s = window.__conn.map((e) => e.state); const i = s.indexOf('reconnecting');
+                       return i >= 0 && s.indexOf('connected', i) > i; }"""
+        )
+        history = page.evaluate("window.__conn")
+        states = [entry["state"] for entry in history]
+        self.assertNotIn("offline", states, history)
+        reconnecting = history[states.index("reconnecting")]
+        self.assertEqual(reconnecting["label"], "Reconnecting…")
+        self.assertTrue(reconnecting["online"], "the browser must not have gone offline")
+        self.assertEqual(reconnecting["answerStatus"], "streaming")
+        self.assertGreater(page.evaluate("window.__sockets.length"), dropped["sockets"])
+        self.shot(page, "reconnected")
+
+        # Live deltas flow again on the new socket before the answer ends.
+        length = int(self.last_answer(page).get_attribute("data-length"))
+        self.wait_answer_length(page, length + 40)
+        answer = self.last_answer(page)
+        expect(answer).to_have_attribute("data-status", "completed", timeout=60_000)
+        self.shot(page, "completed")
+
+        stored = self.api_last_answer(thread_id)
+        self.assertEqual(stored["status"], "completed")
+        self.assertEqual(len(words(stored["content"])), 300)
+        self.assertEqual(self.answer_words(page), words(stored["content"]))
+
+    def test_sending_in_an_older_thread_moves_it_to_the_top_of_the_sidebar(self):
+        """Threads are listed newest first; a new message in the older one puts it first, on the page and the API."""
+        page = self.open_chat()
+        self.send(page, "older thread")
+        expect(self.last_answer(page)).to_have_attribute("data-status", "completed")
+        older = self.thread_id(page)
+        page.get_by_test_id("new-chat").click()
+        expect(page).not_to_have_url(re.compile(rf"/threads/{older}/$"))
+        self.send(page, "newer thread")
+        expect(self.last_answer(page)).to_have_attribute("data-status", "completed")
+        newer = self.thread_id(page)
+        items = page.get_by_test_id("thread-item")
+        order = "(els) => els.map((e) => Number(e.dataset.threadId))"
+        expect(items).to_have_count(2)
+        self.assertEqual(items.evaluate_all(order), [newer, older])
+        self.shot(page, "newer-on-top")
+
+        page.locator(f"[data-testid=thread-item][data-thread-id='{older}'] [data-testid=thread-link]").click()
+        expect(page).to_have_url(re.compile(rf"/threads/{older}/$"))
+        expect(page.locator("[data-testid=message][data-role=user]")).to_have_text("older thread")
+        self.send(page, "back to the older one")
+        expect(items.first).to_have_attribute("data-thread-id", str(older))
+        self.assertEqual(items.evaluate_all(order), [older, newer])
+        expect(self.last_answer(page)).to_have_attribute("data-status", "completed")
+        self.shot(page, "older-moved-to-top")
+
+        status, body = self.api.get("/api/threads/")
+        self.assertEqual(status, 200)
+        self.assertEqual([t["id"] for t in body["threads"]], [older, newer])
+        page.reload()
+        self.wait_ready(page)
+        expect(items.first).to_have_attribute("data-thread-id", str(older))
+        self.assertEqual(items.evaluate_all(order), [older, newer])
+
+    def test_an_interrupted_answer_shows_a_notice_with_retry(self):
+        """A turn the server finalized `interrupted` keeps its partial text, says what happened and offers Retry."""
+        thread = self.make_thread(self.alice, "Interrupted chat")
+        persist_user_turn(thread.id, "t-interrupted", "tell me a story")
+        shell = persist_assistant_shell(thread.id, "t-interrupted", agent="local", model="local")
+        append_content(shell.id, "Once upon a time ")
+        append_content(shell.id, "there was a server")
+        finalize_assistant_turn(
+            shell.id,
+            "interrupted",
+            error={"code": "interrupted", "message": "The server stopped during the answer.", "retryable": True},
+        )
+        self.assertEqual(self.api_last_answer(thread.id)["status"], "interrupted")
+
+        page = self.new_page()
+        self.login(page, next_path=f"/threads/{thread.id}/")
+        self.wait_ready(page)
+        self.wait_connected(page)
+        answer = self.last_answer(page)
+        expect(answer).to_have_attribute("data-status", "interrupted")
+        expect(answer.locator(".md")).to_have_text("Once upon a time there was a server")
+        notice = answer.get_by_test_id("message-notice")
+        expect(notice).to_be_visible()
+        expect(notice).to_have_attribute("data-kind", "warn")
+        expect(notice).to_contain_text("interrupted before it finished")
+        retry = notice.get_by_test_id("retry")
+        expect(retry).to_be_visible()
+        expect(page.get_by_test_id("stop")).to_be_hidden()
+        self.shot(page, "interrupted")
+
+        retry.click()
+        users = page.locator("[data-testid=message][data-role=user]")
+        expect(users).to_have_count(2)
+        expect(users.last).to_have_text("tell me a story")
+        expect(self.last_answer(page)).to_have_attribute("data-status", "completed")
+        # Retry belongs to the newest answer only: the interrupted one keeps its notice, without the button.
+        old = page.locator(f"[data-testid=message][data-message-id='{shell.id}']")
+        expect(old.get_by_test_id("message-notice")).to_contain_text("interrupted before it finished")
+        expect(old.get_by_test_id("retry")).to_have_count(0)
+        self.shot(page, "retried")
+        stored = self.api_thread(thread.id)["messages"]
+        self.assertEqual([m["role"] for m in stored], ["user", "assistant", "user", "assistant"])
+        self.assertEqual(stored[2]["content"], "tell me a story")
+        self.assertNotEqual(stored[2]["turn_id"], "t-interrupted")
 
     def test_sending_while_offline_keeps_the_text_in_the_composer(self):
         """A message that cannot be sent stays in the input, with an error shown."""
