@@ -6,6 +6,7 @@ from playwright.sync_api import expect
 
 from tests.browser.base import BrowserTestCase, words
 
+LONG_TURN_WORDS = 6000
 XSS = "<img src=x onerror=window.__xss=1> and <script>window.__xss=2</script> end"
 
 CANVAS_HAS_INK_JS = """(canvas) => {
@@ -20,7 +21,8 @@ class AdminPagesTests(BrowserTestCase):
     def test_live_turns_shows_a_running_turn_and_cancels_it_for_the_user(self):
         """Staff see alice's turn grow on Live turns; Cancel stops it and alice's page shows it cancelled."""
         page = self.open_chat()
-        self.send(page, "/lorem 300")
+        # Long enough (~4 min at 40 ms a word) to still run however slow the machine; the test cancels it.
+        self.send(page, f"/lorem {LONG_TURN_WORDS}")
         self.wait_answer_length(page, 30)
         thread_id = self.thread_id(page)
 
@@ -37,14 +39,21 @@ class AdminPagesTests(BrowserTestCase):
         )
         self.shot(staff, "live-running")
 
+        # Still running when staff cancel it: the cancel, not the end of the text, stops it.
+        self.assertEqual(self.api_last_answer(thread_id)["status"], "streaming")
         turn.get_by_test_id("live-cancel").click()
         answer = self.last_answer(page)
         expect(answer).to_have_attribute("data-status", "cancelled")
+        expect(answer.get_by_test_id("message-notice")).to_be_visible()
+        expect(answer.get_by_test_id("message-notice")).to_contain_text("Stopped")
+        expect(page.get_by_test_id("stop")).to_be_hidden()
         expect(staff.locator("[data-testid=live-turn][data-status=cancelled]")).to_have_count(1)
         self.shot(staff, "live-cancelled")
         self.shot(page, "user-sees-cancelled")
         stored = self.api_last_answer(thread_id)
         self.assertEqual(stored["status"], "cancelled")
+        self.assertTrue(stored["metadata"]["cancelled"])
+        self.assertLess(len(words(stored["content"])), LONG_TURN_WORDS)
         self.assertEqual(self.answer_words(page), words(stored["content"]))
 
     def test_usage_page_draws_its_chart_and_tables(self):
