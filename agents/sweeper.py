@@ -2,15 +2,19 @@
 
 Every running turn touches its heartbeat every TURN_HEARTBEAT_SECONDS, so a
 heartbeat older than TURN_STALE_SECONDS means no process runs it any more.
-Each server process sweeps on its event loop from its first request on, then
-every TURN_SWEEP_SECONDS, and announces each turn it ends to the thread's
-sockets; `python manage.py recover_turns` sweeps once.
+Each server process sweeps on its event loop from the moment it serves (under
+daphne, as soon as its reactor runs, whether or not anyone connects; under
+another ASGI server, from its first request), then every TURN_SWEEP_SECONDS,
+and announces each turn it ends to the thread's sockets. A dead turn thus ends
+within TURN_STALE_SECONDS + TURN_SWEEP_SECONDS of a server running again.
+`python manage.py recover_turns` sweeps once.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import sys
 
 from channels.db import database_sync_to_async
 from django.conf import settings
@@ -76,8 +80,28 @@ def ensure_started() -> None:
         _task = asyncio.get_running_loop().create_task(_loop(), name="turn-sweeper")
 
 
+def start_when_serving() -> None:
+    """Under daphne, start the sweeper as soon as the server runs, without waiting for a request.
+
+    Daphne installs Twisted's asyncio reactor before it imports the
+    application, so the reactor is in sys.modules here; `callLater` runs
+    `ensure_started` from inside the reactor's running asyncio loop (a
+    `callWhenRunning` callback would run before that loop starts). A
+    reactor that never runs (a test process that imported daphne) never
+    calls it. Without such a reactor (another ASGI server) this does nothing
+    and SweeperMiddleware starts the sweeper with the first request.
+    """
+    reactor = sys.modules.get("twisted.internet.reactor")
+    if reactor is None:
+        return
+    from twisted.internet.asyncioreactor import AsyncioSelectorReactor
+
+    if isinstance(reactor, AsyncioSelectorReactor):
+        reactor.callLater(0, ensure_started)
+
+
 class SweeperMiddleware:
-    """ASGI middleware that starts the sweeper with the server's first connection."""
+    """ASGI middleware that starts the sweeper with the server's first connection (servers other than daphne)."""
 
     def __init__(self, app):
         self.app = app

@@ -12,6 +12,7 @@ import json
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import urllib.error
@@ -75,8 +76,13 @@ class DaphneServer:
         """The Origin header a WebSocket client must send."""
         return self.base_url
 
-    def start(self, timeout: float = 60) -> DaphneServer:
-        """Start the process and return once it answers HTTP."""
+    def start(self, timeout: float = 60, request: bool = True) -> DaphneServer:
+        """Start the process and return once it answers HTTP.
+
+        With `request=False` it returns once the port accepts TCP connections,
+        and no request ever reaches the application (daphne makes an
+        application instance only for a request it has read).
+        """
         if self.process is not None and self.process.poll() is None:
             raise RuntimeError("daphne is already running")
         env = {
@@ -100,7 +106,8 @@ class DaphneServer:
         )
         log.close()
         try:
-            wait_until(self._answers_http, timeout, f"daphne on port {self.port} (log: {self.log_path})")
+            ready = self._answers_http if request else self._accepts_tcp
+            wait_until(ready, timeout, f"daphne on port {self.port} (log: {self.log_path})")
         except BaseException:
             self.kill()
             raise
@@ -114,6 +121,15 @@ class DaphneServer:
         except urllib.error.HTTPError:
             pass  # Any HTTP answer means it is serving.
         return True
+
+    def _accepts_tcp(self) -> bool:
+        if self.process.poll() is not None:
+            raise ServiceExited(f"daphne exited with {self.process.returncode}; log:\n{self.log_tail()}")
+        socket.create_connection(("127.0.0.1", self.port), timeout=2).close()
+        return True
+
+    def is_running(self) -> bool:
+        return self.process is not None and self.process.poll() is None
 
     def stop(self, timeout: float = 15) -> None:
         """Stop gracefully (SIGTERM), killing it if it does not exit in time."""

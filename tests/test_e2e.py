@@ -4,11 +4,19 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import subprocess
+import sys
 
 import websockets
+from django.conf import settings
+from django.db import connections
+from django.test import SimpleTestCase
 
+from chat.models import Message
 from tests.base import PASSWORD, ChatTransactionTestCase
 from tests.live import DaphneServer, HttpSession, ws_headers
+from tests.services import wait_until
 from tests.sockets import assert_contiguous, rebuild
 
 TIMEOUT = 60
@@ -94,12 +102,13 @@ class LiveServerTestCase(ChatTransactionTestCase):
 
 class StreamingTests(LiveServerTestCase):
     async def test_reconnect_rebuilds_the_exact_final_text(self):
-        """`/lorem 200`: drop the socket after a few deltas, reconnect, snapshot + deltas equal the stored text."""
+        """`/lorem 300`: drop the socket a few deltas in, reconnect mid-turn: snapshot + deltas give the stored text."""
         alice = await self.login_as()
         thread_id = await alice.new_thread()
         async with alice.socket(thread_id) as ws:
             await recv(ws)  # snapshot
-            await self.send_message(ws, "/lorem 200", "re-1")
+            # 300 words at 15 ms: the turn streams for about 4.5 s, the reconnect takes milliseconds.
+            await self.send_message(ws, "/lorem 300", "re-1")
             frames = await recv_until(ws, first_delta)
             for _ in range(3):
                 frames.append(await recv(ws))
@@ -108,19 +117,16 @@ class StreamingTests(LiveServerTestCase):
             snapshot = await recv(ws)
             self.assertEqual(snapshot["type"], "snapshot")
             start = next(m for m in snapshot["messages"] if m["id"] == message_id)
-            if start["status"] == "streaming":
-                self.assertEqual(snapshot["active_turn"], {"turn_id": "re-1", "message_id": message_id})
-                rest = await recv_until(ws, completed("re-1"))
-                deltas = [f for f in rest if f["type"] == "message_delta"]
-                self.assertLessEqual(deltas[0]["data"]["offset"], len(start["content"]))
-                assert_contiguous(rest, message_id, deltas[0]["data"]["offset"])
-                rebuilt = rebuild(start["content"], rest, message_id)
-            else:
-                rebuilt = start["content"]
+            self.assertEqual(start["status"], "streaming")
+            self.assertEqual(snapshot["active_turn"], {"turn_id": "re-1", "message_id": message_id})
+            rest = await recv_until(ws, completed("re-1"))
+        deltas = [f for f in rest if f["type"] == "message_delta"]
+        self.assertLessEqual(deltas[0]["data"]["offset"], len(start["content"]))
+        assert_contiguous(rest, message_id, deltas[0]["data"]["offset"])
         final = await alice.content(thread_id, message_id)
         self.assertEqual(final["status"], "completed")
-        self.assertEqual(rebuilt, final["content"])
-        self.assertEqual(len(final["content"].split()), 200)
+        self.assertEqual(rebuild(start["content"], rest, message_id), final["content"])
+        self.assertEqual(len(final["content"].split()), 300)
 
     async def test_every_delta_is_committed_before_it_arrives(self):
         """After each of several deltas, GET of the thread already shows offset + len(delta) characters."""
@@ -292,41 +298,93 @@ class SlowReaderTests(LiveServerTestCase):
 
 
 class CrashTests(ChatTransactionTestCase):
+    server_env = {"LOCAL_MODEL_DELAY_MS": "30", "TURN_HEARTBEAT_SECONDS": "0.5", "TURN_SWEEP_SECONDS": "1"}
+
+    async def start_server(self, stale_seconds: float) -> DaphneServer:
+        env = {**self.server_env, "TURN_STALE_SECONDS": str(stale_seconds)}
+        return await asyncio.to_thread(DaphneServer(env, name="crash").start)
+
+    async def kill_mid_turn(self, server: DaphneServer, turn_id: str) -> tuple[Client, int, int, list[dict]]:
+        """Start `/lorem 1000` (30 s) as alice; kill the server six frames in."""
+        alice = await Client(server, "alice").login()
+        thread_id = await alice.new_thread()
+        async with alice.socket(thread_id) as ws:
+            await recv(ws)
+            await self.send_message(ws, "/lorem 1000", turn_id)
+            frames = await recv_until(ws, first_delta)
+            for _ in range(5):
+                frames.append(await recv(ws))
+            await asyncio.to_thread(server.kill)
+        return alice, thread_id, frames[-1]["message_id"], frames
+
+    def assertInterruptedWithPartialText(self, final: dict, frames: list[dict]) -> None:
+        self.assertEqual(final["status"], "interrupted")
+        self.assertEqual((final["metadata"]["streaming"], final["metadata"]["has_error"]), (False, True))
+        received = rebuild("", frames, final["id"])
+        self.assertTrue(received)
+        self.assertTrue(final["content"].startswith(received), (final["content"], received))
+        self.assertLess(len(final["content"].split()), 1000)
+
     async def test_killed_server_turn_ends_interrupted_after_restart(self):
-        """Kill the server mid-turn and start it again: the turn ends `interrupted` with its partial text."""
+        """Kill the server mid-turn, restart, reconnect: the snapshot shows it streaming, then it ends `interrupted`."""
         await asyncio.to_thread(self.make_user, "alice")
-        env = {
-            "LOCAL_MODEL_DELAY_MS": "30",
-            "TURN_HEARTBEAT_SECONDS": "0.5",
-            "TURN_STALE_SECONDS": "3",
-            "TURN_SWEEP_SECONDS": "1",
-        }
-        server = await asyncio.to_thread(DaphneServer(env, name="crash").start)
+        # Stale after 12 s: long enough for the restart and reconnect to see the dead turn still streaming.
+        server = await self.start_server(stale_seconds=12)
         try:
-            alice = await Client(server, "alice").login()
-            thread_id = await alice.new_thread()
-            async with alice.socket(thread_id) as ws:
-                await recv(ws)
-                await self.send_message(ws, "/lorem 1000", "crash-1")
-                frames = await recv_until(ws, first_delta)
-                for _ in range(5):
-                    frames.append(await recv(ws))
-                await asyncio.to_thread(server.kill)
-            message_id = frames[-1]["message_id"]
+            alice, thread_id, message_id, frames = await self.kill_mid_turn(server, "crash-1")
             await asyncio.to_thread(server.start)
             async with alice.socket(thread_id) as ws:
                 snapshot = await recv(ws)
-                if snapshot["active_turn"] is not None:
-                    # The sweeper of the new process finalizes it and announces the end.
-                    end = await asyncio.wait_for(recv_until(ws, completed("crash-1")), 60)
-                    self.assertEqual(end[-1]["data"]["status"], "interrupted")
+                self.assertEqual(snapshot["active_turn"], {"turn_id": "crash-1", "message_id": message_id})
+                start = next(m for m in snapshot["messages"] if m["id"] == message_id)
+                self.assertEqual(start["status"], "streaming")
+                # The sweeper of the new process finalizes it and announces the end.
+                end = await asyncio.wait_for(recv_until(ws, completed("crash-1")), 60)
+            self.assertEqual(end[-1]["data"]["status"], "interrupted")
             final = await alice.content(thread_id, message_id)
-            self.assertEqual(final["status"], "interrupted")
-            self.assertEqual((final["metadata"]["streaming"], final["metadata"]["has_error"]), (False, True))
-            self.assertGreaterEqual(len(final["content"]), len(rebuild("", frames, message_id)))
-            self.assertTrue(final["content"].startswith(rebuild("", frames, message_id)))
+            self.assertInterruptedWithPartialText(final, frames)
+            self.assertEqual(final["content"], start["content"])
+        finally:
+            await asyncio.to_thread(server.stop)
+
+    async def test_restarted_server_ends_a_dead_turn_with_nobody_connected(self):
+        """After a crash and restart with no request at all, the new process alone ends the turn `interrupted`."""
+        await asyncio.to_thread(self.make_user, "alice")
+        server = await self.start_server(stale_seconds=3)
+        try:
+            alice, thread_id, message_id, frames = await self.kill_mid_turn(server, "crash-2")
+            self.assertEqual(await asyncio.to_thread(stored_status, message_id), "streaming")
+            await asyncio.to_thread(server.start, request=False)  # waits for the port only: no request
+            await asyncio.to_thread(
+                wait_until, lambda: stored_status(message_id) != "streaming", 30, "the sweeper to end the turn", 0.2
+            )
+            self.assertTrue(server.is_running())
+            final = await alice.content(thread_id, message_id)  # the first request, once it has ended
+            self.assertInterruptedWithPartialText(final, frames)
         finally:
             await asyncio.to_thread(server.stop)
 
     async def send_message(self, ws, content: str, turn_id: str) -> None:
         await ws.send(json.dumps({"type": "user_message", "content": content, "turn_id": turn_id}))
+
+
+def stored_status(message_id: int) -> str:
+    """The message's committed status, read through a connection of this thread that is closed again."""
+    try:
+        return Message.objects.values_list("status", flat=True).get(pk=message_id)
+    finally:
+        connections.close_all()
+
+
+class SweepDeadlineTests(SimpleTestCase):
+    def test_default_timings_end_a_dead_turn_within_60_seconds(self):
+        """With the default timings a dead turn goes stale and is swept within 60 s of a server starting."""
+        names = ("TURN_HEARTBEAT_SECONDS", "TURN_STALE_SECONDS", "TURN_SWEEP_SECONDS")
+        env = {key: value for key, value in os.environ.items() if key not in names}
+        env["DJANGO_SETTINGS_MODULE"] = "chatproject.settings"
+        code = "from django.conf import settings; print(" + ", ".join(f"settings.{n}" for n in names) + ")"
+        out = subprocess.run(
+            [sys.executable, "-c", code], cwd=settings.BASE_DIR, env=env, capture_output=True, text=True, check=True
+        ).stdout
+        heartbeat, stale, sweep = map(float, out.split())
+        self.assertLess(heartbeat + stale + sweep, 60)

@@ -12,6 +12,7 @@ from chat import turns
 from chat.events import EVENT_TYPE, TurnPublisher, thread_group
 from chat.models import AgentAction, Message
 from tests.base import ChatTransactionTestCase
+from tests.layers import Sent
 
 TIMEOUT = 10
 SENTINEL = "test.sentinel"
@@ -73,9 +74,22 @@ class PublisherTestCase(ChatTransactionTestCase):
         self.assertEqual("".join(f["data"]["delta"] for f in deltas), text)
 
 
+@override_settings(CHANNEL_LAYERS={"default": {"BACKEND": "tests.layers.CommitCheckingLayer"}})
 class DatabaseFirstTests(PublisherTestCase):
+    """Each event's state is read through another connection inside group_send, before the frame is delivered."""
+
+    def setUp(self) -> None:
+        super().setUp()
+        self.layer = get_channel_layer()
+        self.layer.sent.clear()
+
+    def committed_when_sent(self, type_: str) -> list[Sent]:
+        sent = self.layer.sent_of(type_)
+        self.assertTrue(sent, f"no {type_} was sent")
+        return sent
+
     async def test_agent_started_after_the_shell_is_committed(self) -> None:
-        """agent_started names a streaming assistant message that another connection already sees."""
+        """When agent_started is sent, its assistant message is committed, streaming, for this turn."""
         channel = await self.listen()
         message_id = await self.publisher.started("local", "local-model")
         frame = await self.next_frame(channel)
@@ -89,41 +103,36 @@ class DatabaseFirstTests(PublisherTestCase):
                 "data": {"agent": "local", "model": "local-model"},
             },
         )
-        message = await self.committed_message(message_id)
-        self.assertEqual((message.role, message.status, message.turn_id), ("assistant", "streaming", "t-1"))
+        [sent] = self.committed_when_sent("agent_started")
+        self.assertIsNotNone(sent.committed, "agent_started sent before its message was committed")
+        self.assertEqual(
+            (sent.committed["role"], sent.committed["status"], sent.committed["turn_id"], sent.committed["streaming"]),
+            ("assistant", "streaming", "t-1", True),
+        )
 
     async def test_message_delta_after_its_text_is_committed(self) -> None:
-        """When a message_delta arrives, another connection reads at least offset + len(delta) characters."""
+        """When each message_delta is sent, the committed text already holds it: offset + len(delta) characters."""
         channel = await self.listen()
         message_id = await self.publisher.started("local", "local")
         await self.next_frame(channel)
         words = [f"wörd{i} " for i in range(40)]
-
-        async def produce() -> None:
-            for word in words:
-                self.publisher.push_delta(word)
-                await asyncio.sleep(0)
-            await self.publisher.flush()
-
-        producer = asyncio.create_task(produce())
-        received = ""
-        while len(received) < len("".join(words)):
-            frame = await self.next_frame(channel)
-            self.assertEqual(frame["type"], "message_delta")
-            self.assertEqual(
-                (frame["thread_id"], frame["turn_id"], frame["message_id"]), (self.thread.pk, "t-1", message_id)
-            )
-            offset, delta = frame["data"]["offset"], frame["data"]["delta"]
-            text = await self.committed_text(message_id)
-            self.assertGreaterEqual(len(text), offset + len(delta))
+        for word in words:
+            self.publisher.push_delta(word)
+            await asyncio.sleep(0)  # lets the writer take some pieces alone and batch others
+        await self.publisher.flush()
+        frames = [f for f in await self.frames_until_quiet(channel) if f["type"] == "message_delta"]
+        self.assertTrue(all(f["message_id"] == message_id for f in frames))
+        self.assertContiguous(frames, "".join(words))
+        sent = self.committed_when_sent("message_delta")
+        self.assertEqual([s.frame for s in sent], frames)
+        for each in sent:
+            offset, delta = each.frame["data"]["offset"], each.frame["data"]["delta"]
+            text = each.committed["text"]
+            self.assertGreaterEqual(len(text), offset + len(delta), f"delta at {offset} sent before its commit")
             self.assertEqual(text[offset : offset + len(delta)], delta)
-            self.assertEqual(offset, len(received))
-            received += delta
-        await producer
-        self.assertEqual(received, "".join(words))
 
     async def test_tool_events_after_their_action_rows_are_committed(self) -> None:
-        """tool_executing names a committed pending action; tool_completed one committed with its result."""
+        """When tool_executing is sent its action is committed pending; when tool_completed is sent, with its result."""
         channel = await self.listen()
         message_id = await self.publisher.started("local", "local")
         await self.next_frame(channel)
@@ -134,8 +143,9 @@ class DatabaseFirstTests(PublisherTestCase):
             executing["data"],
             {"action_id": action_id, "call_id": "call-1", "tool": "calculator", "input": {"expression": "1+1"}, "position": 0},
         )
-        action = await self.committed(lambda: AgentAction.objects.get(pk=action_id))
-        self.assertEqual((action.message_id, action.status), (message_id, "pending"))
+        [sent] = self.committed_when_sent("tool_executing")
+        self.assertIsNotNone(sent.committed, "tool_executing sent before its action was committed")
+        self.assertEqual((sent.committed["message_id"], sent.committed["status"]), (message_id, "pending"))
 
         await self.publisher.tool_completed(action_id, "success", {"expression": "1+1", "result": 2})
         completed = await self.next_frame(channel)
@@ -152,13 +162,15 @@ class DatabaseFirstTests(PublisherTestCase):
             },
         )
         self.assertGreaterEqual(data["duration_ms"], 0)
-        action = await self.committed(lambda: AgentAction.objects.get(pk=action_id))
-        self.assertEqual((action.status, action.output), ("success", {"expression": "1+1", "result": 2}))
+        [sent] = self.committed_when_sent("tool_completed")
+        self.assertEqual(
+            (sent.committed["status"], sent.committed["output"]), ("success", {"expression": "1+1", "result": 2})
+        )
 
     async def test_agent_completed_after_the_message_is_final(self) -> None:
-        """agent_completed comes after the final status, text and usage are committed."""
+        """When agent_completed is sent, the final status, full text and usage are committed."""
         channel = await self.listen()
-        message_id = await self.publisher.started("local", "local")
+        await self.publisher.started("local", "local")
         self.publisher.push_delta("hello ")
         self.publisher.push_delta("world ")
         usage = {"model": "local", "prompt_tokens": 3, "completion_tokens": 2, "total_tokens": 5, "cost_micros": 0}
@@ -167,26 +179,32 @@ class DatabaseFirstTests(PublisherTestCase):
         self.assertEqual([f["type"] for f in frames][-1], "agent_completed")
         final = frames[-1]["data"]
         self.assertEqual((final["status"], final["usage"], final["error"]), ("completed", usage, None))
-        message = await self.committed_message(message_id)
-        self.assertEqual((message.status, message.content), ("completed", "hello world "))
-        self.assertFalse(message.metadata["streaming"])
         self.assertContiguous([f for f in frames if f["type"] == "message_delta"], "hello world ")
+        [sent] = self.committed_when_sent("agent_completed")
+        self.assertEqual(
+            {k: sent.committed[k] for k in ("status", "text", "streaming", "usage")},
+            {"status": "completed", "text": "hello world ", "streaming": False, "usage": usage},
+        )
 
     async def test_user_message_announced_once_after_commit(self) -> None:
-        """The user's message is announced with its stored row; repeating the turn_id announces nothing."""
+        """When user_message is sent its row is committed; repeating the turn_id announces nothing."""
         channel = await self.listen()
         message, created = await self.publisher.user_message("hi there")
         self.assertTrue(created)
         frame = await self.next_frame(channel)
         self.assertEqual((frame["type"], frame["turn_id"]), ("user_message", "t-1"))
         self.assertEqual(frame["data"]["message"], message)
-        stored = await self.committed_message(message["id"])
-        self.assertEqual((stored.role, stored.content), ("user", "hi there"))
+        [sent] = self.committed_when_sent("user_message")
+        self.assertIsNotNone(sent.committed, "user_message sent before its row was committed")
+        self.assertEqual(
+            (sent.committed["role"], sent.committed["turn_id"], sent.committed["text"]), ("user", "t-1", "hi there")
+        )
 
         again, created = await TurnPublisher(self.thread.pk, "t-1").user_message("hi there")
         self.assertFalse(created)
         self.assertEqual(again["id"], message["id"])
         self.assertEqual(await self.frames_until_quiet(channel), [])
+        self.assertEqual(len(self.layer.sent_of("user_message")), 1)
 
 
 class DeltaBatchingTests(PublisherTestCase):
