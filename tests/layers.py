@@ -21,6 +21,24 @@ class BrokenChannelLayer(InMemoryChannelLayer):
         raise ConnectionError("the channel layer is down")
 
 
+class LossyChannelLayer(InMemoryChannelLayer):
+    """A layer that loses events the way a full channel does: every agent_started and every third delta."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.dropped = 0
+        self._deltas = 0
+
+    async def group_send(self, group: str, message: dict) -> None:
+        kind = message.get("frame", {}).get("type") if message.get("type") == EVENT_TYPE else None
+        if kind == "message_delta":
+            self._deltas += 1
+        if kind == "agent_started" or (kind == "message_delta" and self._deltas % 3 == 0):
+            self.dropped += 1
+            return
+        await super().group_send(group, message)
+
+
 @dataclass
 class Sent:
     """A turn event as it was handed to group_send, and the committed rows it described at that moment."""

@@ -569,3 +569,20 @@ class FastStreamTests(SocketTestCase):
         final = (await Message.objects.aget(pk=message_id)).content
         self.assertEqual(rebuild("", frames, message_id), final)
         self.assertEqual(len(final.split()), 5000)
+
+    @override_settings(CHANNEL_LAYERS={"default": {"BACKEND": "tests.layers.LossyChannelLayer"}})
+    async def test_events_lost_by_the_layer_are_filled_from_the_database(self):
+        """A layer that loses agent_started and every third delta: the socket still gets the exact text, contiguously."""
+        from channels.layers import get_channel_layer
+
+        communicator, _ = await self.connect()
+        await self.send(communicator, {"type": "user_message", "content": "/lorem 2000", "turn_id": "lossy"})
+        frames = await receive_until_turn_ends(communicator, "lossy", timeout=120)
+        await finish_turn(self.thread.pk, "lossy")
+        self.assertGreater(get_channel_layer().dropped, 1, "the layer lost nothing: the test proves nothing")
+        message_id = frames[-1]["message_id"]
+        assert_contiguous(frames, message_id)
+        final = (await Message.objects.aget(pk=message_id)).content
+        self.assertEqual(rebuild("", frames, message_id), final)
+        self.assertEqual(len(final.split()), 2000)
+
