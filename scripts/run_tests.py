@@ -1,10 +1,12 @@
 """Run the whole test suite in legs and print one summary line.
 
-Legs (select with LEGS=sqlite,pg,browser; default all):
+Legs (select with LEGS=sqlite,pg,browser,django; default all):
   sqlite   pytest over tests/ except tests/browser, on the SQLite test database
   pg       the same tests on a throwaway PostgreSQL cluster started here
   browser  pytest tests/browser in its own invocation (Playwright's sync API
            does not mix with the async tests of the other legs)
+  django   every test once more under Django's own runner (`manage.py test`),
+           on SQLite, so that both runners keep working
 
 Arguments are passed to every pytest invocation (`scripts/test -k seq`); test
 paths among them narrow the legs to those paths. REQUIRE_SERVICES=1 turns a
@@ -16,6 +18,7 @@ is non-zero when any leg failed.
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -27,7 +30,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 ARTIFACTS = ROOT / "test-artifacts"
 BROWSER = "tests/browser"
-ALL_LEGS = ("sqlite", "pg", "browser")
+ALL_LEGS = ("sqlite", "pg", "browser", "django")
 NO_TESTS_COLLECTED = 5
 
 sys.path.insert(0, str(ROOT))
@@ -147,6 +150,35 @@ def browser_leg(paths: list[str], options: list[str]) -> LegResult:
     return run_pytest("browser", targets, options, base_env())
 
 
+def django_leg(paths: list[str], options: list[str]) -> LegResult:
+    """`manage.py test` over the selected paths (as dotted labels); pytest options do not apply to it."""
+    if options:
+        return LegResult("django", True, note="not run: pytest options given")
+    labels = [p.split("::")[0].removesuffix(".py").rstrip("/").replace("/", ".") for p in paths]
+    ARTIFACTS.mkdir(exist_ok=True)
+    log = ARTIFACTS / "django-runner.log"
+    command = [sys.executable, "manage.py", "test", *labels]
+    print(f"\n=== django leg: {' '.join(command[1:])} (output in {log.relative_to(ROOT)})", flush=True)
+    with log.open("w") as out:
+        code = subprocess.call(command, cwd=ROOT, env=base_env(), stdout=out, stderr=subprocess.STDOUT)
+    ran, failed, skipped = unittest_counts(log.read_text(errors="replace"))
+    print(f"django runner: ran {ran}, {failed} failed, {skipped} skipped, exit status {code}", flush=True)
+    ok = code == 0
+    if not ok and failed == 0:
+        failed = 1
+    return LegResult("django", ok, ran - failed - skipped, failed, skipped, "" if ok else f"exit status {code}")
+
+
+def unittest_counts(output: str) -> tuple[int, int, int]:
+    """(ran, failed, skipped) from unittest's closing lines: `Ran N tests` and `OK` / `FAILED (failures=..)`."""
+    ran = sum(int(n) for n in re.findall(r"^Ran (\d+) tests?", output, re.MULTILINE))
+    counts = {key: 0 for key in ("failures", "errors", "skipped", "expected failures", "unexpected successes")}
+    for summary in re.findall(r"^(?:OK|FAILED) \((.*)\)$", output, re.MULTILINE):
+        for key, value in re.findall(r"([a-z ]+)=(\d+)", summary):
+            counts[key.strip()] = counts.get(key.strip(), 0) + int(value)
+    return ran, counts["failures"] + counts["errors"] + counts["unexpected successes"], counts["skipped"]
+
+
 def main(argv: list[str]) -> int:
     legs = [leg.strip() for leg in os.environ.get("LEGS", ",".join(ALL_LEGS)).split(",") if leg.strip()]
     unknown = [leg for leg in legs if leg not in ALL_LEGS]
@@ -154,7 +186,7 @@ def main(argv: list[str]) -> int:
         print(f"unknown leg(s) {', '.join(unknown)}; choose from {', '.join(ALL_LEGS)}", file=sys.stderr)
         return 2
     paths, options = split_args(argv)
-    runners = {"sqlite": sqlite_leg, "pg": pg_leg, "browser": browser_leg}
+    runners = {"sqlite": sqlite_leg, "pg": pg_leg, "browser": browser_leg, "django": django_leg}
     results = [runners[leg](paths, options) for leg in legs]
 
     print("\n=== legs")
