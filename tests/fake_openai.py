@@ -21,7 +21,9 @@ import select
 import socket
 import threading
 import time
-from collections.abc import Sequence
+import unittest
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -32,13 +34,17 @@ class Stream:
 
     `delay` is slept before each chunk. After `drop_after` chunks the server
     cuts the connection without ending the body (a crash); after
-    `stall_after` chunks it goes silent until the client hangs up.
+    `stall_after` chunks it goes silent until the client hangs up; after
+    `hold_after` chunks it waits until the test sets `release`, then sends
+    the rest.
     """
 
     chunks: list[dict]
     delay: float = 0.0
     drop_after: int | None = None
     stall_after: int | None = None
+    hold_after: int | None = None
+    release: threading.Event = field(default_factory=threading.Event)
     done: bool = True
 
 
@@ -57,6 +63,7 @@ class ReceivedRequest:
     path: str
     headers: dict[str, str]
     body: dict
+    received_at: float = 0.0  # time.monotonic() when the request was read
 
 
 class FakeOpenAI:
@@ -120,7 +127,8 @@ class _Handler(BaseHTTPRequestHandler):
             body = json.loads(raw or b"{}")
         except ValueError:
             body = {"_invalid_json": raw.decode("utf-8", "replace")}
-        reply = self.fake._next_reply(ReceivedRequest(self.path, dict(self.headers.items()), body))
+        request = ReceivedRequest(self.path, dict(self.headers.items()), body, time.monotonic())
+        reply = self.fake._next_reply(request)
         if isinstance(reply, Status):
             self._send_status(reply)
         else:
@@ -149,6 +157,8 @@ class _Handler(BaseHTTPRequestHandler):
                 return self._drop()
             if sent == reply.stall_after:
                 return self._stall()
+            if sent == reply.hold_after and not self._hold(reply.release):
+                return
             if sent == len(reply.chunks):
                 break
             if reply.delay:
@@ -177,6 +187,14 @@ class _Handler(BaseHTTPRequestHandler):
         self.close_connection = True
         self.connection.shutdown(socket.SHUT_RDWR)
 
+    def _hold(self, release: threading.Event) -> bool:
+        """Wait for the test to release the rest of the stream; False when the server stops first."""
+        while not release.wait(0.05):
+            if self.fake._stopping.is_set():
+                self.close_connection = True
+                return False
+        return True
+
     def _stall(self) -> None:
         """Send nothing more; record when the client closes its end."""
         self.close_connection = True
@@ -191,6 +209,40 @@ class _Handler(BaseHTTPRequestHandler):
             if not data:
                 self.fake.disconnected.set()
             return
+
+
+@contextmanager
+def hanging_connect_port(max_fillers: int = 16) -> Iterator[int]:
+    """A port on 127.0.0.1 where a new connect never completes: a listener that accepts nothing, its queue full.
+
+    Linux drops a SYN to a listener whose accept queue is full, so the
+    client's connect waits in SYN_SENT (retransmitting) until its own
+    timeout. Connections are added until a probe connect does not complete;
+    where the system completes them anyway the test is skipped, not flaky.
+    """
+    listener = socket.socket()
+    fillers: list[socket.socket] = []
+    try:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(0)
+        port = listener.getsockname()[1]
+        while True:
+            probe = socket.socket()
+            probe.setblocking(False)
+            probe.connect_ex(("127.0.0.1", port))
+            # A loopback handshake completes within the connect call itself; 0.5 s is only a margin.
+            _, writable, _ = select.select([], [probe], [], 0.5)
+            if not writable:
+                probe.close()
+                break
+            fillers.append(probe)
+            if len(fillers) > max_fillers:
+                raise unittest.SkipTest("this system completes connects to a listener with a full accept queue")
+        yield port
+    finally:
+        for filler in fillers:
+            filler.close()
+        listener.close()
 
 
 def tool_call(call_id: str, name: str, *argument_fragments: str) -> dict:

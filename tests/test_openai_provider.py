@@ -6,6 +6,7 @@ import asyncio
 import io
 import logging
 import socket
+import time
 import traceback
 from contextlib import contextmanager
 
@@ -23,7 +24,7 @@ from agents.providers.base import (
 )
 from agents.providers.history import HistoryEntry, build_history
 from agents.providers.openai import OpenAIProvider
-from tests.fake_openai import FakeOpenAI, Status, Stream, chat_chunks, tool_call
+from tests.fake_openai import FakeOpenAI, Status, Stream, chat_chunks, hanging_connect_port, tool_call
 
 API_KEY = "sk-test-never-leak-5f0c2a9e7d41b3"
 CALCULATOR = ToolSpec(
@@ -324,6 +325,48 @@ class FailureTests(ScriptedServerTestCase):
         self.assertIsNone(error)
         self.assertEqual(events, [TextDelta("fine")])
         self.assertEqual(len(server.requests), 2)
+
+    async def test_retry_after_is_waited_before_the_retry(self):
+        """A 429 with `Retry-After: 1`: the second request comes at least 1 s after the first."""
+        server = self.serve(
+            Status(429, "Rate limit reached", "rate_limit_exceeded", headers={"retry-after": "1"}),
+            Stream(chat_chunks(["fine"])),
+        )
+        events, error = await collect(self.provider())  # its own backoff would be about 1 ms
+        self.assertIsNone(error)
+        self.assertEqual(events, [TextDelta("fine")])
+        first, second = server.requests
+        self.assertGreaterEqual(second.received_at - first.received_at, 1.0)
+
+    async def test_connect_that_never_completes_times_out_and_is_retried(self):
+        """A connect that hangs fails after AGENT_CONNECT_TIMEOUT, is tried 1 + AGENT_MAX_RETRIES times,
+        then gives up with `provider_timeout`, retryable."""
+        connect_timeout, retries = 0.3, 2
+        with (
+            hanging_connect_port() as port,
+            override_settings(
+                OPENAI_BASE_URL=f"http://127.0.0.1:{port}/v1",
+                OPENAI_API_KEY=API_KEY,
+                AGENT_CONNECT_TIMEOUT=connect_timeout,
+                AGENT_MAX_RETRIES=retries,
+                AGENT_READ_TIMEOUT=30.0,
+            ),
+            self.assertLogs("agents.providers.openai", "WARNING") as logs,
+        ):
+            started = time.monotonic()
+            events, error = await collect(self.provider())
+            elapsed = time.monotonic() - started
+        self.assertEqual(events, [])
+        self.assertEqual(error.as_dict(), {
+            "code": "provider_timeout", "message": "connecting to the model server timed out", "retryable": True,
+        })  # fmt: skip
+        retried = [line for line in logs.output if "retry" in line]
+        self.assertEqual(len(retried), retries)
+        self.assertTrue(all("provider_timeout" in line for line in retried))
+        self.assertIn(f"retry {retries} of {retries}", retried[-1])
+        # Each try waited its whole connect timeout; the read timeout (30 s) did not govern the connect.
+        self.assertGreaterEqual(elapsed, (retries + 1) * connect_timeout)
+        self.assertLess(elapsed, 30.0)
 
     async def test_server_errors_are_retried_a_bounded_number_of_times(self):
         """A 500 before the first token is retried AGENT_MAX_RETRIES times, then fails retryable."""

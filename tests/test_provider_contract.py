@@ -10,16 +10,26 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 
 from django.test import override_settings
 
+from agents.providers.local import LOREM
 from agents.registry import registry
 from chat import ratelimit
 from chat.models import AgentAction, Message, TokenUsage
 from chat.usage import price_micros
 from tests.base import ChatTransactionTestCase
-from tests.fake_openai import FakeOpenAI, Status, Stream, chat_chunks, tool_call
-from tests.sockets import assert_contiguous, connect, rebuild, receive_until, receive_until_turn_ends, wait_for_turn_task
+from tests.fake_openai import FakeOpenAI, Status, Stream, chat_chunks, hanging_connect_port, tool_call
+from tests.sockets import (
+    FRAME_TIMEOUT,
+    assert_contiguous,
+    connect,
+    rebuild,
+    receive_until,
+    receive_until_turn_ends,
+    wait_for_turn_task,
+)
 
 FIVE_WORDS = ["lorem ", "ipsum ", "dolor ", "sit ", "amet "]
 API_KEY = "sk-contract-never-leak-91d2e07c"
@@ -51,8 +61,22 @@ class ProviderContract:
         """The model streams and does not stop by itself."""
         raise NotImplementedError
 
+    def arrange_held_answer(self) -> tuple[str, str]:
+        """The model streams the start of an answer and is still running when the test acts on its first delta;
+        release_answer() lets it stream the rest. Return the user's message and the whole answer."""
+        raise NotImplementedError
+
+    def release_answer(self) -> None:
+        """Let the answer of arrange_held_answer() stream to its end."""
+
+    # Usage a turn that fails mid-answer stores: a dict of expected token counts, or None for no usage at all.
+    usage_after_failure: dict | None
+
     async def assert_model_call_closed(self) -> None:
         """After a cancel, the provider's connection to the model is gone."""
+
+    def assert_model_calls(self, count: int) -> None:
+        """The model was called `count` times in this test (where the provider lets a test count them)."""
 
     def setUp(self) -> None:
         super().setUp()
@@ -136,7 +160,14 @@ class ProviderContract:
         self.assertEqual(rebuild("", frames, message_id), message.content)
         flags = (message.status, message.metadata["has_error"], message.metadata["streaming"])
         self.assertEqual(flags, ("failed", True, False))
-        self.assertLessEqual(await TokenUsage.objects.filter(message_id=message_id).acount(), 1)
+        rows = [row async for row in TokenUsage.objects.filter(message_id=message_id)]
+        usage = frames[-1]["data"]["usage"]
+        if self.usage_after_failure is None:
+            self.assertEqual((rows, usage), ([], None))
+        else:
+            self.assertEqual(len(rows), 1)
+            for field, count in self.usage_after_failure.items():
+                self.assertEqual((field, getattr(rows[0], field), usage[field]), (field, count, count))
 
     async def test_cancel_mid_stream_keeps_partial_text(self):
         """A cancel during the answer: `cancelled`, partial text kept, the model call stopped."""
@@ -155,10 +186,141 @@ class ProviderContract:
         self.assertTrue(message.content.strip())
         await self.assert_model_call_closed()
 
+    async def send(self, communicator, content: str, turn_id: str) -> None:
+        await communicator.send_json_to({"type": "user_message", "content": content, "turn_id": turn_id})
+
+    async def first_delta(self, communicator) -> int:
+        """Wait for the first message_delta; return its message id."""
+        return (await receive_until(communicator, "message_delta"))[-1]["message_id"]
+
+    async def test_reconnect_mid_turn_resumes_exactly_once(self):
+        """A socket opened mid-turn: its snapshot plus the contiguous deltas after it rebuild the stored text exactly."""
+        content, answer = self.arrange_held_answer()
+        first, _ = await connect(self.user, self.thread.pk)
+        await self.send(first, content, "resume-1")
+        message_id = await self.first_delta(first)
+        second, snapshot = await connect(self.user, self.thread.pk)
+        self.release_answer()
+        self.assertEqual(snapshot["active_turn"], {"turn_id": "resume-1", "message_id": message_id})
+        start = next(m for m in snapshot["messages"] if m["id"] == message_id)
+        self.assertEqual((start["status"], start["metadata"]["streaming"]), ("streaming", True))
+        self.assertTrue(start["content"])  # the first delta was committed before it was sent
+        frames = await receive_until_turn_ends(second, "resume-1")
+        await receive_until_turn_ends(first, "resume-1")
+        await self.finish_turn("resume-1")
+        await first.disconnect()
+        await second.disconnect()
+        self.assertEqual(frames[-1]["data"]["status"], "completed")
+        deltas = [frame for frame in frames if frame["type"] == "message_delta"]
+        self.assertTrue(deltas)
+        self.assertLessEqual(deltas[0]["data"]["offset"], len(start["content"]))
+        assert_contiguous(frames, message_id, start=deltas[0]["data"]["offset"])
+        final = (await Message.objects.aget(pk=message_id)).content
+        self.assertEqual(final, answer)
+        self.assertEqual(rebuild(start["content"], frames, message_id), final)
+
+    async def test_turn_completes_with_every_socket_closed(self):
+        """Closing the only socket mid-answer does not stop the turn: it completes in the database, usage stored."""
+        content, answer = self.arrange_held_answer()
+        communicator, _ = await connect(self.user, self.thread.pk)
+        await self.send(communicator, content, "gone-1")
+        message_id = await self.first_delta(communicator)
+        await communicator.disconnect()
+        self.release_answer()
+        await self.finish_turn("gone-1")
+        message = await Message.objects.aget(pk=message_id)
+        self.assertEqual((message.status, message.metadata["streaming"], message.content), ("completed", False, answer))
+        self.assertEqual(await TokenUsage.objects.filter(message_id=message_id).acount(), 1)
+
+    async def test_two_sockets_of_one_user_both_get_every_event(self):
+        """Both sockets of the owner get the same events of a turn and rebuild the same, stored text."""
+        first, _ = await connect(self.user, self.thread.pk)
+        second, _ = await connect(self.user, self.thread.pk)
+        await self.send(first, self.arrange_answer(), "two-1")
+        mine = await receive_until_turn_ends(first, "two-1")
+        other = await receive_until_turn_ends(second, "two-1")
+        await self.finish_turn("two-1")
+        await first.disconnect()
+        await second.disconnect()
+        message_id = self.assert_turn_shape(mine, "completed")
+        self.assertEqual(self.assert_turn_shape(other, "completed"), message_id)
+
+        def events(frames):
+            return [(frame["type"], frame.get("data")) for frame in frames if frame["type"] != "message_delta"]
+
+        self.assertEqual(events(mine), events(other))
+        stored = (await Message.objects.aget(pk=message_id)).content
+        self.assertEqual((rebuild("", mine, message_id), rebuild("", other, message_id)), (stored, stored))
+
+    async def test_repeated_turn_id_starts_nothing_and_stores_nothing(self):
+        """The same turn_id again: the stored user_message comes back, no turn runs, no row is added."""
+        communicator, _ = await connect(self.user, self.thread.pk)
+        await self.send(communicator, self.arrange_answer(), "same-1")
+        frames = await receive_until_turn_ends(communicator, "same-1")
+        await self.finish_turn("same-1")
+        await self.send(communicator, "something else", "same-1")
+        answer = await communicator.receive_json_from(timeout=FRAME_TIMEOUT)
+        self.assertEqual((answer["type"], answer["turn_id"]), ("user_message", "same-1"))
+        stored = frames[0]["data"]["message"]
+        self.assertEqual(answer["data"]["message"], stored | {"updated_at": answer["data"]["message"]["updated_at"]})
+        # A turn the repeat had started would show on this socket before the next turn starts (it cancels it first).
+        await self.send(communicator, self.arrange_answer(), "after-1")
+        after = await receive_until_turn_ends(communicator, "after-1")
+        await self.finish_turn("after-1")
+        await communicator.disconnect()
+        self.assertEqual({frame.get("turn_id") for frame in after}, {"after-1"})
+        self.assert_turn_shape(after, "completed")
+        self.assertEqual(await Message.objects.filter(turn_id="same-1").acount(), 2)
+        self.assertEqual((await Message.objects.aget(turn_id="same-1", role="user")).content, stored["content"])
+        self.assertEqual(await Message.objects.acount(), 4)
+        self.assertEqual(await TokenUsage.objects.acount(), 2)
+        self.assert_model_calls(2)
+
+    async def test_new_message_mid_stream_cancels_the_running_turn_first(self):
+        """A user_message during an answer ends that turn `cancelled`, text kept, before the new turn starts."""
+        endless = self.arrange_endless_answer()
+        answer = self.arrange_answer()
+        communicator, _ = await connect(self.user, self.thread.pk)
+        await self.send(communicator, endless, "old-1")
+        old_id = await self.first_delta(communicator)
+        await self.send(communicator, answer, "new-1")
+        frames = await receive_until_turn_ends(communicator, "new-1")
+        await self.finish_turn("old-1")
+        await self.finish_turn("new-1")
+        await communicator.disconnect()
+        kinds = [(frame["type"], frame.get("turn_id")) for frame in frames]
+        self.assertEqual(kinds.count(("agent_completed", "old-1")), 1)
+        self.assertLess(kinds.index(("agent_completed", "old-1")), kinds.index(("agent_started", "new-1")))
+        old_end = frames[kinds.index(("agent_completed", "old-1"))]
+        self.assertEqual(old_end["data"]["status"], "cancelled")
+        old = await Message.objects.aget(pk=old_id)
+        self.assertEqual((old.status, old.metadata["cancelled"], old.metadata["streaming"]), ("cancelled", True, False))
+        self.assertTrue(old.content.strip())
+        await self.assert_model_call_closed()
+        new_frames = [frame for frame in frames if frame.get("turn_id") == "new-1"]
+        new_id = self.assert_turn_shape(new_frames, "completed")
+        self.assertNotEqual(new_id, old_id)
+        self.assertEqual(rebuild("", new_frames, new_id), (await Message.objects.aget(pk=new_id)).content)
+
+    async def test_tool_events_come_in_the_contract_order(self):
+        """A calculator turn: agent_started first, tool_executing before tool_completed, agent_completed last."""
+        frames = await self.turn(self.arrange_calculation(), "order-1")
+        message_id = self.assert_turn_shape(frames, "completed")
+        kinds = [frame["type"] for frame in frames if frame["type"] not in ("message_delta", "agent_thinking")]
+        self.assertEqual(kinds, ["user_message", "agent_started", "tool_executing", "tool_completed", "agent_completed"])
+        for frame in frames[1:]:
+            ids = (frame["thread_id"], frame["turn_id"], frame["message_id"])
+            self.assertEqual(ids, (self.thread.pk, "order-1", message_id))
+        executing = next(frame["data"] for frame in frames if frame["type"] == "tool_executing")
+        completed = next(frame["data"] for frame in frames if frame["type"] == "tool_completed")
+        self.assertEqual((completed["action_id"], completed["call_id"]), (executing["action_id"], executing["call_id"]))
+
 
 class LocalProviderContractTests(ProviderContract, ChatTransactionTestCase):
     agent = "local"
     model = "local"
+    # /fail reports its words' usage before failing: one token per word.
+    usage_after_failure = {"completion_tokens": len(FIVE_WORDS)}
 
     def setUp(self) -> None:
         self.enterContext(override_settings(AGENT_PROVIDER="local", LOCAL_MODEL_DELAY_MS=0))
@@ -180,12 +342,19 @@ class LocalProviderContractTests(ProviderContract, ChatTransactionTestCase):
         self.enterContext(override_settings(LOCAL_MODEL_DELAY_MS=20))
         return "/lorem 100000"
 
+    def arrange_held_answer(self) -> tuple[str, str]:
+        # The local model cannot be held; paced at 20 ms a word, 100 words outlast a reconnect by far.
+        self.enterContext(override_settings(LOCAL_MODEL_DELAY_MS=20))
+        return "/lorem 100", "".join(f"{LOREM[n % len(LOREM)]} " for n in range(100))
+
 
 class OpenAIProviderContractTests(ProviderContract, ChatTransactionTestCase):
     """The OpenAI provider against the scripted server, plus what only a real model can do."""
 
     agent = "openai"
     model = "gpt-4o-mini"
+    # The connection drops before the usage chunk: the server reported no usage, so none is stored.
+    usage_after_failure = None
 
     def setUp(self) -> None:
         self.server = FakeOpenAI().start()
@@ -233,8 +402,20 @@ class OpenAIProviderContractTests(ProviderContract, ChatTransactionTestCase):
         self.script(Stream(chat_chunks(["first ", "second "]), stall_after=2))
         return "go on forever"
 
+    def arrange_held_answer(self) -> tuple[str, str]:
+        words = ["Once ", "upon ", "a ", "time ", "there ", "was ", "a ", "held ", "stream."]
+        self.held = Stream(chat_chunks(words, usage=(9, 9)), hold_after=3)  # role chunk and two words, then wait
+        self.script(self.held)
+        return "tell a story", "".join(words)
+
+    def release_answer(self) -> None:
+        self.held.release.set()
+
     async def assert_model_call_closed(self) -> None:
         self.assertTrue(await asyncio.to_thread(self.server.wait_disconnected, 5))
+
+    def assert_model_calls(self, count: int) -> None:
+        self.assertEqual(len(self.server.requests), count)
 
     async def test_tool_round_is_sent_back_to_the_model(self):
         """The second model call carries the assistant's tool call and the tool's result."""
@@ -347,6 +528,35 @@ class OpenAIProviderContractTests(ProviderContract, ChatTransactionTestCase):
         message_id = self.assert_turn_shape(frames, "completed")
         self.assertEqual((await Message.objects.aget(pk=message_id)).content, "Hello, world.")
         self.assertEqual(len(self.server.requests), 2)
+
+    async def test_connect_that_never_completes_fails_the_turn_after_the_retries(self):
+        """A server whose connect hangs: each try gives up after AGENT_CONNECT_TIMEOUT, is retried
+        AGENT_MAX_RETRIES times, then the turn ends `failed` with `provider_timeout`."""
+        connect_timeout, retries = 0.3, 1
+        with (
+            hanging_connect_port() as port,
+            override_settings(
+                OPENAI_BASE_URL=f"http://127.0.0.1:{port}/v1",
+                AGENT_CONNECT_TIMEOUT=connect_timeout,
+                AGENT_MAX_RETRIES=retries,
+                AGENT_READ_TIMEOUT=30.0,
+            ),
+            self.assertLogs("agents.providers.openai", "WARNING") as logs,
+        ):
+            started = time.monotonic()
+            frames = await self.turn("hello", "connect-1")
+            elapsed = time.monotonic() - started
+        message_id = self.assert_turn_shape(frames, "failed")
+        error = frames[-1]["data"]["error"]
+        self.assertEqual(error, {
+            "code": "provider_timeout", "message": "connecting to the model server timed out", "retryable": True,
+        })  # fmt: skip
+        self.assertEqual(sum("retry" in line and "provider_timeout" in line for line in logs.output), retries)
+        # Every try waited its whole connect timeout; the read timeout (30 s) did not govern the connect.
+        self.assertGreaterEqual(elapsed, (retries + 1) * connect_timeout)
+        self.assertLess(elapsed, 30.0)
+        message = await Message.objects.aget(pk=message_id)
+        self.assertEqual((message.status, message.content), ("failed", "(no text response)"))
 
     async def test_rejected_key_fails_without_showing_it(self):
         """A 401 that echoes the key: `failed` with `authentication_failed`; the key is in no frame or row."""
