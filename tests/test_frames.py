@@ -85,10 +85,15 @@ class MessageTooLargeTests(ParseFrameTestCase):
         self.assertRefused(text, "message_too_large")
 
     def test_refused_before_it_is_parsed(self) -> None:
-        """An oversize frame is refused even when it is not JSON, and carries no turn_id."""
+        """An oversize frame is refused even when it is not JSON."""
         self.assertRefused("{" * (MAX_FRAME_BYTES + 1), "message_too_large")
+
+    def test_refusal_names_the_frames_turn_id(self) -> None:
+        """An oversize frame's refusal carries its turn_id, found without parsing it; text that only quotes one does not count."""
         big = frame(type="user_message", content="a" * MAX_FRAME_BYTES, turn_id="t-1")
-        self.assertRefused(big, "message_too_large")
+        self.assertRefused(big, "message_too_large", "t-1")
+        quoted = frame(type="user_message", content='say "turn_id": "x" ' + "a" * MAX_FRAME_BYTES)
+        self.assertRefused(quoted, "message_too_large", None)
 
 
 class InvalidJsonTests(ParseFrameTestCase):
