@@ -140,7 +140,7 @@ async def _wait_for(thread_id: int, previous: list[RunningTurn]) -> None:
     if tasks:
         await asyncio.wait(tasks, timeout=PREVIOUS_TURN_TIMEOUT)
     beat_within = LIVE_BEATS * settings.TURN_HEARTBEAT_SECONDS
-    while loop.time() < deadline and await _alive_turns(thread_id, beat_within):
+    while loop.time() < deadline and await _has_live_turn(thread_id, beat_within):
         await asyncio.sleep(PREVIOUS_TURN_POLL)
 
 
@@ -219,7 +219,7 @@ async def _run_tool(publisher: TurnPublisher, call: ToolCall) -> tuple[dict, dic
     return recorded_input, output
 
 
-_alive_turns = database_sync_to_async(selectors.live_turn_count)
+_has_live_turn = database_sync_to_async(selectors.has_live_turn)
 
 
 @database_sync_to_async

@@ -154,12 +154,12 @@ def message_tail(message_id: int, start: int) -> tuple[str, str] | None:
         return message_text(message)[start:], message.status
 
 
-def live_turn_count(thread_id: int, beat_within: float) -> int:
-    """Streaming assistant messages of the thread whose heartbeat is newer than `beat_within` seconds."""
+def has_live_turn(thread_id: int, beat_within: float) -> bool:
+    """Whether a streaming assistant message of the thread has a heartbeat newer than `beat_within` seconds."""
     since = timezone.now() - timedelta(seconds=beat_within)
     return Message.objects.filter(
         thread_id=thread_id, role=Message.Role.ASSISTANT, status=Message.Status.STREAMING, heartbeat_at__gte=since
-    ).count()
+    ).exists()
 
 
 def turn_user_message(thread_id: int, turn_id: str) -> dict | None:
