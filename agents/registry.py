@@ -23,7 +23,6 @@ class RunningTurn:
     task: asyncio.Task | None = None
     # Called (from any thread) when the turn is cancelled, to interrupt what it awaits.
     on_cancel: Callable[[], None] | None = None
-    started_at: float = field(default_factory=time.monotonic)
     completed_at: float | None = None
 
     @property
@@ -42,11 +41,11 @@ class AgentTaskRegistry:
         self._lock = threading.Lock()
         self._turns: dict[tuple[int, str], RunningTurn] = {}
 
-    def register(self, thread_id: int, turn_id: str, message_id: int | None = None) -> tuple[RunningTurn, list[RunningTurn]]:
+    def register(self, thread_id: int, turn_id: str) -> tuple[RunningTurn, list[RunningTurn]]:
         """Add a turn; cancel and return the thread's turns that were still running."""
         with self._lock:
             previous = [t for t in self._turns.values() if t.thread_id == thread_id and t.running]
-            turn = RunningTurn(thread_id=thread_id, turn_id=turn_id, message_id=message_id)
+            turn = RunningTurn(thread_id=thread_id, turn_id=turn_id)
             self._turns[(thread_id, turn_id)] = turn
         for old in previous:
             old.cancel()
@@ -89,10 +88,6 @@ class AgentTaskRegistry:
                 turn.completed_at = time.monotonic()
                 turn.on_cancel = None
 
-    def cleanup(self, thread_id: int, turn_id: str) -> None:
-        with self._lock:
-            self._turns.pop((thread_id, turn_id), None)
-
     def cleanup_completed(self, older_than: float) -> int:
         """Forget completed turns finished more than `older_than` seconds ago; never running ones."""
         cutoff = time.monotonic() - older_than
@@ -101,10 +96,6 @@ class AgentTaskRegistry:
             for key in old:
                 del self._turns[key]
         return len(old)
-
-    def __len__(self) -> int:
-        with self._lock:
-            return len(self._turns)
 
 
 registry = AgentTaskRegistry()

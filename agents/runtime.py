@@ -19,10 +19,11 @@ from channels.db import database_sync_to_async
 from django.conf import settings
 
 from chat import selectors, turns
-from chat.events import TurnPublisher
 from chat.models import AgentAction, Message
-from chat.usage import TurnTokenAccumulator
 
+from . import inbox
+from .control import acancel_turn
+from .events import TurnPublisher
 from .providers import get_provider
 from .providers.base import (
     ChatMessage,
@@ -35,9 +36,10 @@ from .providers.base import (
     UsageReport,
 )
 from .providers.history import build_history
-from .control import acancel_turn
 from .registry import RunningTurn, registry
+from .sweeper import INTERRUPTED_ERROR
 from .tools import TOOLS, ToolError
+from .usage import TurnTokenAccumulator
 
 logger = logging.getLogger(__name__)
 
@@ -95,7 +97,7 @@ async def _run(turn: RunningTurn, publisher: TurnPublisher, provider: Provider, 
     usage = TurnTokenAccumulator()
     heartbeat = None
     try:
-        turn.message_id = await publisher.started(provider.name, provider.model)
+        turn.message_id = await publisher.started(provider.name, provider.model, await inbox.channel_name())
         generation = asyncio.create_task(_generate(turn, publisher, provider, usage))
         loop = asyncio.get_running_loop()
         turn.on_cancel = lambda: loop.call_soon_threadsafe(generation.cancel)
@@ -116,7 +118,7 @@ async def _run(turn: RunningTurn, publisher: TurnPublisher, provider: Provider, 
             status, error = Message.Status.FAILED, SERVER_ERROR
     except asyncio.CancelledError:
         status = Message.Status.INTERRUPTED
-        error = {"code": "interrupted", "message": "The server stopped while this turn was running.", "retryable": True}
+        error = INTERRUPTED_ERROR
         raise
     except Exception:
         logger.exception("turn %s of thread %s could not start", turn.turn_id, turn.thread_id)

@@ -20,7 +20,7 @@ from channels.db import database_sync_to_async
 from django.conf import settings
 
 from chat import turns
-from chat.events import broadcast, completed_frame
+from .events import announce_completed
 
 from .registry import registry
 
@@ -56,10 +56,7 @@ async def asweep(stale_after: float | None = None) -> list[dict]:
     """Sweep, then send `agent_completed` for each turn ended (its own process died before it could)."""
     finalized = await database_sync_to_async(sweep)(stale_after)
     for turn in finalized:
-        frame = completed_frame(
-            turn["thread_id"], turn["turn_id"], turn["id"], turn["status"], None, INTERRUPTED_ERROR, turn["content_length"]
-        )
-        await broadcast(turn["thread_id"], frame)
+        await announce_completed(turn, INTERRUPTED_ERROR)
     return finalized
 
 

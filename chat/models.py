@@ -58,14 +58,15 @@ class Message(models.Model):
     # Flags the contract exposes: streaming, cancelled, has_error, error,
     # mentioned_documents (user messages), agent, model.
     metadata = models.JSONField(default=dict, blank=True)
-    # The provider's raw final output, where it is worth keeping.
-    raw = models.JSONField(null=True, blank=True)
     # Touched by the process running the turn; a stale heartbeat on a
     # streaming message means that process died (see agents.sweeper).
     heartbeat_at = models.DateTimeField(null=True, blank=True)
     # Set by a cancel that may come from another server process; the running
     # turn reads it with its heartbeat.
     cancel_requested = models.BooleanField(default=False)
+    # Channel-layer name of the process running this message's turn, where a
+    # cancel made in another process is sent (see agents.inbox).
+    runner = models.CharField(max_length=200, blank=True, default="")
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 

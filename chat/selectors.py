@@ -173,6 +173,11 @@ def user_message_dict(message_id: int) -> dict | None:
     return message_dict(message) if message else None
 
 
+def turn_runner(message_id: int) -> str:
+    """The channel of the process running this message's turn ("" when unknown)."""
+    return Message.objects.filter(pk=message_id).values_list("runner", flat=True).first() or ""
+
+
 def content_length(message_id: int) -> int:
     return Message.objects.filter(pk=message_id).values_list("content_length", flat=True).first() or 0
 

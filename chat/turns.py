@@ -3,14 +3,15 @@
 This module is the only writer of Message, MessageChunk, AgentAction and
 TokenUsage rows. Each function is one transaction; the `a`-prefixed twins run
 it in Channels' database thread. Callers publish events only after these
-return, which is what makes events "database first" (see chat.events).
+return, which is what makes events "database first" (see agents.events).
 """
 
 from __future__ import annotations
 
 import logging
 from datetime import timedelta
-from typing import NamedTuple
+from collections.abc import Callable
+from typing import Any, NamedTuple
 
 from channels.db import database_sync_to_async
 from django.db import DatabaseError, IntegrityError, connection, transaction
@@ -62,26 +63,36 @@ def _next_seq(thread_id: int) -> int:
     return row[0]
 
 
-def _insert_turn_message(thread_id: int, turn_id: str, role: str, **fields) -> Persisted:
-    """Insert the (thread, turn_id, role) message once; later calls return the first id."""
-    if not turn_id:
-        raise ValueError("turn_id must not be empty")
-    existing = _find_turn_message(thread_id, turn_id, role)
+def _insert_once(find: Callable[[], int | None], insert: Callable[[], int]) -> Persisted:
+    """Insert a row unless `find` sees it already; later calls return the first id.
+
+    A concurrent writer that inserts the same row first makes `insert` break
+    a unique constraint (chat_message_unique_turn_role,
+    chat_action_unique_call); its row is then the answer.
+    """
+    existing = find()
     if existing is not None:
         return Persisted(existing, False)
     try:
         with transaction.atomic():
-            message = Message.objects.create(
-                thread_id=thread_id, turn_id=turn_id, role=role, seq=_next_seq(thread_id), **fields
-            )
+            return Persisted(insert(), True)
     except IntegrityError:
-        # A concurrent writer inserted the same turn first (partial unique
-        # index chat_message_unique_turn_role); its row is the answer.
-        existing = _find_turn_message(thread_id, turn_id, role)
+        existing = find()
         if existing is None:
             raise
         return Persisted(existing, False)
-    return Persisted(message.pk, True)
+
+
+def _insert_turn_message(thread_id: int, turn_id: str, role: str, **fields: Any) -> Persisted:
+    """Insert the (thread, turn_id, role) message once; later calls return the first id."""
+    if not turn_id:
+        raise ValueError("turn_id must not be empty")
+
+    def insert() -> int:
+        seq = _next_seq(thread_id)
+        return Message.objects.create(thread_id=thread_id, turn_id=turn_id, role=role, seq=seq, **fields).pk
+
+    return _insert_once(lambda: _find_turn_message(thread_id, turn_id, role), insert)
 
 
 def _find_turn_message(thread_id: int, turn_id: str, role: str) -> int | None:
@@ -123,8 +134,10 @@ def persist_user_turn(thread_id: int, turn_id: str, text: str, mentioned_documen
     )
 
 
-def persist_assistant_shell(thread_id: int, turn_id: str, agent: str = "", model: str = "") -> Persisted:
-    """Create the empty streaming assistant message of a turn, once per turn_id."""
+def persist_assistant_shell(
+    thread_id: int, turn_id: str, agent: str = "", model: str = "", runner: str = ""
+) -> Persisted:
+    """Create the empty streaming assistant message of a turn, once per turn_id; `runner` names the process's channel."""
     return _insert_turn_message(
         thread_id,
         turn_id,
@@ -132,6 +145,7 @@ def persist_assistant_shell(thread_id: int, turn_id: str, agent: str = "", model
         status=Message.Status.STREAMING,
         metadata={"streaming": True, "cancelled": False, "has_error": False, "agent": agent, "model": model},
         heartbeat_at=timezone.now(),
+        runner=runner,
     )
 
 
@@ -160,23 +174,17 @@ def append_content(message_id: int, delta: str) -> int:
     return new_length
 
 
-def start_action(message_id: int, call_id: str, tool: str, tool_input) -> Persisted:
+def start_action(message_id: int, call_id: str, tool: str, tool_input: Any) -> Persisted:
     """Store a tool call as `pending`; the same call_id returns the first row."""
-    existing = _find_action(message_id, call_id)
-    if existing is not None:
-        return Persisted(existing, False)
-    position = Message.objects.filter(pk=message_id).values_list("content_length", flat=True).first() or 0
-    try:
-        with transaction.atomic():
-            action = AgentAction.objects.create(
-                message_id=message_id, call_id=call_id, tool=tool, input=tool_input, position=position
-            )
-    except IntegrityError:
-        existing = _find_action(message_id, call_id)
-        if existing is None:
-            raise
-        return Persisted(existing, False)
-    return Persisted(action.pk, True)
+
+    def insert() -> int:
+        position = Message.objects.filter(pk=message_id).values_list("content_length", flat=True).first() or 0
+        action = AgentAction.objects.create(
+            message_id=message_id, call_id=call_id, tool=tool, input=tool_input, position=position
+        )
+        return action.pk
+
+    return _insert_once(lambda: _find_action(message_id, call_id), insert)
 
 
 def _find_action(message_id: int, call_id: str) -> int | None:

@@ -10,7 +10,7 @@ django_asgi_app = get_asgi_application()
 from channels.routing import ProtocolTypeRouter  # noqa: E402
 
 from agents.sweeper import SweeperMiddleware, start_when_serving  # noqa: E402
-from chat.routing import websocket_application  # noqa: E402
+from web.routing import websocket_application  # noqa: E402
 
 start_when_serving()
 application = SweeperMiddleware(ProtocolTypeRouter({"http": django_asgi_app, "websocket": websocket_application()}))

@@ -34,6 +34,7 @@ INSTALLED_APPS = [
     "channels",
     "chat",
     "agents",
+    "web",
 ]
 
 MIDDLEWARE = [
@@ -184,4 +185,4 @@ LOGGING = {
     "loggers": {"httpx": {"level": "WARNING"}, "httpx2": {"level": "WARNING"}},
 }
 
-CSRF_FAILURE_VIEW = "chat.views.csrf_failure"
+CSRF_FAILURE_VIEW = "web.views.csrf_failure"

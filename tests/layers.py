@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from channels.layers import InMemoryChannelLayer
 from django.db import connections
 
-from chat.events import EVENT_TYPE
+from agents.events import EVENT_TYPE
 from chat.selectors import usage_dict
 from chat.models import AgentAction, Message
 from tests.base import ChatHelpers

@@ -7,7 +7,7 @@ import asyncio
 from channels.routing import URLRouter
 from channels.testing import WebsocketCommunicator
 
-from chat.routing import websocket_urlpatterns
+from web.routing import websocket_urlpatterns
 
 FRAME_TIMEOUT = 20
 

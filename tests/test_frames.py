@@ -1,4 +1,4 @@
-"""Validation of client frames and their error codes (chat.frames.parse_frame)."""
+"""Validation of client frames and their error codes (web.frames.parse_frame)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import json
 
 from django.test import SimpleTestCase
 
-from chat.frames import MAX_FRAME_BYTES, CancelFrame, FrameError, PingFrame, UserMessageFrame, parse_frame
+from web.frames import MAX_FRAME_BYTES, CancelFrame, FrameError, PingFrame, UserMessageFrame, parse_frame
 
 
 def frame(**fields) -> str:

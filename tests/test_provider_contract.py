@@ -16,9 +16,9 @@ from django.test import override_settings
 
 from agents.providers.local import LOREM
 from agents.registry import registry
-from chat import ratelimit
+from agents import ratelimit
 from chat.models import AgentAction, Message, TokenUsage
-from chat.usage import price_micros
+from agents.usage import price_micros
 from tests.base import ChatTransactionTestCase
 from tests.fake_openai import FakeOpenAI, Status, Stream, chat_chunks, hanging_connect_port, tool_call
 from tests.sockets import (
@@ -565,5 +565,5 @@ class OpenAIProviderContractTests(ProviderContract, ChatTransactionTestCase):
         message_id = self.assert_turn_shape(frames, "failed")
         self.assertEqual(frames[-1]["data"]["error"]["code"], "authentication_failed")
         message = await Message.objects.aget(pk=message_id)
-        stored = json.dumps([message.content, message.metadata, message.raw], default=str)
+        stored = json.dumps([message.content, message.metadata], default=str)
         self.assertNotIn(API_KEY, json.dumps(frames) + stored)

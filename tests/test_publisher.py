@@ -1,4 +1,4 @@
-"""TurnPublisher: every event leaves after its write is committed, deltas batch under load (chat.events)."""
+"""TurnPublisher: every event leaves after its write is committed, deltas batch under load (agents.events)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from django.db import connections
 from django.test import override_settings
 
 from chat import turns
-from chat.events import EVENT_TYPE, TurnPublisher, thread_group
+from agents.events import EVENT_TYPE, TurnPublisher, thread_group
 from chat.models import AgentAction, Message
 from tests.base import ChatTransactionTestCase
 from tests.layers import Sent
@@ -319,7 +319,7 @@ class CompletedOnceTests(PublisherTestCase):
 class FailingLayerTests(PublisherTestCase):
     async def test_a_failing_channel_layer_does_not_stop_the_turn(self) -> None:
         """With group_send raising, every step still writes its rows, failures are logged, and completed() returns."""
-        with self.assertLogs("chat.events", level="ERROR") as logs:
+        with self.assertLogs("agents.events", level="ERROR") as logs:
             message, created = await self.publisher.user_message("what is 1+1")
             message_id = await self.publisher.started("local", "local")
             await self.publisher.thinking("Calling the calculator tool.")

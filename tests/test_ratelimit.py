@@ -1,4 +1,4 @@
-"""The per-user limit on user messages (chat.ratelimit)."""
+"""The per-user limit on user messages (agents.ratelimit)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import uuid
 
 from django.test import SimpleTestCase, override_settings
 
-from chat import ratelimit
+from agents import ratelimit
 
 
 def new_user_id() -> int:

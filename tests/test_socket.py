@@ -9,7 +9,7 @@ from asgiref.sync import sync_to_async
 from django.test import override_settings
 
 from agents.registry import registry
-from chat import ratelimit
+from agents import ratelimit
 from chat.models import AgentAction, Message, TokenUsage
 from tests.base import ChatTransactionTestCase
 from tests.sockets import (
@@ -74,7 +74,7 @@ class ConnectTests(SocketTestCase):
         """A socket from a foreign Origin is refused by the origin check of the served application."""
         from channels.testing import WebsocketCommunicator
 
-        from chat.routing import websocket_application
+        from web.routing import websocket_application
 
         communicator = WebsocketCommunicator(
             websocket_application(), f"/ws/threads/{self.thread.pk}/", headers=[(b"origin", b"http://evil.example")]
@@ -239,7 +239,7 @@ class RefusalTests(SocketTestCase):
     async def test_server_error_keeps_the_socket_open(self):
         """A server failure while handling a frame is server_error; nothing is stored and the socket stays open."""
         communicator, _ = await self.connect()
-        with self.assertLogs("chat.consumers", "ERROR"):
+        with self.assertLogs("web.consumers", "ERROR"):
             await self.send(communicator, {"type": "user_message", "content": "hi", "turn_id": "s1"})
             await self.assert_refused(communicator, "server_error", "s1")
         await self.assert_nothing_stored()
@@ -458,7 +458,7 @@ class DroppedEventTests(SocketTestCase):
     async def stream(self, *pieces: str) -> tuple[int, list[dict]]:
         """Commit pieces to a streaming message and build the delta frames the publisher would send."""
         from chat import turns
-        from chat.events import TurnPublisher
+        from agents.events import TurnPublisher
 
         def write():
             turns.persist_user_turn(self.thread.pk, "drop", "hi")
@@ -475,7 +475,7 @@ class DroppedEventTests(SocketTestCase):
         return message_id, [publisher._frame("message_delta", d) for d in deltas]
 
     async def publish(self, frame: dict) -> None:
-        from chat.events import broadcast
+        from agents.events import broadcast
 
         await broadcast(self.thread.pk, frame)
 
@@ -541,7 +541,7 @@ class DroppedEventTests(SocketTestCase):
     async def test_tool_events_already_in_the_snapshot_are_not_sent_again(self):
         """A tool call the snapshot shows finished is not announced again by events delivered after it."""
         from chat import turns
-        from chat.events import TurnPublisher
+        from agents.events import TurnPublisher
 
         message_id, _ = await self.stream("abc ")
         action = await sync_to_async(turns.start_action)(message_id, "c1", "clock", {})

@@ -13,12 +13,19 @@ from django.utils import timezone
 from agents.registry import registry
 from agents.sweeper import INTERRUPTED_ERROR, asweep, sweep
 from chat import turns
-from chat.events import EVENT_TYPE, thread_group
+from agents.events import EVENT_TYPE, thread_group
 from chat.models import AgentAction, Message
 from tests.base import ChatTestCase, ChatTransactionTestCase
 
 
 class SweeperHelpers:
+    def register_turn(self, message_id: int) -> None:
+        """Put turn t-1 of self.thread, writing `message_id`, in this process's registry for the test."""
+        turn, _ = registry.register(self.thread.pk, "t-1")
+        turn.message_id = message_id
+        self.addCleanup(registry.cleanup_completed, 0)
+        self.addCleanup(registry.mark_completed, self.thread.pk, "t-1")
+
     def streaming_turn(self, thread, turn_id: str, text: str = "", stale_seconds: float | None = None) -> int:
         """A streaming assistant message with `text` appended; its heartbeat `stale_seconds` old if given."""
         message_id = turns.persist_assistant_shell(thread.pk, turn_id, agent="local", model="local").id
@@ -86,17 +93,15 @@ class SweepTests(SweeperHelpers, ChatTestCase):
     def test_turn_running_in_this_process_is_left_streaming(self) -> None:
         """A stale heartbeat of a turn this process's registry runs is left alone (a slow loop, not a dead one)."""
         message_id = self.streaming_turn(self.thread, "t-1", "slow", stale_seconds=120)
-        registry.register(self.thread.pk, "t-1", message_id=message_id)
-        self.addCleanup(registry.cleanup, self.thread.pk, "t-1")
+        self.register_turn(message_id)
         self.assertEqual(sweep(stale_after=30), [])
         self.assertEqual(Message.objects.get(pk=message_id).status, "streaming")
 
     def test_turn_completed_in_the_registry_is_swept(self) -> None:
         """A turn the registry knows as completed does not protect a still-streaming message."""
         message_id = self.streaming_turn(self.thread, "t-1", "x", stale_seconds=120)
-        registry.register(self.thread.pk, "t-1", message_id=message_id)
+        self.register_turn(message_id)
         registry.mark_completed(self.thread.pk, "t-1")
-        self.addCleanup(registry.cleanup, self.thread.pk, "t-1")
         self.assertEqual([t["id"] for t in sweep(stale_after=30)], [message_id])
 
     def test_final_messages_are_left_alone(self) -> None:

@@ -1,8 +1,8 @@
-"""Token usage of a turn: prices from settings.MODEL_PRICES and the per-turn accumulator (chat.usage)."""
+"""Token usage of a turn: prices from settings.MODEL_PRICES and the per-turn accumulator (agents.usage)."""
 
 from django.test import SimpleTestCase, override_settings
 
-from chat.usage import TurnTokenAccumulator, price_micros
+from agents.usage import TurnTokenAccumulator, price_micros
 
 PRICES = {"small": [150_000, 600_000], "large": [2_000_000, 8_000_000]}
 

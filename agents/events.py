@@ -1,9 +1,10 @@
 """The one way turn events leave the server: commit first, then broadcast.
 
 `TurnPublisher` pairs each step of a turn with its write in chat.turns and
-sends the event only after that write returned (committed). Broadcasting
-goes through the channel layer to the thread's group; a failing layer is
-logged and never stops the turn, since sockets rebuild from the database.
+sends the event only after that write returned (committed); the sweeper
+announces the turns it ends through `announce_completed`. Broadcasting goes
+through the channel layer to the thread's group; a failing layer is logged
+and never stops the turn, since sockets rebuild from the database.
 """
 
 from __future__ import annotations
@@ -14,12 +15,11 @@ import logging
 from channels.db import database_sync_to_async
 from channels.layers import get_channel_layer
 
-from . import selectors, turns
+from chat import selectors, turns
 
 logger = logging.getLogger(__name__)
 
 EVENT_TYPE = "thread.event"  # the consumer's handler: thread_event()
-CANCEL_TYPE = "thread.cancel"  # the consumer's handler: thread_cancel()
 
 
 def thread_group(thread_id: int) -> str:
@@ -34,12 +34,12 @@ async def broadcast(thread_id: int, frame: dict) -> None:
         logger.exception("broadcast failed: thread=%s type=%s", thread_id, frame.get("type"))
 
 
-async def broadcast_cancel(thread_id: int, message_id: int) -> None:
-    """Ask every process with a socket on the thread to stop this message's turn if it runs there."""
-    try:
-        await get_channel_layer().group_send(thread_group(thread_id), {"type": CANCEL_TYPE, "message_id": message_id})
-    except Exception:
-        logger.exception("cancel broadcast failed: thread=%s message=%s", thread_id, message_id)
+async def announce_completed(turn: dict, error: dict | None) -> None:
+    """Send `agent_completed` for a turn finalized outside its runtime (a `chat.turns.turn_summary`)."""
+    frame = completed_frame(
+        turn["thread_id"], turn["turn_id"], turn["id"], turn["status"], None, error, turn["content_length"]
+    )
+    await broadcast(turn["thread_id"], frame)
 
 
 class TurnPublisher:
@@ -72,8 +72,11 @@ class TurnPublisher:
             await broadcast(self.thread_id, user_message_frame(self.thread_id, self.turn_id, message))
         return message, persisted.created
 
-    async def started(self, agent: str, model: str) -> int:
-        persisted = await turns.apersist_assistant_shell(self.thread_id, self.turn_id, agent=agent, model=model)
+    async def started(self, agent: str, model: str, runner: str = "") -> int:
+        """Store the assistant shell (run by the process behind channel `runner`) and announce `agent_started`."""
+        persisted = await turns.apersist_assistant_shell(
+            self.thread_id, self.turn_id, agent=agent, model=model, runner=runner
+        )
         self.message_id = persisted.id
         await broadcast(self.thread_id, self._frame("agent_started", {"agent": agent, "model": model}))
         return persisted.id

@@ -8,7 +8,8 @@ from functools import wraps
 from django.http import HttpResponse, JsonResponse
 from django.views.decorators.http import require_http_methods
 
-from . import selectors, threads as thread_writes
+from chat import selectors
+from chat import threads as thread_writes
 
 
 def api_error(status: int, code: str, message: str) -> JsonResponse:

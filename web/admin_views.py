@@ -1,6 +1,6 @@
 """Staff pages of the admin: Live turns (polled JSON, cancel) and Usage (chart and tables).
 
-Wired by `get_urls` of the Message and TokenUsage admins (chat.admin), which
+Wired by `get_urls` of the Message and TokenUsage admins (web.admin), which
 wrap each view in `admin_site.admin_view`: staff only, with the admin's login.
 """
 
@@ -17,7 +17,8 @@ from django.urls import reverse
 from django.utils import timezone
 from django.views.decorators.http import require_GET, require_POST
 
-from . import reports
+from agents.control import cancel_turn as control_cancel_turn
+from chat import reports
 
 DEFAULT_USAGE_DAYS = 30
 MAX_USAGE_DAYS = 366
@@ -58,8 +59,6 @@ def cancel_turn(request: HttpRequest, message_id: int) -> HttpResponse:
     turn = reports.turn_of_message(message_id)
     cancelled = False
     if turn is not None:
-        from agents.control import cancel_turn as control_cancel_turn
-
         thread_id, turn_id = turn
         cancelled = control_cancel_turn(thread_id, turn_id or None)
     if "application/json" in request.headers.get("Accept", ""):

@@ -15,9 +15,11 @@ from django.urls import path, reverse
 from django.utils.html import format_html, format_html_join
 from django.utils.text import Truncator
 
+from chat.reports import dollars
+from chat.models import AgentAction, Message, MessageChunk, Thread, TokenUsage
+from chat.selectors import duration_ms, message_text
+
 from . import admin_views
-from .models import AgentAction, Message, MessageChunk, Thread, TokenUsage
-from .selectors import duration_ms, message_text
 
 admin.site.site_header = "Chat administration"
 admin.site.site_title = "Chat admin"
@@ -212,7 +214,6 @@ class MessageAdmin(ReadOnlyAdmin):
         "content_length",
         "metadata_display",
         "usage_display",
-        "raw_display",
         "heartbeat_at",
         "cancel_requested",
         "created_at",
@@ -276,10 +277,6 @@ class MessageAdmin(ReadOnlyAdmin):
     def metadata_display(self, obj: Message) -> str:
         return _pre(obj.metadata)
 
-    @admin.display(description="raw provider output")
-    def raw_display(self, obj: Message) -> str:
-        return _pre(obj.raw)
-
     @admin.display(description="token usage")
     def usage_display(self, obj: Message) -> str:
         usage = next(iter(obj.usage_records.all()), None)
@@ -292,7 +289,7 @@ class MessageAdmin(ReadOnlyAdmin):
             usage.prompt_tokens,
             usage.completion_tokens,
             usage.model or "?",
-            f"{usage.cost_micros / 1_000_000:.6f}",
+            dollars(usage.cost_micros),
         )
 
 
@@ -384,7 +381,7 @@ class TokenUsageAdmin(ReadOnlyAdmin):
 
     @admin.display(description="cost ($)", ordering="cost_micros")
     def cost(self, obj: TokenUsage) -> str:
-        return f"{obj.cost_micros / 1_000_000:.6f}"
+        return dollars(obj.cost_micros)
 
     @admin.display(description="message", ordering="message")
     def message_link(self, obj: TokenUsage) -> str:
