@@ -75,6 +75,20 @@ class ScaleOutTests(TwoProcessTestCase):
         self.assertEqual((final["status"], final["metadata"]["cancelled"]), ("cancelled", True))
         self.assertTrue(0 < len(final["content"].split()) < 400)
 
+    async def test_cancel_reaches_the_runner_process_at_once_without_a_socket_there(self):
+        """A holds no socket of the thread: a cancel on B still stops A's turn at once, through A's own channel."""
+        on_a, on_b, thread_id = await self.both()
+        async with on_a.socket(thread_id) as wa:
+            await recv(wa)
+            await self.send(wa, "/lorem 2000", "c-1")
+            await recv_until(wa, first_delta)
+        async with on_b.socket(thread_id) as wb:
+            await recv(wb)
+            await wb.send(json.dumps({"type": "cancel", "turn_id": "c-1"}))
+            # The heartbeat (and so the database flag) is 60 s away: only the channel can be this fast.
+            frames = await asyncio.wait_for(recv_until(wb, completed("c-1")), 10)
+        self.assertEqual(frames[-1]["data"]["status"], "cancelled")
+
     async def test_new_message_on_one_process_cancels_the_turn_running_on_the_other(self):
         """A user_message sent to B while A runs a turn of the thread ends A's turn cancelled."""
         on_a, on_b, thread_id = await self.both()
