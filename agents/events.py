@@ -175,7 +175,13 @@ def turn_frame(thread_id: int, turn_id: str, message_id: int | None, type_: str,
 
 
 def completed_frame(
-    thread_id: int, turn_id: str, message_id: int | None, status: str, usage: dict | None, error: dict | None, length: int
+    thread_id: int,
+    turn_id: str,
+    message_id: int | None,
+    status: str,
+    usage: dict | None,
+    error: dict | None,
+    length: int,
 ) -> dict:
     """The `agent_completed` event; `content_length` lets a socket that is behind catch up first."""
     data = {"status": status, "usage": selectors.usage_dict(usage), "error": error, "content_length": length}

@@ -157,7 +157,9 @@ async def _heartbeat(turn: RunningTurn, generation: asyncio.Task) -> None:
             logger.exception("heartbeat of message %s failed", turn.message_id)
 
 
-async def _generate(turn: RunningTurn, publisher: TurnPublisher, provider: Provider, usage: TurnTokenAccumulator) -> None:
+async def _generate(
+    turn: RunningTurn, publisher: TurnPublisher, provider: Provider, usage: TurnTokenAccumulator
+) -> None:
     """Call the model, run the tools it asks for, and repeat up to AGENT_MAX_STEPS model calls."""
     conversation = await _conversation(turn.thread_id, turn.message_id)
     specs = [tool.spec for tool in TOOLS.values()]
@@ -180,9 +182,10 @@ async def _generate(turn: RunningTurn, publisher: TurnPublisher, provider: Provi
             return
         results = [await _run_tool(publisher, call) for call in calls]
         # Arguments go back as valid JSON (servers may parse them), as history sends them.
-        sent = [ToolCall(call.call_id, call.name, json.dumps(recorded)) for call, (recorded, _) in zip(calls, results)]
+        pairs = list(zip(calls, results, strict=True))
+        sent = [ToolCall(call.call_id, call.name, json.dumps(recorded)) for call, (recorded, _) in pairs]
         conversation.append(ChatMessage("assistant", content="".join(text), tool_calls=sent))
-        for call, (_, output) in zip(calls, results):
+        for call, (_, output) in pairs:
             conversation.append(ChatMessage("tool", content=json.dumps(output), tool_call_id=call.call_id))
     raise ProviderError(
         "step_limit", f"The agent stopped after {settings.AGENT_MAX_STEPS} model calls without a final answer.", False

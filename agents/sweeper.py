@@ -20,8 +20,8 @@ from channels.db import database_sync_to_async
 from django.conf import settings
 
 from chat import turns
-from .events import announce_completed
 
+from .events import announce_completed
 from .registry import registry
 
 logger = logging.getLogger(__name__)

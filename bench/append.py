@@ -136,7 +136,10 @@ def report(results: dict) -> None:
     ratio = large["rate"] / small["rate"]
     tail_ratio = large_tail["rate"] / small_tail["rate"]
     verdict = "met" if min(ratio, tail_ratio) >= 1 / 1.5 else "NOT met"
-    print(f"  ratio 1MB/1KB appends/s: {ratio:.2f} (at ~1 MB: {tail_ratio:.2f}); goal >= 0.67, i.e. within 1.5x: {verdict}")
+    print(
+        f"  ratio 1MB/1KB appends/s: {ratio:.2f} (at ~1 MB: {tail_ratio:.2f}); "
+        f"goal >= 0.67, i.e. within 1.5x: {verdict}"
+    )
 
 
 def main() -> None:

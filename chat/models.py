@@ -149,9 +149,7 @@ class AgentAction(models.Model):
 
 class TokenUsage(models.Model):
     # Null for usage not tied to one message (kept when the message is deleted).
-    message = models.ForeignKey(
-        Message, null=True, blank=True, on_delete=models.SET_NULL, related_name="usage_records"
-    )
+    message = models.ForeignKey(Message, null=True, blank=True, on_delete=models.SET_NULL, related_name="usage_records")
     thread = models.ForeignKey(Thread, null=True, blank=True, on_delete=models.SET_NULL, related_name="usage")
     user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="token_usage")
     # What the tokens were spent on: "turn" for an assistant answer.

@@ -90,11 +90,7 @@ def _questions(messages: list[Message]) -> dict[tuple[int, str], str]:
 
 def turn_of_message(message_id: int) -> tuple[int, str] | None:
     """(thread id, turn id) of an assistant message, for cancelling its turn; None if it is gone."""
-    row = (
-        Message.objects.filter(pk=message_id, role=Message.Role.ASSISTANT)
-        .values_list("thread_id", "turn_id")
-        .first()
-    )
+    row = Message.objects.filter(pk=message_id, role=Message.Role.ASSISTANT).values_list("thread_id", "turn_id").first()
     return (row[0], row[1]) if row else None
 
 

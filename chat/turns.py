@@ -9,15 +9,15 @@ return, which is what makes events "database first" (see agents.events).
 from __future__ import annotations
 
 import logging
-from datetime import timedelta
 from collections.abc import Callable
+from datetime import timedelta
 from typing import Any, NamedTuple
 
 from channels.db import database_sync_to_async
 from django.db import DatabaseError, IntegrityError, connection, transaction
 from django.utils import timezone
 
-from .models import AgentAction, Message, MessageChunk, TokenUsage
+from .models import AgentAction, Message, TokenUsage
 
 logger = logging.getLogger(__name__)
 
@@ -96,11 +96,7 @@ def _insert_turn_message(thread_id: int, turn_id: str, role: str, **fields: Any)
 
 
 def _find_turn_message(thread_id: int, turn_id: str, role: str) -> int | None:
-    return (
-        Message.objects.filter(thread_id=thread_id, turn_id=turn_id, role=role)
-        .values_list("pk", flat=True)
-        .first()
-    )
+    return Message.objects.filter(thread_id=thread_id, turn_id=turn_id, role=role).values_list("pk", flat=True).first()
 
 
 def clean_documents(documents) -> list[dict]:
@@ -137,7 +133,7 @@ def persist_user_turn(thread_id: int, turn_id: str, text: str, mentioned_documen
 def persist_assistant_shell(
     thread_id: int, turn_id: str, agent: str = "", model: str = "", runner: str = ""
 ) -> Persisted:
-    """Create the empty streaming assistant message of a turn, once per turn_id; `runner` names the process's channel."""
+    """Create the empty streaming assistant message of a turn, once per turn_id (`runner`: its process's channel)."""
     return _insert_turn_message(
         thread_id,
         turn_id,
@@ -201,7 +197,9 @@ def finish_action(action_id: int, status: str, output) -> AgentAction:
     return AgentAction.objects.get(pk=action_id)
 
 
-def finalize_assistant_turn(message_id: int, status: str, usage: dict | None = None, error: dict | None = None) -> str | None:
+def finalize_assistant_turn(
+    message_id: int, status: str, usage: dict | None = None, error: dict | None = None
+) -> str | None:
     """Give a streaming message its final status, text and usage; return the status it ends with.
 
     Safe to call twice: only the first call changes the message; usage is
@@ -219,7 +217,12 @@ def _finalize(message_id: int, status: str, usage: dict | None, error: dict | No
     if status not in FINAL_STATUSES:
         raise ValueError(f"invalid final status {status!r}")
     with transaction.atomic():
-        message = Message.objects.select_for_update().select_related("thread").filter(pk=message_id, role=Message.Role.ASSISTANT).first()
+        message = (
+            Message.objects.select_for_update()
+            .select_related("thread")
+            .filter(pk=message_id, role=Message.Role.ASSISTANT)
+            .first()
+        )
         if message is None:
             logger.warning("finalize_assistant_turn: no assistant message %s", message_id)
             return None
@@ -316,9 +319,7 @@ def request_cancel(thread_id: int, turn_id: str | None = None) -> int | None:
     Returns its id, or None when no such turn is running. The flag reaches a
     turn running in any server process through its heartbeat.
     """
-    running = Message.objects.filter(
-        thread_id=thread_id, role=Message.Role.ASSISTANT, status=Message.Status.STREAMING
-    )
+    running = Message.objects.filter(thread_id=thread_id, role=Message.Role.ASSISTANT, status=Message.Status.STREAMING)
     if turn_id:
         running = running.filter(turn_id=turn_id)
     message_id = running.order_by("-seq").values_list("pk", flat=True).first()

@@ -64,7 +64,7 @@ def run_concurrently(functions: list[Callable[[], Any]], timeout: float = 120) -
         try:
             barrier.wait(timeout)
             results[index] = function()
-        except BaseException as exc:  # noqa: BLE001 - handed back to the test
+        except BaseException as exc:  # handed back to the test
             results[index] = exc
         finally:
             connections.close_all()

@@ -9,8 +9,8 @@ from channels.layers import InMemoryChannelLayer
 from django.db import connections
 
 from agents.events import EVENT_TYPE
-from chat.selectors import usage_dict
 from chat.models import AgentAction, Message
+from chat.selectors import usage_dict
 from tests.base import ChatHelpers
 
 

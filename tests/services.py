@@ -70,7 +70,9 @@ def postgres_bin() -> Path | None:
     return Path(initdb).parent if initdb else None
 
 
-def start_postgres(tmpdir: str | None = None, fsync: bool = False, database: str = "chat") -> tuple[str, Callable[[], None]]:
+def start_postgres(
+    tmpdir: str | None = None, fsync: bool = False, database: str = "chat"
+) -> tuple[str, Callable[[], None]]:
     """Start a throwaway PostgreSQL cluster on a free 127.0.0.1 port; return (DATABASE_URL, stop).
 
     PostgreSQL refuses to run as root, so as root the cluster runs as the
@@ -121,8 +123,30 @@ def start_postgres(tmpdir: str | None = None, fsync: bool = False, database: str
     if not fsync:
         options += ["-c synchronous_commit=off", "-c full_page_writes=off"]
     try:
-        run(str(bindir / "initdb"), "-D", str(data), "-U", "postgres", "-A", "trust", "-E", "UTF8", "--locale=C", "--no-sync")
-        run(str(bindir / "pg_ctl"), "-D", str(data), "-l", str(base / "server.log"), "-o", " ".join(options), "-w", "start")
+        run(
+            str(bindir / "initdb"),
+            "-D",
+            str(data),
+            "-U",
+            "postgres",
+            "-A",
+            "trust",
+            "-E",
+            "UTF8",
+            "--locale=C",
+            "--no-sync",
+        )
+        run(
+            str(bindir / "pg_ctl"),
+            "-D",
+            str(data),
+            "-l",
+            str(base / "server.log"),
+            "-o",
+            " ".join(options),
+            "-w",
+            "start",
+        )
         url = f"postgres://postgres@127.0.0.1:{port}/{database}"
         wait_until(lambda: _pg_accepts(port), 30, f"PostgreSQL on port {port}")
         _pg_create_database(port, database)

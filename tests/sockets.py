@@ -33,7 +33,9 @@ async def connect(user, thread_id: int, origin: bytes = b"http://127.0.0.1") -> 
     return communicator, json.loads(first["text"])
 
 
-async def receive_until(communicator: WebsocketCommunicator, frame_type: str, timeout: float = FRAME_TIMEOUT) -> list[dict]:
+async def receive_until(
+    communicator: WebsocketCommunicator, frame_type: str, timeout: float = FRAME_TIMEOUT
+) -> list[dict]:
     """Frames up to and including the first of `frame_type`."""
     frames = []
     while True:

@@ -44,7 +44,9 @@ class TurnAdminTests(AdminTestCase):
     def test_every_turn_admin_lists_and_shows_rows(self):
         """Thread, Message, AgentAction and TokenUsage lists and pages answer 200 with data in them."""
         message_id = self.streaming_turn()
-        done = self.finished_turn("t-done", "four", {"model": "local", "prompt_tokens": 3, "completion_tokens": 1, "total_tokens": 4})
+        done = self.finished_turn(
+            "t-done", "four", {"model": "local", "prompt_tokens": 3, "completion_tokens": 1, "total_tokens": 4}
+        )
         action = Message.objects.get(pk=message_id).actions.get()
         usage = TokenUsage.objects.get(message_id=done)
         pages = [
@@ -146,7 +148,9 @@ class LiveTurnsTests(AdminTestCase):
 
     def test_finished_turns_stay_listed_for_a_while_with_their_tokens(self):
         """A turn that just ended is listed as not running, with its token usage."""
-        self.finished_turn("t-done", "done", {"model": "local", "prompt_tokens": 2, "completion_tokens": 1, "total_tokens": 3})
+        self.finished_turn(
+            "t-done", "done", {"model": "local", "prompt_tokens": 2, "completion_tokens": 1, "total_tokens": 3}
+        )
         [turn] = self.client.get(reverse("admin:chat_message_live_data")).json()["turns"]
         self.assertFalse(turn["running"])
         self.assertEqual(turn["usage"]["total_tokens"], 3)
@@ -207,7 +211,13 @@ class UsageReportTests(AdminTestCase):
         message_id = self.finished_turn(
             turn_id,
             "text",
-            {"model": model, "prompt_tokens": total - 1, "completion_tokens": 1, "total_tokens": total, "cost_micros": cost},
+            {
+                "model": model,
+                "prompt_tokens": total - 1,
+                "completion_tokens": 1,
+                "total_tokens": total,
+                "cost_micros": cost,
+            },
         )
         usage = TokenUsage.objects.filter(message_id=message_id)
         usage.update(created_at=timezone.now() - timedelta(days=days_ago), **({"user": user} if user else {}))
@@ -231,7 +241,9 @@ class UsageReportTests(AdminTestCase):
         self.assertEqual(
             {row["model"]: row["total_tokens"] for row in report["per_model"]}, {"gpt-4o-mini": 30, "local": 5}
         )
-        self.assertEqual({row["user__username"]: row["total_tokens"] for row in report["per_user"]}, {"alice": 15, "bob": 20})
+        self.assertEqual(
+            {row["user__username"]: row["total_tokens"] for row in report["per_user"]}, {"alice": 15, "bob": 20}
+        )
         self.assertEqual(len(report["days"]), 7)
         self.assertEqual(report["days"][-1]["total_tokens"], 15)
         self.assertEqual(report["days"][-3]["total_tokens"], 20)

@@ -55,7 +55,12 @@ class ThreadListTests(ApiTestCase):
 
     def test_bad_bodies_are_refused_and_change_nothing(self):
         """Invalid JSON, a non-object body or a bad title is a 400 with an error code; nothing is created."""
-        cases = [("{nope", "invalid_json"), ("[1]", "invalid_json"), ({"title": 5}, "invalid_title"), ({"title": "x" * 201}, "invalid_title")]
+        cases = [
+            ("{nope", "invalid_json"),
+            ("[1]", "invalid_json"),
+            ({"title": 5}, "invalid_title"),
+            ({"title": "x" * 201}, "invalid_title"),
+        ]
         for body, code in cases:
             with self.subTest(body=body):
                 response = self.post(self.http, "/api/threads/", body)
@@ -78,7 +83,11 @@ class ThreadListTests(ApiTestCase):
         """Without a login every API call answers 401 JSON, not a redirect."""
         thread = self.make_thread(self.alice)
         anonymous = Client()
-        for method, path in [("get", "/api/threads/"), ("post", "/api/threads/"), ("get", f"/api/threads/{thread.pk}/")]:
+        for method, path in [
+            ("get", "/api/threads/"),
+            ("post", "/api/threads/"),
+            ("get", f"/api/threads/{thread.pk}/"),
+        ]:
             with self.subTest(method=method, path=path):
                 response = getattr(anonymous, method)(path)
                 self.assertEqual(response.status_code, 401)
@@ -102,19 +111,36 @@ class ThreadDetailTests(ApiTestCase):
         turns.finish_action(action.id, "success", {"result": 2})
         turns.append_content(shell.id, "It is 2.")
         turns.finalize_assistant_turn(
-            shell.id, "completed", usage={"model": "local", "prompt_tokens": 3, "completion_tokens": 3, "total_tokens": 6, "cost_micros": 0}
+            shell.id,
+            "completed",
+            usage={"model": "local", "prompt_tokens": 3, "completion_tokens": 3, "total_tokens": 6, "cost_micros": 0},
         )
         body = self.http.get(f"/api/threads/{self.thread.pk}/").json()
         self.assertEqual(body["id"], self.thread.pk)
         user, answer = body["messages"]
         self.assertEqual(
             set(answer),
-            {"id", "seq", "role", "turn_id", "status", "content", "metadata", "actions", "usage", "created_at", "updated_at"},
+            {
+                "id",
+                "seq",
+                "role",
+                "turn_id",
+                "status",
+                "content",
+                "metadata",
+                "actions",
+                "usage",
+                "created_at",
+                "updated_at",
+            },
         )
         self.assertEqual((user["seq"], user["role"], user["metadata"]["mentioned_documents"][0]["id"]), (1, "user", 3))
         self.assertEqual((answer["seq"], answer["status"], answer["content"]), (2, "completed", "It is 2."))
         self.assertEqual(answer["metadata"]["streaming"], False)
-        self.assertEqual(answer["usage"], {"model": "local", "prompt_tokens": 3, "completion_tokens": 3, "total_tokens": 6, "cost_micros": 0})
+        self.assertEqual(
+            answer["usage"],
+            {"model": "local", "prompt_tokens": 3, "completion_tokens": 3, "total_tokens": 6, "cost_micros": 0},
+        )
         (act,) = answer["actions"]
         for key in ("id", "call_id", "tool", "input", "output", "status", "started_at", "finished_at"):
             self.assertIn(key, act)
@@ -128,13 +154,19 @@ class ThreadDetailTests(ApiTestCase):
         for piece in ("one ", "two ", "three"):
             turns.append_content(shell.id, piece)
         answer = self.http.get(f"/api/threads/{self.thread.pk}/").json()["messages"][1]
-        self.assertEqual((answer["content"], answer["status"], answer["metadata"]["streaming"]), ("one two three", "streaming", True))
+        self.assertEqual(
+            (answer["content"], answer["status"], answer["metadata"]["streaming"]), ("one two three", "streaming", True)
+        )
 
     def test_other_users_thread_is_404(self):
         """Another user's thread answers 404, exactly like a missing one, for every method."""
         bob = self.login(self.bob)
         path = f"/api/threads/{self.thread.pk}/"
-        responses = [bob.get(path), bob.patch(path, '{"title": "x"}', content_type="application/json"), bob.delete(path)]
+        responses = [
+            bob.get(path),
+            bob.patch(path, '{"title": "x"}', content_type="application/json"),
+            bob.delete(path),
+        ]
         for response in responses:
             self.assertEqual(response.status_code, 404)
             self.assertEqual(response.json()["error"]["code"], "not_found")
@@ -143,7 +175,9 @@ class ThreadDetailTests(ApiTestCase):
 
     def test_rename(self):
         """PATCH with a title renames the thread."""
-        response = self.http.patch(f"/api/threads/{self.thread.pk}/", json.dumps({"title": "renamed"}), content_type="application/json")
+        response = self.http.patch(
+            f"/api/threads/{self.thread.pk}/", json.dumps({"title": "renamed"}), content_type="application/json"
+        )
         self.assertEqual(response.status_code, 200)
         self.assertEqual(response.json()["title"], "renamed")
         self.assertEqual(Thread.objects.get(pk=self.thread.pk).title, "renamed")

@@ -195,7 +195,9 @@ class StreamingTests(LiveServerTestCase):
         self.assertEqual(ends, {"first": "cancelled", "second": "completed"})
         status, thread = await alice.api("GET", f"/api/threads/{thread_id}/")
         self.assertEqual([m["seq"] for m in thread["messages"]], [1, 2, 3, 4])
-        self.assertEqual([m["status"] for m in thread["messages"]], ["completed", "cancelled", "completed", "completed"])
+        self.assertEqual(
+            [m["status"] for m in thread["messages"]], ["completed", "cancelled", "completed", "completed"]
+        )
         self.assertIn("42", thread["messages"][3]["content"])
 
     async def test_failing_model_and_failing_tool(self):
@@ -244,7 +246,9 @@ class IsolationTests(LiveServerTestCase):
                 await recv(ws)
             self.assertEqual(closed.exception.rcvd.code, 4404)
         for method in ("GET", "PATCH", "DELETE"):
-            status, body = await bob.api(method, f"/api/threads/{thread_id}/", {"title": "x"} if method == "PATCH" else None)
+            status, body = await bob.api(
+                method, f"/api/threads/{thread_id}/", {"title": "x"} if method == "PATCH" else None
+            )
             self.assertEqual(status, 404, method)
         status, listing = await bob.api("GET", "/api/threads/")
         self.assertEqual(listing["threads"], [])

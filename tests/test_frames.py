@@ -89,7 +89,7 @@ class MessageTooLargeTests(ParseFrameTestCase):
         self.assertRefused("{" * (MAX_FRAME_BYTES + 1), "message_too_large")
 
     def test_refusal_names_the_frames_turn_id(self) -> None:
-        """An oversize frame's refusal carries its turn_id, found without parsing it; text that only quotes one does not count."""
+        """An oversize frame's refusal names its turn_id, found without parsing; one quoted in text does not count."""
         big = frame(type="user_message", content="a" * MAX_FRAME_BYTES, turn_id="t-1")
         self.assertRefused(big, "message_too_large", "t-1")
         quoted = frame(type="user_message", content='say "turn_id": "x" ' + "a" * MAX_FRAME_BYTES)
@@ -102,7 +102,6 @@ class InvalidJsonTests(ParseFrameTestCase):
         for text in ("{", "hello", "", "{'type': 'ping'}", '{"type": "ping",}'):
             with self.subTest(text=text):
                 self.assertRefused(text, "invalid_json")
-
 
     def test_too_deeply_nested(self) -> None:
         """JSON nested past the parser's recursion limit is invalid_json, not an exception that ends the socket."""

@@ -208,7 +208,7 @@ class ClockCallTests(LocalModelTestCase):
         self.assertEqual(json.loads(events[1].call.arguments), {})
 
     async def test_time_inside_another_word_is_not_the_word_time(self) -> None:
-        """"sometimes" or "timeline" does not call the clock."""
+        """ "sometimes" or "timeline" does not call the clock."""
         for text in ("sometimes it rains", "the timeline"):
             with self.subTest(text=text):
                 events, _ = await collect(self.model, user(text))

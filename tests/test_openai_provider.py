@@ -63,7 +63,7 @@ def capture_all_logs():
         yield buffer
     finally:
         root.handlers = console_handlers
-        for logger, level in zip(loggers, levels):
+        for logger, level in zip(loggers, levels, strict=True):
             logger.setLevel(level)
 
 
@@ -224,7 +224,10 @@ class ToolCallTests(ScriptedServerTestCase):
         self.serve(
             Stream(
                 chat_chunks(
-                    tool_calls=[tool_call("call_x", "calculator", '{"expression": "9-4"}'), tool_call("call_y", "clock", "{}")],
+                    tool_calls=[
+                        tool_call("call_x", "calculator", '{"expression": "9-4"}'),
+                        tool_call("call_y", "clock", "{}"),
+                    ],
                     whole_tool_calls=True,
                 )
             )
@@ -428,7 +431,9 @@ class FailureTests(ScriptedServerTestCase):
 
     async def test_stream_ending_before_finish_reason_is_interrupted(self):
         """A stream that ends cleanly but without finish_reason is cut short, not complete."""
-        self.serve(Stream(chat_chunks(["half"], finish_reason="", tool_calls=[tool_call("c", "clock", "{")]), done=False))
+        self.serve(
+            Stream(chat_chunks(["half"], finish_reason="", tool_calls=[tool_call("c", "clock", "{")]), done=False)
+        )
         events, error = await collect(self.provider())
         self.assertEqual(events, [TextDelta("half")])
         self.assertEqual(error.code, "stream_interrupted")
@@ -524,7 +529,8 @@ class HistoryTests(SimpleTestCase):
                     [
                         {"call_id": "c1", "tool": "calculator", "input": {"expression": "2+3"},
                          "output": {"expression": "2+3", "result": 5}, "status": "success"},
-                        {"call_id": "c2", "tool": "clock", "input": {}, "output": {"utc": "12:00"}, "status": "success"},
+                        {"call_id": "c2", "tool": "clock", "input": {},
+                         "output": {"utc": "12:00"}, "status": "success"},
                     ],
                 ),
                 HistoryEntry("user", "Thanks"),
@@ -596,7 +602,9 @@ class HistoryTests(SimpleTestCase):
 
     def test_oldest_messages_are_dropped_to_fit_the_budget(self):
         """Whole messages go from the oldest until the rest fits."""
-        entries = [HistoryEntry("user", "a" * 10), HistoryEntry("assistant", "b" * 10)] * 3 + [HistoryEntry("user", "q")]
+        entries = [HistoryEntry("user", "a" * 10), HistoryEntry("assistant", "b" * 10)] * 3 + [
+            HistoryEntry("user", "q")
+        ]
         history = build_history(entries, 41)
         self.assertEqual([len(message.content) for message in history], [10, 10, 10, 10, 1])
         self.assertEqual(history[0].role, "user")
@@ -626,5 +634,7 @@ class HistoryTests(SimpleTestCase):
 
     def test_empty_assistant_messages_are_skipped(self):
         """An assistant message with no text and no actions sends nothing."""
-        history = build_history([HistoryEntry("user", "hi"), HistoryEntry("assistant", ""), HistoryEntry("user", "?")], 100)
+        history = build_history(
+            [HistoryEntry("user", "hi"), HistoryEntry("assistant", ""), HistoryEntry("user", "?")], 100
+        )
         self.assertEqual(history, [ChatMessage("user", "hi"), ChatMessage("user", "?")])

@@ -14,11 +14,11 @@ import time
 
 from django.test import override_settings
 
+from agents import ratelimit
 from agents.providers.local import LOREM
 from agents.registry import registry
-from agents import ratelimit
-from chat.models import AgentAction, Message, TokenUsage
 from agents.usage import price_micros
+from chat.models import AgentAction, Message, TokenUsage
 from tests.base import ChatTransactionTestCase
 from tests.fake_openai import FakeOpenAI, Status, Stream, chat_chunks, hanging_connect_port, tool_call
 from tests.sockets import (
@@ -194,7 +194,7 @@ class ProviderContract:
         return (await receive_until(communicator, "message_delta"))[-1]["message_id"]
 
     async def test_reconnect_mid_turn_resumes_exactly_once(self):
-        """A socket opened mid-turn: its snapshot plus the contiguous deltas after it rebuild the stored text exactly."""
+        """A socket opened mid-turn: its snapshot plus the contiguous deltas after it rebuild the stored text."""
         content, answer = self.arrange_held_answer()
         first, _ = await connect(self.user, self.thread.pk)
         await self.send(first, content, "resume-1")
@@ -307,7 +307,9 @@ class ProviderContract:
         frames = await self.turn(self.arrange_calculation(), "order-1")
         message_id = self.assert_turn_shape(frames, "completed")
         kinds = [frame["type"] for frame in frames if frame["type"] not in ("message_delta", "agent_thinking")]
-        self.assertEqual(kinds, ["user_message", "agent_started", "tool_executing", "tool_completed", "agent_completed"])
+        self.assertEqual(
+            kinds, ["user_message", "agent_started", "tool_executing", "tool_completed", "agent_completed"]
+        )
         for frame in frames[1:]:
             ids = (frame["thread_id"], frame["turn_id"], frame["message_id"])
             self.assertEqual(ids, (self.thread.pk, "order-1", message_id))
@@ -381,7 +383,9 @@ class OpenAIProviderContractTests(ProviderContract, ChatTransactionTestCase):
     def arrange_calculation(self) -> str:
         self.script(
             Stream(
-                chat_chunks(tool_calls=[tool_call("call_1", "calculator", '{"expression":', ' "2+3*4"}')], usage=(40, 8))
+                chat_chunks(
+                    tool_calls=[tool_call("call_1", "calculator", '{"expression":', ' "2+3*4"}')], usage=(40, 8)
+                )
             ),
             Stream(chat_chunks(["2+3*4 ", "is ", "14."], usage=(60, 4))),
         )

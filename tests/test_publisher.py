@@ -8,8 +8,8 @@ from channels.layers import get_channel_layer
 from django.db import connections
 from django.test import override_settings
 
-from chat import turns
 from agents.events import EVENT_TYPE, TurnPublisher, thread_group
+from chat import turns
 from chat.models import AgentAction, Message
 from tests.base import ChatTransactionTestCase
 from tests.layers import Sent
@@ -141,7 +141,13 @@ class DatabaseFirstTests(PublisherTestCase):
         self.assertEqual(executing["type"], "tool_executing")
         self.assertEqual(
             executing["data"],
-            {"action_id": action_id, "call_id": "call-1", "tool": "calculator", "input": {"expression": "1+1"}, "position": 0},
+            {
+                "action_id": action_id,
+                "call_id": "call-1",
+                "tool": "calculator",
+                "input": {"expression": "1+1"},
+                "position": 0,
+            },
         )
         [sent] = self.committed_when_sent("tool_executing")
         self.assertIsNotNone(sent.committed, "tool_executing sent before its action was committed")
@@ -273,7 +279,7 @@ class DeltaBatchingTests(PublisherTestCase):
         await self.publisher.started("local", "local")
         await self.publisher.completed("completed")
         self.publisher.push_delta("late ")
-        with self.assertRaises(Exception):
+        with self.assertRaises(turns.MessageClosed):
             await self.publisher.flush()
 
 

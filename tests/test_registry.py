@@ -210,7 +210,7 @@ class ConcurrencyTests(RegistryTestCase):
     THREAD_IDS = range(4)
 
     def test_concurrent_register_cancel_complete(self) -> None:
-        """16 threads registering, cancelling, completing and forgetting completed turns at once: no error, one live turn per thread."""
+        """16 threads registering, cancelling, completing, forgetting turns at once: no error, one live turn each."""
         callbacks = {"count": 0}
         callbacks_lock = threading.Lock()
 
@@ -249,9 +249,7 @@ class ConcurrencyTests(RegistryTestCase):
         # Registering cancels every running turn of the thread, so once all
         # calls returned, at most one turn per thread is running and not cancelled.
         for thread_id in self.THREAD_IDS:
-            live = [
-                t for t in self.registry.running() if t.thread_id == thread_id and not t.cancel_event.is_set()
-            ]
+            live = [t for t in self.registry.running() if t.thread_id == thread_id and not t.cancel_event.is_set()]
             self.assertLessEqual(len(live), 1, f"thread {thread_id}: {[t.turn_id for t in live]}")
         # Every running turn is one nobody marked completed; every completed one is not running.
         still_mine = {key for result in results for key in result}

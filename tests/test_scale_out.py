@@ -135,7 +135,6 @@ class HeartbeatTests(TwoProcessTestCase):
         final = await on_b.content(thread_id, frames[-1]["message_id"])
         self.assertTrue(0 < len(final["content"].split()) < 1000)
 
-
     async def test_new_message_waits_for_the_turn_of_a_process_without_a_socket_to_end(self):
         """A user_message on B while A (no socket of the thread left) runs a turn: A's turn ends before B's starts."""
         on_a, on_b, thread_id = await self.both()

@@ -23,7 +23,9 @@ def index_definitions() -> dict[str, str]:
             for kind, name, sql in cursor.fetchall():
                 if kind == "index":
                     definitions[name] = sql
-                for constraint, columns in re.findall(r'CONSTRAINT "(\w+)" UNIQUE \(([^)]*)\)', sql if kind == "table" else ""):
+                for constraint, columns in re.findall(
+                    r'CONSTRAINT "(\w+)" UNIQUE \(([^)]*)\)', sql if kind == "table" else ""
+                ):
                     definitions[constraint] = f"CREATE UNIQUE INDEX {constraint} ON {name} ({columns})"
         elif connection.vendor == "postgresql":
             cursor.execute("SELECT indexname, indexdef FROM pg_indexes WHERE tablename LIKE 'chat_%'")
@@ -102,7 +104,7 @@ class ConstraintBehaviourTests(ChatTestCase):
         self.assertEqual(Message.objects.count(), 2)
 
     def test_usage_without_message_does_not_collide(self) -> None:
-        """Usage rows without a message are outside the partial unique index; a second row for one message is refused."""
+        """Usage rows without a message are outside the partial unique index; a second row for a message is refused."""
         TokenUsage.objects.create(user=self.user, usage_type="title")
         TokenUsage.objects.create(user=self.user, usage_type="title")
         message = Message.objects.create(thread=self.thread, role="assistant", turn_id="t-1", seq=1)
@@ -155,7 +157,9 @@ class LifecycleTests(ChatTestCase):
 
     def test_status_changes_keep_every_message_and_action(self) -> None:
         """Finalizing turns with every final status removes no message, action or text."""
-        message_ids = {status: self.make_turn(f"t-{status}") for status in ("completed", "cancelled", "failed", "interrupted")}
+        message_ids = {
+            status: self.make_turn(f"t-{status}") for status in ("completed", "cancelled", "failed", "interrupted")
+        }
         for status, message_id in message_ids.items():
             turns.finalize_assistant_turn(message_id, status, usage={"model": "local", "total_tokens": 4})
         self.assertEqual(Message.objects.filter(thread=self.thread).count(), 8)
@@ -205,4 +209,3 @@ class MigrationTests(ChatTestCase):
         url = os.environ.get("DATABASE_URL", "")
         expected = "postgresql" if url.startswith(("postgres://", "postgresql://")) else "sqlite"
         self.assertEqual(connection.vendor, expected)
-

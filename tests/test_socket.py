@@ -8,8 +8,8 @@ import json
 from asgiref.sync import sync_to_async
 from django.test import override_settings
 
-from agents.registry import registry
 from agents import ratelimit
+from agents.registry import registry
 from chat.models import AgentAction, Message, TokenUsage
 from tests.base import ChatTransactionTestCase
 from tests.sockets import (
@@ -21,7 +21,14 @@ from tests.sockets import (
     receive_until_turn_ends,
 )
 
-TURN_EVENTS = ("agent_started", "agent_thinking", "message_delta", "tool_executing", "tool_completed", "agent_completed")
+TURN_EVENTS = (
+    "agent_started",
+    "agent_thinking",
+    "message_delta",
+    "tool_executing",
+    "tool_completed",
+    "agent_completed",
+)
 
 
 async def finish_turn(thread_id: int, turn_id: str) -> None:
@@ -110,7 +117,9 @@ class ConnectTests(SocketTestCase):
     async def test_snapshot_is_the_first_frame(self):
         """The first frame holds the thread's messages in seq order and no active turn when idle."""
         communicator, snapshot = await self.connect()
-        self.assertEqual(snapshot, {"type": "snapshot", "thread_id": self.thread.pk, "messages": [], "active_turn": None})
+        self.assertEqual(
+            snapshot, {"type": "snapshot", "thread_id": self.thread.pk, "messages": [], "active_turn": None}
+        )
         await self.turn(communicator, "hello", "t-1")
         _, snapshot = await self.connect()
         self.assertEqual([m["seq"] for m in snapshot["messages"]], [1, 2])
@@ -230,7 +239,9 @@ class RefusalTests(SocketTestCase):
         frames = await self.turn(communicator, "one", "once")
         await self.send(communicator, {"type": "user_message", "content": "one", "turn_id": "once"})
         answer = await communicator.receive_json_from(timeout=FRAME_TIMEOUT)
-        self.assertEqual((answer["type"], answer["data"]["message"]["id"]), ("user_message", frames[0]["data"]["message"]["id"]))
+        self.assertEqual(
+            (answer["type"], answer["data"]["message"]["id"]), ("user_message", frames[0]["data"]["message"]["id"])
+        )
         await self.send(communicator, {"type": "user_message", "content": "two", "turn_id": "new"})
         await self.assert_refused(communicator, "rate_limited", "new")
         self.assertEqual(await Message.objects.acount(), 2)
@@ -247,7 +258,7 @@ class RefusalTests(SocketTestCase):
 
 class TurnTests(SocketTestCase):
     async def test_calculator_turn_events_in_order(self):
-        """An arithmetic message: user_message, agent_started, thinking, tool_executing, tool_completed, deltas, agent_completed."""
+        """Arithmetic: user_message, agent_started, thinking, tool_executing, tool_completed, deltas, completed."""
         communicator, _ = await self.connect()
         frames = await self.turn(communicator, "what is 2+3*4", "calc-1")
         kinds = [f["type"] for f in frames]
@@ -266,7 +277,9 @@ class TurnTests(SocketTestCase):
         self.assertLess(kinds.index("tool_completed"), kinds.index("message_delta"))
         message_id = frames[1]["message_id"]
         for frame in frames[1:]:
-            self.assertEqual((frame["thread_id"], frame["turn_id"], frame["message_id"]), (self.thread.pk, "calc-1", message_id))
+            self.assertEqual(
+                (frame["thread_id"], frame["turn_id"], frame["message_id"]), (self.thread.pk, "calc-1", message_id)
+            )
         executing = frames[kinds.index("tool_executing")]["data"]
         completed = frames[kinds.index("tool_completed")]["data"]
         self.assertEqual(executing["tool"], "calculator")
@@ -299,8 +312,12 @@ class TurnTests(SocketTestCase):
             mentioned_documents=[{"id": 1, "title": "Spec", "document_type": "pdf"}, {"id": 2, "title": "No type"}],
         )
         message = frames[0]["data"]["message"]
-        self.assertEqual((message["role"], message["seq"], message["turn_id"], message["content"]), ("user", 1, "u-1", "hello"))
-        self.assertEqual(message["metadata"]["mentioned_documents"], [{"id": 1, "title": "Spec", "document_type": "pdf"}])
+        self.assertEqual(
+            (message["role"], message["seq"], message["turn_id"], message["content"]), ("user", 1, "u-1", "hello")
+        )
+        self.assertEqual(
+            message["metadata"]["mentioned_documents"], [{"id": 1, "title": "Spec", "document_type": "pdf"}]
+        )
 
     async def test_server_makes_a_turn_id_when_absent(self):
         """Without turn_id the server makes one and uses it on every event of the turn."""
@@ -320,7 +337,10 @@ class TurnTests(SocketTestCase):
         await self.send(communicator, {"type": "user_message", "content": "hello again", "turn_id": "same"})
         answer = await communicator.receive_json_from(timeout=FRAME_TIMEOUT)
         self.assertEqual(answer["type"], "user_message")
-        self.assertEqual(answer["data"]["message"], frames[0]["data"]["message"] | {"updated_at": answer["data"]["message"]["updated_at"]})
+        self.assertEqual(
+            answer["data"]["message"],
+            frames[0]["data"]["message"] | {"updated_at": answer["data"]["message"]["updated_at"]},
+        )
         await self.assert_still_open(communicator)
         self.assertEqual(await Message.objects.acount(), 2)
         self.assertEqual(await TokenUsage.objects.acount(), 1)
@@ -334,7 +354,9 @@ class TurnTests(SocketTestCase):
         self.assertEqual(set(end["error"]), {"code", "message", "retryable"})
         message = await Message.objects.aget(pk=frames[-1]["message_id"])
         self.assertEqual(message.content.split(), ["lorem", "ipsum", "dolor", "sit", "amet"])
-        self.assertEqual((message.status, message.metadata["has_error"], message.metadata["streaming"]), ("failed", True, False))
+        self.assertEqual(
+            (message.status, message.metadata["has_error"], message.metadata["streaming"]), ("failed", True, False)
+        )
         self.assertEqual(await TokenUsage.objects.filter(message=message).acount(), 1)
 
     async def test_tool_error_is_stored_and_told(self):
@@ -457,8 +479,8 @@ class DroppedEventTests(SocketTestCase):
 
     async def stream(self, *pieces: str) -> tuple[int, list[dict]]:
         """Commit pieces to a streaming message and build the delta frames the publisher would send."""
-        from chat import turns
         from agents.events import TurnPublisher
+        from chat import turns
 
         def write():
             turns.persist_user_turn(self.thread.pk, "drop", "hi")
@@ -518,12 +540,17 @@ class DroppedEventTests(SocketTestCase):
         await self.publish(dict(frames[0], type="agent_started", data={"agent": "local", "model": "local"}))
         await self.publish(frames[0])
         await sync_to_async(turns.finalize_assistant_turn)(message_id, "completed")
-        end = dict(frames[0], type="agent_completed", data={"status": "completed", "usage": None, "error": None, "content_length": 8})
+        end = dict(
+            frames[0],
+            type="agent_completed",
+            data={"status": "completed", "usage": None, "error": None, "content_length": 8},
+        )
         await self.publish(end)
         received = [await communicator.receive_json_from(timeout=FRAME_TIMEOUT) for _ in range(4)]
-        self.assertEqual([f["type"] for f in received], ["agent_started", "message_delta", "message_delta", "agent_completed"])
+        self.assertEqual(
+            [f["type"] for f in received], ["agent_started", "message_delta", "message_delta", "agent_completed"]
+        )
         self.assertEqual(received[2]["data"], {"offset": 4, "delta": "def "})
-
 
     async def test_lost_start_and_deltas_are_sent_before_agent_completed(self):
         """If agent_started and every delta were lost, agent_completed still comes after the whole text."""
@@ -532,7 +559,11 @@ class DroppedEventTests(SocketTestCase):
         communicator, _ = await self.connect()
         message_id, frames = await self.stream("abc ", "def ")
         await sync_to_async(turns.finalize_assistant_turn)(message_id, "completed")
-        end = dict(frames[0], type="agent_completed", data={"status": "completed", "usage": None, "error": None, "content_length": 8})
+        end = dict(
+            frames[0],
+            type="agent_completed",
+            data={"status": "completed", "usage": None, "error": None, "content_length": 8},
+        )
         await self.publish(end)
         received = [await communicator.receive_json_from(timeout=FRAME_TIMEOUT) for _ in range(2)]
         self.assertEqual([f["type"] for f in received], ["message_delta", "agent_completed"])
@@ -540,8 +571,8 @@ class DroppedEventTests(SocketTestCase):
 
     async def test_tool_events_already_in_the_snapshot_are_not_sent_again(self):
         """A tool call the snapshot shows finished is not announced again by events delivered after it."""
-        from chat import turns
         from agents.events import TurnPublisher
+        from chat import turns
 
         message_id, _ = await self.stream("abc ")
         action = await sync_to_async(turns.start_action)(message_id, "c1", "clock", {})
@@ -553,7 +584,9 @@ class DroppedEventTests(SocketTestCase):
         publisher.message_id = message_id
         data = {"action_id": action.id, "call_id": "c1", "tool": "clock"}
         await self.publish(publisher._frame("tool_executing", {**data, "input": {}, "position": 4}))
-        await self.publish(publisher._frame("tool_completed", {**data, "status": "success", "output": {}, "duration_ms": 1}))
+        await self.publish(
+            publisher._frame("tool_completed", {**data, "status": "success", "output": {}, "duration_ms": 1})
+        )
         await self.assert_still_open(communicator)  # the pong is the next frame: nothing was relayed
 
 
@@ -572,7 +605,7 @@ class FastStreamTests(SocketTestCase):
 
     @override_settings(CHANNEL_LAYERS={"default": {"BACKEND": "tests.layers.LossyChannelLayer"}})
     async def test_events_lost_by_the_layer_are_filled_from_the_database(self):
-        """A layer that loses agent_started and every third delta: the socket still gets the exact text, contiguously."""
+        """A layer that loses agent_started and every third delta: the socket still gets the exact text, in order."""
         from channels.layers import get_channel_layer
 
         communicator, _ = await self.connect()
@@ -585,4 +618,3 @@ class FastStreamTests(SocketTestCase):
         final = (await Message.objects.aget(pk=message_id)).content
         self.assertEqual(rebuild("", frames, message_id), final)
         self.assertEqual(len(final.split()), 2000)
-

@@ -10,10 +10,10 @@ from channels.layers import get_channel_layer
 from django.core.management import call_command
 from django.utils import timezone
 
+from agents.events import EVENT_TYPE, thread_group
 from agents.registry import registry
 from agents.sweeper import INTERRUPTED_ERROR, asweep, sweep
 from chat import turns
-from agents.events import EVENT_TYPE, thread_group
 from chat.models import AgentAction, Message
 from tests.base import ChatTestCase, ChatTransactionTestCase
 

@@ -12,10 +12,26 @@ USAGE = {
     "completion_tokens": 20,
     "total_tokens": 120,
     "cost_micros": 27,
-    "model_breakdown": {"gpt-4o-mini": {"prompt_tokens": 100, "completion_tokens": 20, "total_tokens": 120, "cost_micros": 27, "calls": 1}},
-    "call_details": [{"model": "gpt-4o-mini", "prompt_tokens": 100, "completion_tokens": 20, "total_tokens": 120, "cost_micros": 27}],
+    "model_breakdown": {
+        "gpt-4o-mini": {
+            "prompt_tokens": 100,
+            "completion_tokens": 20,
+            "total_tokens": 120,
+            "cost_micros": 27,
+            "calls": 1,
+        }
+    },
+    "call_details": [
+        {"model": "gpt-4o-mini", "prompt_tokens": 100, "completion_tokens": 20, "total_tokens": 120, "cost_micros": 27}
+    ],
 }
-OTHER_USAGE = {"model": "gpt-4o", "prompt_tokens": 5000, "completion_tokens": 5000, "total_tokens": 10000, "cost_micros": 62500}
+OTHER_USAGE = {
+    "model": "gpt-4o",
+    "prompt_tokens": 5000,
+    "completion_tokens": 5000,
+    "total_tokens": 10000,
+    "cost_micros": 62500,
+}
 
 
 class FinalizeTestCase(ChatTestCase):
@@ -38,7 +54,8 @@ class FinalStatusTests(FinalizeTestCase):
         message = self.message()
         self.assertEqual((message.status, message.content, message.content_length), ("completed", "Hello wörld 👋", 13))
         self.assertEqual(
-            (message.metadata["streaming"], message.metadata["cancelled"], message.metadata["has_error"]), (False, False, False)
+            (message.metadata["streaming"], message.metadata["cancelled"], message.metadata["has_error"]),
+            (False, False, False),
         )
         self.assertFalse(MessageChunk.objects.filter(message_id=self.message_id).exists())
 
@@ -48,7 +65,10 @@ class FinalStatusTests(FinalizeTestCase):
         turns.finalize_assistant_turn(self.message_id, "cancelled")
         message = self.message()
         self.assertEqual((message.status, message.content), ("cancelled", "partial"))
-        self.assertEqual((message.metadata["streaming"], message.metadata["cancelled"], message.metadata["has_error"]), (False, True, False))
+        self.assertEqual(
+            (message.metadata["streaming"], message.metadata["cancelled"], message.metadata["has_error"]),
+            (False, True, False),
+        )
 
     def test_failed_sets_has_error_and_keeps_the_error(self) -> None:
         """A failed turn sets has_error, stores the error and keeps its partial text."""
@@ -65,7 +85,10 @@ class FinalStatusTests(FinalizeTestCase):
         turns.append_content(self.message_id, "cut")
         turns.finalize_assistant_turn(self.message_id, "interrupted")
         message = self.message()
-        self.assertEqual((message.status, message.content, message.metadata["streaming"], message.metadata["has_error"]), ("interrupted", "cut", False, True))
+        self.assertEqual(
+            (message.status, message.content, message.metadata["streaming"], message.metadata["has_error"]),
+            ("interrupted", "cut", False, True),
+        )
 
     def test_empty_answer_reads_no_text_response(self) -> None:
         """A turn that ends without text stores "(no text response)"."""
@@ -106,7 +129,6 @@ class FinalStatusTests(FinalizeTestCase):
         self.assertIn("987654", "\n".join(logs.output))
         self.assertFalse(TokenUsage.objects.exists())
 
-
     def test_user_message_is_not_finalized(self) -> None:
         """Finalizing a user message's id changes nothing and records no usage."""
         user_message = Message.objects.get(thread=self.thread, role="user")
@@ -122,9 +144,18 @@ class UsageOnceTests(FinalizeTestCase):
         """Usage given at finalize is stored once, tied to the message, its thread and the thread's owner."""
         turns.finalize_assistant_turn(self.message_id, "completed", usage=USAGE)
         usage = TokenUsage.objects.get()
-        self.assertEqual((usage.message_id, usage.thread_id, usage.user_id), (self.message_id, self.thread.pk, self.user.pk))
         self.assertEqual(
-            (usage.usage_type, usage.model, usage.prompt_tokens, usage.completion_tokens, usage.total_tokens, usage.cost_micros),
+            (usage.message_id, usage.thread_id, usage.user_id), (self.message_id, self.thread.pk, self.user.pk)
+        )
+        self.assertEqual(
+            (
+                usage.usage_type,
+                usage.model,
+                usage.prompt_tokens,
+                usage.completion_tokens,
+                usage.total_tokens,
+                usage.cost_micros,
+            ),
             ("turn", "gpt-4o-mini", 100, 20, 120, 27),
         )
         self.assertEqual((usage.model_breakdown, usage.call_details), (USAGE["model_breakdown"], USAGE["call_details"]))
@@ -157,7 +188,9 @@ class UsageOnceTests(FinalizeTestCase):
         """Usage that cannot be stored at all is logged, and the message still gets its final status."""
         turns.append_content(self.message_id, "answer")
         with self.assertLogs("chat.turns", "ERROR"):
-            status = turns.finalize_assistant_turn(self.message_id, "completed", usage={**USAGE, "prompt_tokens": "many"})
+            status = turns.finalize_assistant_turn(
+                self.message_id, "completed", usage={**USAGE, "prompt_tokens": "many"}
+            )
         self.assertEqual(status, "completed")
         self.assertEqual((self.message().status, self.message().content), ("completed", "answer"))
         self.assertFalse(TokenUsage.objects.exists())

@@ -83,9 +83,7 @@ class PersistUserTurnTests(TurnTestCase):
         """A user message's metadata says it is not streaming, not cancelled and has no error."""
         message_id = turns.persist_user_turn(self.thread.pk, "t-1", "hi").id
         metadata = Message.objects.get(pk=message_id).metadata
-        self.assertEqual(
-            (metadata["streaming"], metadata["cancelled"], metadata["has_error"]), (False, False, False)
-        )
+        self.assertEqual((metadata["streaming"], metadata["cancelled"], metadata["has_error"]), (False, False, False))
 
     def test_no_valid_mentioned_document_stores_none(self) -> None:
         """When no mentioned document is complete, the message has no mentioned_documents at all."""
@@ -99,7 +97,9 @@ class PersistAssistantShellTests(TurnTestCase):
         """The shell is an empty assistant message with status streaming and metadata.streaming true."""
         turns.persist_user_turn(self.thread.pk, "t-1", "hi")
         message = Message.objects.get(pk=self.shell())
-        self.assertEqual((message.role, message.content, message.status, message.seq), ("assistant", "", "streaming", 2))
+        self.assertEqual(
+            (message.role, message.content, message.status, message.seq), ("assistant", "", "streaming", 2)
+        )
         self.assertIs(message.metadata["streaming"], True)
         self.assertIsNotNone(message.heartbeat_at)
 
@@ -150,7 +150,9 @@ class AppendContentTests(TurnTestCase):
         self.assertEqual(lengths, [6, 10, 12, 15])
         self.assertEqual(lengths[-1], len(text))
         self.assertEqual(self.full_text(message_id), text)
-        starts = list(MessageChunk.objects.filter(message_id=message_id).order_by("start").values_list("start", flat=True))
+        starts = list(
+            MessageChunk.objects.filter(message_id=message_id).order_by("start").values_list("start", flat=True)
+        )
         self.assertEqual(starts, [0, 6, 10, 12])
 
     def test_empty_delta_changes_nothing(self) -> None:

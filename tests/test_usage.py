@@ -40,7 +40,13 @@ class AccumulatorTests(SimpleTestCase):
         accumulator.add("small", 2000, 200)
         usage = accumulator.as_usage()
         self.assertEqual(
-            (usage["model"], usage["prompt_tokens"], usage["completion_tokens"], usage["total_tokens"], usage["cost_micros"]),
+            (
+                usage["model"],
+                usage["prompt_tokens"],
+                usage["completion_tokens"],
+                usage["total_tokens"],
+                usage["cost_micros"],
+            ),
             ("small", 3000, 300, 3300, 150 + 60 + 300 + 120),
         )
         self.assertEqual(len(usage["call_details"]), 2)
@@ -56,8 +62,20 @@ class AccumulatorTests(SimpleTestCase):
         self.assertEqual(
             usage["model_breakdown"],
             {
-                "small": {"prompt_tokens": 2000, "completion_tokens": 200, "total_tokens": 2200, "cost_micros": 420, "calls": 2},
-                "large": {"prompt_tokens": 1000, "completion_tokens": 100, "total_tokens": 1100, "cost_micros": 2800, "calls": 1},
+                "small": {
+                    "prompt_tokens": 2000,
+                    "completion_tokens": 200,
+                    "total_tokens": 2200,
+                    "cost_micros": 420,
+                    "calls": 2,
+                },
+                "large": {
+                    "prompt_tokens": 1000,
+                    "completion_tokens": 100,
+                    "total_tokens": 1100,
+                    "cost_micros": 2800,
+                    "calls": 1,
+                },
             },
         )
         self.assertEqual(usage["cost_micros"], 420 + 2800)

@@ -15,8 +15,8 @@ from django.urls import path, reverse
 from django.utils.html import format_html, format_html_join
 from django.utils.text import Truncator
 
-from chat.reports import dollars
 from chat.models import AgentAction, Message, MessageChunk, Thread, TokenUsage
+from chat.reports import dollars
 from chat.selectors import duration_ms, message_text
 
 from . import admin_views
@@ -114,8 +114,10 @@ class MessageInline(ReadOnlyInline):
     ordering = ("seq",)
 
     def get_queryset(self, request):
-        return super().get_queryset(request).prefetch_related(
-            Prefetch("chunks", queryset=MessageChunk.objects.order_by("start"))
+        return (
+            super()
+            .get_queryset(request)
+            .prefetch_related(Prefetch("chunks", queryset=MessageChunk.objects.order_by("start")))
         )
 
     @admin.display(description="status")
@@ -178,7 +180,16 @@ class ActionDisplay:
 
 class AgentActionInline(ActionDisplay, ReadOnlyInline):
     model = AgentAction
-    fields = ("tool", "status_badge", "call_id", "position", "input_display", "output_display", "started_at", "duration")
+    fields = (
+        "tool",
+        "status_badge",
+        "call_id",
+        "position",
+        "input_display",
+        "output_display",
+        "started_at",
+        "duration",
+    )
     readonly_fields = fields
     pre_class = "chat-pre chat-pre-small"
 
@@ -223,8 +234,10 @@ class MessageAdmin(ReadOnlyAdmin):
     inlines = [AgentActionInline]
 
     def get_queryset(self, request):
-        return super().get_queryset(request).prefetch_related(
-            Prefetch("chunks", queryset=MessageChunk.objects.order_by("start")), "usage_records"
+        return (
+            super()
+            .get_queryset(request)
+            .prefetch_related(Prefetch("chunks", queryset=MessageChunk.objects.order_by("start")), "usage_records")
         )
 
     def get_urls(self):
@@ -298,7 +311,17 @@ class MessageAdmin(ReadOnlyAdmin):
 
 @admin.register(AgentAction)
 class AgentActionAdmin(ActionDisplay, ReadOnlyAdmin):
-    list_display = ("id", "tool", "status_badge", "message_link", "owner", "call_id", "position", "duration", "started_at")
+    list_display = (
+        "id",
+        "tool",
+        "status_badge",
+        "message_link",
+        "owner",
+        "call_id",
+        "position",
+        "duration",
+        "started_at",
+    )
     list_filter = ("status", "tool", "started_at")
     ordering = ("-id",)
     search_fields = ("call_id", "tool", "message__turn_id", "message__thread__owner__username")
@@ -404,12 +427,18 @@ class TokenUsageAdmin(ReadOnlyAdmin):
         if not obj.call_details:
             return "-"
         return format_html(
-            '<table class="chat-mini"><tr><th>model</th><th>prompt</th><th>completion</th><th>cost (µ$)</th></tr>{}</table>',
+            '<table class="chat-mini"><tr><th>model</th><th>prompt</th><th>completion</th>'
+            "<th>cost (µ$)</th></tr>{}</table>",
             format_html_join(
                 "",
                 "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
                 (
-                    (c.get("model", ""), c.get("prompt_tokens", 0), c.get("completion_tokens", 0), c.get("cost_micros", 0))
+                    (
+                        c.get("model", ""),
+                        c.get("prompt_tokens", 0),
+                        c.get("completion_tokens", 0),
+                        c.get("cost_micros", 0),
+                    )
                     for c in obj.call_details
                     if isinstance(c, dict)
                 ),

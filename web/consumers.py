@@ -86,7 +86,9 @@ class ThreadConsumer(AsyncJsonWebsocketConsumer):
             await self.send_error(exc.code, exc.message, getattr(frame, "turn_id", None), **exc.extra)
         except Exception:
             logger.exception("frame %s on thread %s failed", type(frame).__name__, self.thread_id)
-            await self.send_error("server_error", "The server could not handle this frame.", getattr(frame, "turn_id", None))
+            await self.send_error(
+                "server_error", "The server could not handle this frame.", getattr(frame, "turn_id", None)
+            )
 
     async def handle(self, frame: ClientFrame) -> None:
         """Delegate one valid frame and send this socket its direct answer, if any."""

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import re
-from typing import Annotated, Literal, Union
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictStr, TypeAdapter, ValidationError, field_validator
 
@@ -43,7 +43,7 @@ class PingFrame(_Frame):
     type: Literal["ping"]
 
 
-ClientFrame = Annotated[Union[UserMessageFrame, CancelFrame, PingFrame], Field(discriminator="type")]
+ClientFrame = Annotated[UserMessageFrame | CancelFrame | PingFrame, Field(discriminator="type")]
 _adapter = TypeAdapter(ClientFrame)
 KNOWN_TYPES = {"user_message", "cancel", "ping"}
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from typing import Protocol, Union
+from typing import Protocol
 
 
 @dataclass
@@ -62,7 +62,7 @@ class UsageReport:
     completion_tokens: int
 
 
-ProviderEvent = Union[TextDelta, ThinkingDelta, ToolCallRequest, UsageReport]
+ProviderEvent = TextDelta | ThinkingDelta | ToolCallRequest | UsageReport
 
 
 class ProviderError(Exception):

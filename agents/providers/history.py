@@ -85,7 +85,7 @@ def _convert(entry: HistoryEntry) -> list[ChatMessage]:
         converted.append(ChatMessage("assistant", tool_calls=calls))
         converted += [
             ChatMessage("tool", _tool_output(action), tool_call_id=call.call_id)
-            for call, action in zip(calls, entry.actions)
+            for call, action in zip(calls, entry.actions, strict=True)
         ]
     if entry.content:
         converted.append(ChatMessage("assistant", entry.content))

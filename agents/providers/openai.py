@@ -199,9 +199,7 @@ class _Assembly:
             for call in self.calls
         ]
         if self.usage is not None:
-            events.append(
-                UsageReport(model, self.usage.prompt_tokens or 0, self.usage.completion_tokens or 0)
-            )
+            events.append(UsageReport(model, self.usage.prompt_tokens or 0, self.usage.completion_tokens or 0))
         return events
 
 

@@ -38,7 +38,9 @@ DESKTOP = {"width": 1280, "height": 860}
 PHONE = {"width": 390, "height": 844}
 
 # The words of the assistant's answer as shown: the text of its Markdown pieces.
-ANSWER_WORDS_JS = """(el) => [...el.querySelectorAll('.md')].map(n => n.textContent).join(' ').split(/\\s+/).filter(Boolean)"""
+ANSWER_WORDS_JS = (
+    """(el) => [...el.querySelectorAll('.md')].map(n => n.textContent).join(' ').split(/\\s+/).filter(Boolean)"""
+)
 
 
 def words(text: str) -> list[str]:
