@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from typing import Any
 
 from channels.db import database_sync_to_async
 from channels.layers import get_channel_layer
@@ -64,7 +65,7 @@ class TurnPublisher:
     def _frame(self, type_: str, data: dict) -> dict:
         return turn_frame(self.thread_id, self.turn_id, self.message_id, type_, data)
 
-    async def user_message(self, text: str, mentioned_documents=None) -> tuple[dict, bool]:
+    async def user_message(self, text: str, mentioned_documents: object = None) -> tuple[dict, bool]:
         """Store the user's message; announce it only when this call created it."""
         persisted = await turns.apersist_user_turn(self.thread_id, self.turn_id, text, mentioned_documents)
         message = await _auser_message_dict(persisted.id)
@@ -115,7 +116,7 @@ class TurnPublisher:
             error, self._flush_error = self._flush_error, None
             raise error
 
-    async def tool_executing(self, call_id: str, tool: str, tool_input) -> int:
+    async def tool_executing(self, call_id: str, tool: str, tool_input: Any) -> int:
         await self.flush()
         persisted = await turns.astart_action(self.message_id, call_id, tool, tool_input)
         await broadcast(
@@ -133,7 +134,7 @@ class TurnPublisher:
         )
         return persisted.id
 
-    async def tool_completed(self, action_id: int, status: str, output) -> None:
+    async def tool_completed(self, action_id: int, status: str, output: Any) -> None:
         action = await turns.afinish_action(action_id, status, output)
         await broadcast(
             self.thread_id,

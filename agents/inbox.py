@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 
-from channels.layers import get_channel_layer
+from channels.layers import BaseChannelLayer, get_channel_layer
 
 from .registry import registry
 
@@ -22,7 +22,7 @@ CANCEL = "turn.cancel"
 RETRY_SECONDS = 1.0
 
 _name: str = ""
-_layer: object = None
+_layer: BaseChannelLayer | None = None
 _listener: asyncio.Task | None = None
 
 
@@ -54,7 +54,7 @@ async def send_cancel(channel: str, message_id: int) -> None:
         logger.exception("cancel of message %s not sent to %s", message_id, channel)
 
 
-async def _listen(layer, name: str) -> None:
+async def _listen(layer: BaseChannelLayer, name: str) -> None:
     while True:
         try:
             message = await layer.receive(name)

@@ -13,6 +13,7 @@ import contextlib
 import json
 import logging
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from channels.db import database_sync_to_async
@@ -54,6 +55,11 @@ PREVIOUS_TURN_POLL = 0.05
 LIVE_BEATS = 3
 
 
+def _call_soon(loop: asyncio.AbstractEventLoop, callback: Callable[[], object]) -> None:
+    """Run `callback` on `loop` from any thread."""
+    loop.call_soon_threadsafe(callback)
+
+
 def new_turn_id() -> str:
     return f"t-{uuid.uuid4().hex}"
 
@@ -72,7 +78,7 @@ async def start_turn(
     thread_id: int,
     content: str,
     turn_id: str | None = None,
-    mentioned_documents=None,
+    mentioned_documents: object = None,
     provider: Provider | None = None,
 ) -> TurnStart:
     """Store the user's message and start its turn as a task; a repeated turn_id starts nothing."""
@@ -93,14 +99,15 @@ async def start_turn(
 async def _run(turn: RunningTurn, publisher: TurnPublisher, provider: Provider, previous: list[RunningTurn]) -> str:
     """Run the turn and always finalize it, whatever happens to the generation."""
     await _wait_for(turn.thread_id, previous)
-    status, error = Message.Status.FAILED, None
+    status: str = Message.Status.FAILED
+    error: dict | None = None
     usage = TurnTokenAccumulator()
     heartbeat = None
     try:
         turn.message_id = await publisher.started(provider.name, provider.model, await inbox.channel_name())
         generation = asyncio.create_task(_generate(turn, publisher, provider, usage))
         loop = asyncio.get_running_loop()
-        turn.on_cancel = lambda: loop.call_soon_threadsafe(generation.cancel)
+        turn.on_cancel = lambda: _call_soon(loop, generation.cancel)
         if turn.cancel_event.is_set():
             generation.cancel()
         heartbeat = asyncio.create_task(_heartbeat(turn, generation))
@@ -108,7 +115,8 @@ async def _run(turn: RunningTurn, publisher: TurnPublisher, provider: Provider, 
             await generation
             status = Message.Status.COMPLETED
         except asyncio.CancelledError:
-            if asyncio.current_task().cancelling():
+            current = asyncio.current_task()
+            if current is not None and current.cancelling():
                 raise  # this task itself is being cancelled: the process is stopping
             status = Message.Status.CANCELLED
         except ProviderError as exc:

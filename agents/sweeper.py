@@ -15,7 +15,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import sys
+from collections.abc import Awaitable, Callable
 
+from asgiref.typing import ASGIReceiveCallable, ASGISendCallable, Scope
 from channels.db import database_sync_to_async
 from django.conf import settings
 
@@ -23,6 +25,8 @@ from chat import turns
 
 from .events import announce_completed
 from .registry import registry
+
+ASGIApp = Callable[[Scope, ASGIReceiveCallable, ASGISendCallable], Awaitable[None]]
 
 logger = logging.getLogger(__name__)
 
@@ -41,12 +45,14 @@ def sweep(stale_after: float | None = None) -> list[dict]:
     """Finalize every stale streaming message as interrupted; return them as turn summaries."""
     stale_after = settings.TURN_STALE_SECONDS if stale_after is None else stale_after
     running_here = {turn.message_id for turn in registry.running()}
-    finalized = []
+    finalized: list[dict] = []
     for message_id in turns.stale_turns(stale_after):
         if message_id in running_here:
             continue  # alive, only slow to beat (a blocked loop)
         if turns.finalize_assistant_turn(message_id, "interrupted", error=INTERRUPTED_ERROR) == "interrupted":
-            finalized.append(turns.turn_summary(message_id))
+            summary = turns.turn_summary(message_id)
+            if summary is not None:
+                finalized.append(summary)
     if finalized:
         logger.warning("finalized %d interrupted turn(s): %s", len(finalized), [t["id"] for t in finalized])
     return finalized
@@ -100,10 +106,10 @@ def start_when_serving() -> None:
 class SweeperMiddleware:
     """ASGI middleware that starts the sweeper with the server's first connection (servers other than daphne)."""
 
-    def __init__(self, app):
+    def __init__(self, app: ASGIApp) -> None:
         self.app = app
 
-    async def __call__(self, scope, receive, send):
+    async def __call__(self, scope: Scope, receive: ASGIReceiveCallable, send: ASGISendCallable) -> None:
         if scope["type"] in ("http", "websocket"):
             ensure_started()
         return await self.app(scope, receive, send)

@@ -5,7 +5,9 @@ Queries only; every write of a turn row stays in chat.turns.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import date, timedelta
+from typing import Any
 
 from django.db.models import Count, Prefetch, Q, Sum
 from django.db.models.functions import TruncDate
@@ -27,7 +29,7 @@ def live_turns(recent_seconds: float = RECENT_SECONDS) -> list[dict]:
     """
     now = timezone.now()
     since = now - timedelta(seconds=recent_seconds)
-    messages = (
+    queryset = (
         Message.objects.filter(role=Message.Role.ASSISTANT)
         .filter(Q(status=Message.Status.STREAMING) | Q(updated_at__gte=since))
         .select_related("thread", "thread__owner")
@@ -38,9 +40,9 @@ def live_turns(recent_seconds: float = RECENT_SECONDS) -> list[dict]:
         )
         .order_by("created_at")
     )
-    messages = list(messages)
+    messages = list(queryset)
     questions = _questions(messages)
-    rows = []
+    rows: list[dict[str, Any]] = []
     for message in messages:
         text = message_text(message)
         running = message.status == Message.Status.STREAMING
@@ -71,9 +73,9 @@ def live_turns(recent_seconds: float = RECENT_SECONDS) -> list[dict]:
                 "usage": usage_dict(usage),
             }
         )
-    running = [row for row in rows if row["running"]]
+    live = [row for row in rows if row["running"]]
     finished = sorted((row for row in rows if not row["running"]), key=lambda row: row["started_at"], reverse=True)
-    return running + finished
+    return live + finished
 
 
 def _questions(messages: list[Message]) -> dict[tuple[int, str], str]:
@@ -105,12 +107,12 @@ _SUMS = {
 }
 
 
-def _clean(row: dict) -> dict:
+def _clean(row: Mapping[str, Any]) -> dict[str, Any]:
     """Zeros for the sums of empty groups, and the cost in dollars as text."""
-    row = {key: (value if value is not None else 0) for key, value in row.items()}
-    if "cost_micros" in row:
-        row["cost"] = dollars(row["cost_micros"])
-    return row
+    clean = {key: (value if value is not None else 0) for key, value in row.items()}
+    if "cost_micros" in clean:
+        clean["cost"] = dollars(clean["cost_micros"])
+    return clean
 
 
 def dollars(micros: int) -> str:

@@ -7,18 +7,19 @@ full text committed so far.
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime, timedelta
 
+from django.contrib.auth.models import AnonymousUser, User
 from django.db import transaction
-from django.db.models import Prefetch
+from django.db.models import Prefetch, QuerySet
 from django.utils import timezone
 
-from .models import AgentAction, Message, MessageChunk, Thread
+from .models import AgentAction, Message, MessageChunk, Thread, TokenUsage
 
 SNAPSHOT_MESSAGES = 50
 
 
-def _iso(value) -> str | None:
+def _iso(value: datetime | None) -> str | None:
     return value.isoformat() if value else None
 
 
@@ -56,7 +57,7 @@ def action_dict(action: AgentAction) -> dict:
 USAGE_FIELDS = ("model", "prompt_tokens", "completion_tokens", "total_tokens", "cost_micros")
 
 
-def usage_dict(usage) -> dict | None:
+def usage_dict(usage: TokenUsage | dict | None) -> dict | None:
     """The contract's usage object from a TokenUsage row or a usage dict; None stays None."""
     if not usage:
         return None
@@ -100,7 +101,7 @@ def message_dict(message: Message) -> dict:
     }
 
 
-def _message_queryset():
+def _message_queryset() -> QuerySet[Message]:
     return Message.objects.prefetch_related(
         Prefetch("actions", queryset=AgentAction.objects.order_by("id")),
         Prefetch("chunks", queryset=MessageChunk.objects.order_by("start")),
@@ -108,14 +109,14 @@ def _message_queryset():
     )
 
 
-def own_thread(user, thread_id: int) -> Thread | None:
+def own_thread(user: User | AnonymousUser, thread_id: int) -> Thread | None:
     """The thread if it exists and belongs to `user`; None otherwise (the caller answers 404)."""
-    if not getattr(user, "is_authenticated", False):
+    if not isinstance(user, User) or not user.is_authenticated:
         return None
     return Thread.objects.filter(pk=thread_id, owner=user).first()
 
 
-def list_threads(user) -> list[dict]:
+def list_threads(user: User) -> list[dict]:
     return [thread_dict(t) for t in Thread.objects.filter(owner=user).order_by("-updated_at", "-id")]
 
 

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from django.contrib.auth.models import User
+
 from .models import Thread
 
 MAX_TITLE = 200
 
 
-def create_thread(owner, title: str = "") -> Thread:
+def create_thread(owner: User, title: str = "") -> Thread:
     return Thread.objects.create(owner=owner, title=title[:MAX_TITLE])
 
 

@@ -99,7 +99,7 @@ def _find_turn_message(thread_id: int, turn_id: str, role: str) -> int | None:
     return Message.objects.filter(thread_id=thread_id, turn_id=turn_id, role=role).values_list("pk", flat=True).first()
 
 
-def clean_documents(documents) -> list[dict]:
+def clean_documents(documents: object) -> list[dict]:
     """Keep the mentioned documents that have all of id, title and document_type (null counts as missing)."""
     if not isinstance(documents, list):
         return []
@@ -113,9 +113,9 @@ def clean_documents(documents) -> list[dict]:
 # --- turn writes -------------------------------------------------------------
 
 
-def persist_user_turn(thread_id: int, turn_id: str, text: str, mentioned_documents=None) -> Persisted:
+def persist_user_turn(thread_id: int, turn_id: str, text: str, mentioned_documents: object = None) -> Persisted:
     """Store the user's message of a turn; the same turn_id returns the first id and stores nothing."""
-    metadata = {"streaming": False, "cancelled": False, "has_error": False}
+    metadata: dict[str, Any] = {"streaming": False, "cancelled": False, "has_error": False}
     documents = clean_documents(mentioned_documents)
     if documents:
         metadata["mentioned_documents"] = documents
@@ -187,7 +187,7 @@ def _find_action(message_id: int, call_id: str) -> int | None:
     return AgentAction.objects.filter(message_id=message_id, call_id=call_id).values_list("pk", flat=True).first()
 
 
-def finish_action(action_id: int, status: str, output) -> AgentAction:
+def finish_action(action_id: int, status: str, output: Any) -> AgentAction:
     """Record a tool call's result; only the first finish of a pending action counts."""
     if status not in (AgentAction.Status.SUCCESS, AgentAction.Status.ERROR):
         raise ValueError(f"invalid action status {status!r}")
@@ -261,7 +261,7 @@ def _close_message(message: Message, status: str, error: dict | None) -> None:
     )
 
 
-def _storable_error(error) -> dict:
+def _storable_error(error: object) -> dict:
     """The error object of the contract, with values the JSON column can always store."""
     if not isinstance(error, dict):
         error = {"message": error}
@@ -336,11 +336,11 @@ def stale_turns(stale_after: float) -> list[int]:
     )
 
 
-def turn_summary(message_id: int) -> dict | None:
+def turn_summary(message_id: int) -> dict[str, Any] | None:
     """id, thread_id, turn_id, status and content_length of a message."""
-    return (
-        Message.objects.filter(pk=message_id).values("id", "thread_id", "turn_id", "status", "content_length").first()
-    )
+    fields = ("id", "thread_id", "turn_id", "status", "content_length")
+    row = Message.objects.filter(pk=message_id).values(*fields).first()
+    return dict(row) if row is not None else None
 
 
 apersist_user_turn = database_sync_to_async(persist_user_turn)

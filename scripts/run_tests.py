@@ -1,6 +1,8 @@
 """Run the whole test suite in legs and print one summary line.
 
-Legs (select with LEGS=sqlite,pg,browser,django; default all):
+Legs (select with LEGS=lint,sqlite,pg,browser,django; default all):
+  lint     ruff (lint and format), mypy and the import-linter layers contract;
+           each check counts as one test
   sqlite   pytest over tests/ except tests/browser, on the SQLite test database
   pg       the same tests on a throwaway PostgreSQL cluster started here
   browser  pytest tests/browser in its own invocation (Playwright's sync API
@@ -30,7 +32,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 ARTIFACTS = ROOT / "test-artifacts"
 BROWSER = "tests/browser"
-ALL_LEGS = ("sqlite", "pg", "browser", "django")
+ALL_LEGS = ("lint", "sqlite", "pg", "browser", "django")
 NO_TESTS_COLLECTED = 5
 
 sys.path.insert(0, str(ROOT))
@@ -79,6 +81,29 @@ def count(junit: Path) -> tuple[int, int, int]:
         else:
             passed += 1
     return passed, failed, skipped
+
+
+# Each check of the lint leg: a name and its command (run from the project folder).
+LINT_CHECKS = (
+    ("ruff check", ["-m", "ruff", "check", "."]),
+    ("ruff format", ["-m", "ruff", "format", "--check", "."]),
+    ("mypy", ["-m", "mypy"]),
+    (
+        "import layers",
+        ["-c", "import sys; from importlinter.cli import lint_imports_command; sys.exit(lint_imports_command())"],
+    ),
+)
+
+
+def lint_leg(paths: list[str], options: list[str]) -> LegResult:
+    """Run every check of LINT_CHECKS over the whole tree (paths and options do not narrow it)."""
+    print("\n=== lint leg", flush=True)
+    passed = failed = 0
+    for name, args in LINT_CHECKS:
+        code = subprocess.call([sys.executable, *args], cwd=ROOT, env=base_env())
+        print(f"{name}: {'ok' if code == 0 else f'FAILED (exit status {code})'}", flush=True)
+        passed, failed = (passed + 1, failed) if code == 0 else (passed, failed + 1)
+    return LegResult("lint", failed == 0, passed, failed, 0, "" if failed == 0 else "see the output above")
 
 
 def run_pytest(leg: str, targets: list[str], options: list[str], env: dict[str, str]) -> LegResult:
@@ -186,7 +211,7 @@ def main(argv: list[str]) -> int:
         print(f"unknown leg(s) {', '.join(unknown)}; choose from {', '.join(ALL_LEGS)}", file=sys.stderr)
         return 2
     paths, options = split_args(argv)
-    runners = {"sqlite": sqlite_leg, "pg": pg_leg, "browser": browser_leg, "django": django_leg}
+    runners = {"lint": lint_leg, "sqlite": sqlite_leg, "pg": pg_leg, "browser": browser_leg, "django": django_leg}
     results = [runners[leg](paths, options) for leg in legs]
 
     print("\n=== legs")

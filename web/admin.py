@@ -10,8 +10,10 @@ from __future__ import annotations
 import json
 
 from django.contrib import admin
-from django.db.models import Count, Prefetch
-from django.urls import path, reverse
+from django.contrib.admin.options import InlineModelAdmin
+from django.db.models import Count, Model, Prefetch, QuerySet
+from django.http import HttpRequest, HttpResponse
+from django.urls import URLPattern, path, reverse
 from django.utils.html import format_html, format_html_join
 from django.utils.text import Truncator
 
@@ -28,7 +30,7 @@ admin.site.index_title = "Threads, turns and usage"
 PREVIEW_CHARS = 80
 
 
-def _pre(value, css: str = "chat-pre") -> str:
+def _pre(value: object, css: str = "chat-pre") -> str:
     """Escaped, preformatted text or pretty JSON."""
     if value is None:
         return "-"
@@ -41,7 +43,7 @@ def _badge(value: str) -> str:
     return format_html('<span class="chat-badge chat-badge-{}">{}</span>', value, value)
 
 
-def _link(viewname: str, pk, label) -> str:
+def _link(viewname: str, pk: object, label: object) -> str:
     return format_html('<a href="{}">{}</a>', reverse(viewname, args=[pk]), label)
 
 
@@ -63,10 +65,10 @@ def _duration(action: AgentAction) -> str:
 class ReadOnlyAdmin(admin.ModelAdmin):
     """Shows rows and lets staff delete them; adding and editing belong to chat.turns."""
 
-    def has_add_permission(self, request, obj=None) -> bool:
+    def has_add_permission(self, request: HttpRequest, obj: Model | None = None) -> bool:
         return False
 
-    def has_change_permission(self, request, obj=None) -> bool:
+    def has_change_permission(self, request: HttpRequest, obj: Model | None = None) -> bool:
         return False
 
 
@@ -75,10 +77,10 @@ class ReadOnlyInline(admin.TabularInline):
     can_delete = False
     show_change_link = True
 
-    def has_add_permission(self, request, obj=None) -> bool:
+    def has_add_permission(self, request: HttpRequest, obj: Model | None = None) -> bool:
         return False
 
-    def has_change_permission(self, request, obj=None) -> bool:
+    def has_change_permission(self, request: HttpRequest, obj: Model | None = None) -> bool:
         return False
 
 
@@ -88,7 +90,7 @@ class ProviderFilter(admin.SimpleListFilter):
     title = "provider"
     parameter_name = "provider"
 
-    def lookups(self, request, model_admin):
+    def lookups(self, request: HttpRequest, model_admin: admin.ModelAdmin) -> list[tuple[str, str]]:
         pairs = (
             Message.objects.filter(role=Message.Role.ASSISTANT)
             .values_list("metadata__agent", "metadata__model")
@@ -97,10 +99,11 @@ class ProviderFilter(admin.SimpleListFilter):
         seen = sorted({(agent or "", model or "") for agent, model in pairs})
         return [(f"{agent}|{model}", f"{agent or '?'} / {model or '?'}") for agent, model in seen]
 
-    def queryset(self, request, queryset):
-        if not self.value():
+    def queryset(self, request: HttpRequest, queryset: QuerySet[Message]) -> QuerySet[Message]:
+        value = self.value()
+        if not value:
             return queryset
-        agent, _, model = self.value().partition("|")
+        agent, _, model = value.partition("|")
         return queryset.filter(metadata__agent=agent, metadata__model=model)
 
 
@@ -113,7 +116,7 @@ class MessageInline(ReadOnlyInline):
     readonly_fields = fields
     ordering = ("seq",)
 
-    def get_queryset(self, request):
+    def get_queryset(self, request: HttpRequest) -> QuerySet:
         return (
             super()
             .get_queryset(request)
@@ -141,7 +144,7 @@ class ThreadAdmin(ReadOnlyAdmin):
     readonly_fields = ("title", "owner", "last_seq", "created_at", "updated_at")
     inlines = [MessageInline]
 
-    def get_queryset(self, request):
+    def get_queryset(self, request: HttpRequest) -> QuerySet[Thread]:
         return super().get_queryset(request).annotate(message_count=Count("messages"))
 
     @admin.display(description="title", ordering="title")
@@ -150,7 +153,7 @@ class ThreadAdmin(ReadOnlyAdmin):
 
     @admin.display(description="messages", ordering="message_count")
     def message_count(self, obj: Thread) -> int:
-        return obj.message_count
+        return getattr(obj, "message_count", 0)  # annotated by get_queryset
 
 
 # --- Message -------------------------------------------------------------------
@@ -233,14 +236,14 @@ class MessageAdmin(ReadOnlyAdmin):
     readonly_fields = fields
     inlines = [AgentActionInline]
 
-    def get_queryset(self, request):
+    def get_queryset(self, request: HttpRequest) -> QuerySet:
         return (
             super()
             .get_queryset(request)
             .prefetch_related(Prefetch("chunks", queryset=MessageChunk.objects.order_by("start")), "usage_records")
         )
 
-    def get_urls(self):
+    def get_urls(self) -> list[URLPattern]:
         view = self.admin_site.admin_view
         return [
             path("live/", view(self.live_turns_view), name="chat_message_live"),
@@ -249,10 +252,10 @@ class MessageAdmin(ReadOnlyAdmin):
             *super().get_urls(),
         ]
 
-    def live_turns_view(self, request):
+    def live_turns_view(self, request: HttpRequest) -> HttpResponse:
         return admin_views.live_turns(request, self.admin_site)
 
-    def get_inlines(self, request, obj=None):
+    def get_inlines(self, request: HttpRequest, obj: Message | None = None) -> list[type[InlineModelAdmin]]:
         return self.inlines if obj is not None and obj.role == Message.Role.ASSISTANT else []
 
     @admin.display(description="turn id", ordering="turn_id")
@@ -393,13 +396,13 @@ class TokenUsageAdmin(ReadOnlyAdmin):
     )
     readonly_fields = fields
 
-    def get_urls(self):
+    def get_urls(self) -> list[URLPattern]:
         return [
             path("report/", self.admin_site.admin_view(self.usage_view), name="chat_tokenusage_report"),
             *super().get_urls(),
         ]
 
-    def usage_view(self, request):
+    def usage_view(self, request: HttpRequest) -> HttpResponse:
         return admin_views.usage(request, self.admin_site)
 
     @admin.display(description="cost ($)", ordering="cost_micros")

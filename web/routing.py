@@ -10,6 +10,6 @@ websocket_urlpatterns = [
 ]
 
 
-def websocket_application():
+def websocket_application() -> AllowedHostsOriginValidator:
     """Sockets: Origin checked against ALLOWED_HOSTS, session user in scope, then the routes."""
     return AllowedHostsOriginValidator(AuthMiddlewareStack(URLRouter(websocket_urlpatterns)))

@@ -3,24 +3,29 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from functools import wraps
+from typing import Any
 
-from django.http import HttpResponse, JsonResponse
+from django.contrib.auth.models import User
+from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.views.decorators.http import require_http_methods
 
 from chat import selectors
 from chat import threads as thread_writes
+
+View = Callable[..., HttpResponse]
 
 
 def api_error(status: int, code: str, message: str) -> JsonResponse:
     return JsonResponse({"error": {"code": code, "message": message}}, status=status)
 
 
-def api_login_required(view):
+def api_login_required(view: View) -> View:
     """401 JSON instead of a login redirect: API clients are not browsers."""
 
     @wraps(view)
-    def wrapper(request, *args, **kwargs):
+    def wrapper(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
         if not request.user.is_authenticated:
             return api_error(401, "not_authenticated", "Log in first.")
         return view(request, *args, **kwargs)
@@ -28,7 +33,13 @@ def api_login_required(view):
     return wrapper
 
 
-def _json_body(request) -> dict | None:
+def _owner(request: HttpRequest) -> User:
+    """The logged-in user of a request that api_login_required let through."""
+    assert isinstance(request.user, User)
+    return request.user
+
+
+def _json_body(request: HttpRequest) -> dict | None:
     if not request.body:
         return {}
     try:
@@ -38,7 +49,7 @@ def _json_body(request) -> dict | None:
     return body if isinstance(body, dict) else None
 
 
-def _title_from(request) -> str | JsonResponse:
+def _title_from(request: HttpRequest) -> str | JsonResponse:
     """The `title` of a JSON body (empty when absent), or the 400 answer refusing the body."""
     body = _json_body(request)
     if body is None:
@@ -52,19 +63,19 @@ def _title_from(request) -> str | JsonResponse:
 
 @api_login_required
 @require_http_methods(["GET", "POST"])
-def threads(request):
+def threads(request: HttpRequest) -> HttpResponse:
     if request.method == "GET":
-        return JsonResponse({"threads": selectors.list_threads(request.user)})
+        return JsonResponse({"threads": selectors.list_threads(_owner(request))})
     title = _title_from(request)
     if isinstance(title, JsonResponse):
         return title
-    thread = thread_writes.create_thread(request.user, title)
+    thread = thread_writes.create_thread(_owner(request), title)
     return JsonResponse(selectors.thread_dict(thread), status=201)
 
 
 @api_login_required
 @require_http_methods(["GET", "PATCH", "DELETE"])
-def thread_detail(request, thread_id: int):
+def thread_detail(request: HttpRequest, thread_id: int) -> HttpResponse:
     thread = selectors.own_thread(request.user, thread_id)
     if thread is None:
         return api_error(404, "not_found", "No such thread.")
@@ -79,7 +90,7 @@ def thread_detail(request, thread_id: int):
     return JsonResponse(selectors.thread_dict(thread_writes.rename_thread(thread, title)))
 
 
-def csrf_failure(request, reason: str = ""):
+def csrf_failure(request: HttpRequest, reason: str = "") -> HttpResponse:
     """CSRF refusals as JSON for the API, Django's page elsewhere."""
     if request.path.startswith("/api/"):
         return api_error(403, "csrf_failed", f"CSRF check failed: {reason}")

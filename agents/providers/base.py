@@ -7,7 +7,7 @@ database or of sockets.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -82,7 +82,7 @@ class Provider(Protocol):
     name: str  # shown as `agent` in agent_started
     model: str
 
-    def stream(self, messages: list[ChatMessage], tools: list[ToolSpec]) -> AsyncIterator[ProviderEvent]:
+    def stream(self, messages: list[ChatMessage], tools: list[ToolSpec]) -> AsyncGenerator[ProviderEvent]:
         """Run one model call. Tool calls come as complete ToolCallRequest events.
 
         Raises ProviderError on failure. Closing the iterator (or cancelling

@@ -10,13 +10,14 @@ from __future__ import annotations
 import asyncio
 import json
 import re
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 
 from django.conf import settings
 
 from .base import (
     ChatMessage,
     ProviderError,
+    ProviderEvent,
     TextDelta,
     ThinkingDelta,
     ToolCall,
@@ -80,7 +81,7 @@ class LocalProvider:
     def __init__(self, delay_ms: int | None = None):
         self.delay = (settings.LOCAL_MODEL_DELAY_MS if delay_ms is None else delay_ms) / 1000
 
-    async def stream(self, messages: list[ChatMessage], tools: list[ToolSpec]) -> AsyncIterator:
+    async def stream(self, messages: list[ChatMessage], tools: list[ToolSpec]) -> AsyncGenerator[ProviderEvent]:
         index = _last_user_index(messages)
         text = messages[index].content if index >= 0 else ""
         results = [m for m in messages[index + 1 :] if m.role == "tool"]
@@ -136,7 +137,7 @@ class LocalProvider:
                 parts.append(json.dumps(output))
         return " ".join(parts)
 
-    async def _say(self, text: str, prompt_tokens: int) -> AsyncIterator:
+    async def _say(self, text: str, prompt_tokens: int) -> AsyncGenerator[ProviderEvent]:
         words = _words(text)
         for word in words:
             if self.delay:

@@ -12,7 +12,7 @@ import asyncio
 import logging
 import random
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 
 import httpx2
 from django.conf import settings
@@ -29,7 +29,9 @@ from openai import (
     RateLimitError,
     Timeout,
 )
+from openai.types import CompletionUsage
 from openai.types.chat import ChatCompletionChunk
+from openai.types.chat.chat_completion_chunk import ChoiceDeltaToolCall
 
 from .base import (
     ChatMessage,
@@ -63,7 +65,7 @@ class OpenAIProvider:
         # First backoff pause in seconds, doubled each retry; tests make it small.
         self.retry_base_delay = retry_base_delay
 
-    async def stream(self, messages: list[ChatMessage], tools: list[ToolSpec]) -> AsyncIterator[ProviderEvent]:
+    async def stream(self, messages: list[ChatMessage], tools: list[ToolSpec]) -> AsyncGenerator[ProviderEvent]:
         """See Provider.stream(). Settings are read per call, so overrides apply at once."""
         key = settings.OPENAI_API_KEY
         request: dict = {
@@ -152,7 +154,7 @@ class _Assembly:
         self.calls: list[dict] = []
         self.open_calls: dict[int, dict] = {}  # fragment index -> the call it extends
         self.finished = False
-        self.usage = None
+        self.usage: CompletionUsage | None = None
 
     def feed(self, chunk: ChatCompletionChunk) -> list[ProviderEvent]:
         events: list[ProviderEvent] = []
@@ -173,7 +175,7 @@ class _Assembly:
                 self.finished = True
         return events
 
-    def _add_fragment(self, fragment, position: int) -> None:
+    def _add_fragment(self, fragment: ChoiceDeltaToolCall, position: int) -> None:
         index = fragment.index if isinstance(fragment.index, int) else position
         call = self.open_calls.get(index)
         # A new id at a known index starts a new call: older Ollama sends every call at index 0.

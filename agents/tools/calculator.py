@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import ast
 import operator
+from collections.abc import Callable
+from typing import Any
 
 from .base import Tool, ToolError
 
@@ -25,7 +27,7 @@ _BINARY = {
     ast.Mod: operator.mod,
     ast.Pow: operator.pow,
 }
-_UNARY = {ast.UAdd: operator.pos, ast.USub: operator.neg}
+_UNARY: dict[type[ast.unaryop], Callable[[Any], Any]] = {ast.UAdd: operator.pos, ast.USub: operator.neg}
 
 
 def evaluate(expression: str) -> int | float:
@@ -44,7 +46,7 @@ def evaluate(expression: str) -> int | float:
 
 
 def _eval(node: ast.AST) -> int | float:
-    if isinstance(node, ast.Constant) and type(node.value) in (int, float):
+    if isinstance(node, ast.Constant) and isinstance(node.value, int | float) and not isinstance(node.value, bool):
         return _bounded(node.value)
     if isinstance(node, ast.UnaryOp) and type(node.op) in _UNARY:
         return _UNARY[type(node.op)](_eval(node.operand))
@@ -61,7 +63,7 @@ def _eval(node: ast.AST) -> int | float:
     raise ToolError("only numbers, + - * / // % ** and parentheses are allowed")
 
 
-def _bounded(value):
+def _bounded(value: int | float | complex) -> int | float:
     if isinstance(value, complex) or abs(value) > MAX_ABS_VALUE:
         raise ToolError("result out of range")
     if isinstance(value, float) and value.is_integer() and abs(value) < 2**53:
@@ -71,7 +73,7 @@ def _bounded(value):
 
 def run(arguments: dict) -> dict:
     expression = arguments.get("expression") if isinstance(arguments, dict) else None
-    return {"expression": expression, "result": evaluate(expression)}
+    return {"expression": expression, "result": evaluate(expression if isinstance(expression, str) else "")}
 
 
 calculator = Tool(
