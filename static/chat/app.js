@@ -4,9 +4,10 @@
 
 import { api } from "./api.js";
 import { copyText } from "./markdown.js";
-import { Sidebar, threadTitle } from "./sidebar.js";
+import { cpLen, cpSliceFrom, threadTitle } from "./format.js";
+import { Sidebar } from "./sidebar.js";
 import { ThreadSocket } from "./socket.js";
-import { MessageView, cpLen, cpSliceFrom } from "./views.js";
+import { MessageView } from "./views.js";
 
 const MAX_FRAME_BYTES = 8192;
 const STICK_DISTANCE_PX = 48;
