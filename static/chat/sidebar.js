@@ -1,7 +1,9 @@
-// The thread list: grouped by age, newest first, with rename and delete.
+// The thread list in the sidebar: grouped by age, newest first, with rename
+// and delete; and the sidebar as a drawer at phone width.
 
 import { el } from "./dom.js";
 import { threadTitle } from "./format.js";
+import { threadPath } from "./navigation.js";
 
 const DAY_MS = 86400000;
 
@@ -105,7 +107,7 @@ export class Sidebar {
     item.classList.toggle("active", thread.id === this.activeId);
     const title = threadTitle(thread);
     const link = el("a", "thread-link", {
-      href: `/threads/${thread.id}/`,
+      href: threadPath(thread.id),
       text: title,
       title,
       "data-testid": "thread-link",
@@ -179,3 +181,26 @@ export class Sidebar {
   }
 }
 
+/** The sidebar at phone width: opened by the menu button; closed by its X, the backdrop, Escape or opening a thread. */
+export class Drawer {
+  constructor() {
+    this.app = document.getElementById("app");
+    this.backdrop = document.getElementById("sidebar-backdrop");
+    document.getElementById("sidebar-open").addEventListener("click", () => this.open());
+    document.getElementById("sidebar-close").addEventListener("click", () => this.close());
+    this.backdrop.addEventListener("click", () => this.close());
+    document.addEventListener("keydown", (event) => {
+      if (event.key === "Escape") this.close();
+    });
+  }
+
+  open() {
+    this.app.classList.add("sidebar-visible");
+    this.backdrop.hidden = false;
+  }
+
+  close() {
+    this.app.classList.remove("sidebar-visible");
+    this.backdrop.hidden = true;
+  }
+}

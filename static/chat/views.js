@@ -67,7 +67,7 @@ export class MessageView {
     root.dataset.status = message.status;
     root.dataset.messageId = String(message.id);
     root.dataset.turnId = message.turn_id || "";
-    root.dataset.length = String(message.len ?? cpLen(message.content || ""));
+    root.dataset.length = String(message.length ?? cpLen(message.content || ""));
     root.classList.toggle("streaming", message.status === "streaming");
     root.classList.toggle("sending", message.status === "sending");
     if (message.role === "user") {
@@ -169,7 +169,7 @@ export class MessageView {
 
   updateNotice(message) {
     const notice = this.notice;
-    const error = message.metadata?.error;
+    const error = message.error;
     let kind = null;
     let text = "";
     let retry = false;
