@@ -27,7 +27,7 @@ const draw = renderLoop(() => {
   view.draw(thread.state, threads.get(thread.state.threadId));
   composer.draw(thread.state);
 });
-const threads = new Threads(sidebar, draw);
+const threads = new Threads(sidebar, { changed: draw, openId: () => thread.state.threadId });
 const thread = new OpenThread({
   changed: draw,
   connection: (state) => view.drawConnection(state),
@@ -125,9 +125,9 @@ function flashCopied(button, ok) {
 document.getElementById("new-chat").addEventListener("click", newChat);
 document.getElementById("messages").addEventListener("click", onMessageClick);
 onHistoryMove(openThread);
-window.addEventListener("focus", () => threads.load(thread.state.threadId));
+window.addEventListener("focus", () => threads.load());
 
 const app = document.getElementById("app");
 openThread(initialThreadId(app));
-threads.load(thread.state.threadId);
+threads.load();
 app.dataset.ready = "true"; // the page's handlers are in place (tests wait for this)

@@ -9,11 +9,16 @@ import { confirmDialog, toast } from "./notify.js";
 export class Threads {
   /**
    * @param {import("./sidebar.js").Sidebar} sidebar
-   * @param {() => void} changed called when a title may have changed (the heading shows it)
+   * @param {{changed: () => void, openId: () => number | null}} hooks
+   *   changed: a title may have changed (the heading shows it); openId: the open thread's id
    */
-  constructor(sidebar, changed) {
+  constructor(sidebar, { changed, openId }) {
     this.sidebar = sidebar;
     this.changed = changed;
+    this.openId = openId;
+    // Threads this page created that no list from the server has held yet: a list
+    // read before a create committed must not take them off the sidebar.
+    this.unlisted = new Set();
   }
 
   get(id) {
@@ -25,11 +30,15 @@ export class Threads {
     return !(this.get(id)?.title || "").trim();
   }
 
-  async load(activeId) {
+  /** Show the server's list, keeping the threads created here that it does not hold yet. */
+  async load() {
     try {
       const data = await api.listThreads();
-      this.sidebar.setThreads(data.threads || []);
-      this.sidebar.setActive(activeId);
+      const listed = data.threads || [];
+      for (const thread of listed) this.unlisted.delete(thread.id);
+      const kept = [...this.unlisted].map((id) => this.get(id)).filter(Boolean);
+      this.sidebar.setThreads([...listed, ...kept]);
+      this.sidebar.setActive(this.openId());
       this.changed();
     } catch (error) {
       toast(`Could not load your chats: ${error.message}`, { error: true });
@@ -40,6 +49,7 @@ export class Threads {
   async create(title) {
     try {
       const thread = await api.createThread(title);
+      this.unlisted.add(thread.id);
       this.sidebar.upsert(thread);
       return thread;
     } catch (error) {
@@ -87,6 +97,7 @@ export class Threads {
         return false;
       }
     }
+    this.unlisted.delete(id);
     this.sidebar.remove(id);
     return true;
   }
