@@ -1,6 +1,6 @@
 """Run the whole test suite in legs and print one summary line.
 
-Legs (select with LEGS=lint,sqlite,pg,browser,django; default all):
+Legs (select with LEGS=lint,sqlite,pg,browser,django,node; default all):
   lint     ruff (lint and format), mypy and the import-linter layers contract;
            each check counts as one test
   sqlite   pytest over tests/ except tests/browser, on the SQLite test database
@@ -9,18 +9,23 @@ Legs (select with LEGS=lint,sqlite,pg,browser,django; default all):
            does not mix with the async tests of the other legs)
   django   every test once more under Django's own runner (`manage.py test`),
            on SQLite, so that both runners keep working
+  node     `node --test tests/js/`: the chat page's pure JavaScript modules,
+           counted from node's summary lines (`# pass N`, `# fail N`, ...)
 
 Arguments are passed to every pytest invocation (`scripts/test -k seq`); test
-paths among them narrow the legs to those paths. REQUIRE_SERVICES=1 turns a
-missing PostgreSQL, Redis or Chromium into a failure instead of a skip. The
-last line printed is `tests: N passed, N failed, N skipped`; the exit status
-is non-zero when any leg failed.
+paths among them narrow the legs to those paths (a path under tests/js to the
+node leg). The django and node legs do not run when pytest options are given.
+REQUIRE_SERVICES=1 turns a missing PostgreSQL, Redis, Chromium or node into a
+failure instead of a skip. The last line printed is
+`tests: N passed, N failed, N skipped`; the exit status is non-zero when any
+leg failed.
 """
 
 from __future__ import annotations
 
 import os
 import re
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -32,7 +37,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 ARTIFACTS = ROOT / "test-artifacts"
 BROWSER = "tests/browser"
-ALL_LEGS = ("lint", "sqlite", "pg", "browser", "django")
+JS = "tests/js"
+ALL_LEGS = ("lint", "sqlite", "pg", "browser", "django", "node")
 NO_TESTS_COLLECTED = 5
 
 sys.path.insert(0, str(ROOT))
@@ -59,9 +65,17 @@ def split_args(args: list[str]) -> tuple[list[str], list[str]]:
     return paths, options
 
 
-def is_browser_path(path: str) -> bool:
+def is_under(path: str, folder: str) -> bool:
     resolved = (ROOT / path.split("::")[0]).resolve()
-    return resolved == ROOT / BROWSER or (ROOT / BROWSER) in resolved.parents
+    return resolved == ROOT / folder or (ROOT / folder) in resolved.parents
+
+
+def is_browser_path(path: str) -> bool:
+    return is_under(path, BROWSER)
+
+
+def is_js_path(path: str) -> bool:
+    return is_under(path, JS)
 
 
 def count(junit: Path) -> tuple[int, int, int]:
@@ -131,7 +145,7 @@ def base_env() -> dict[str, str]:
 def database_targets(paths: list[str]) -> list[str] | None:
     if not paths:
         return ["tests", f"--ignore={BROWSER}"]
-    chosen = [p for p in paths if not is_browser_path(p)]
+    chosen = [p for p in paths if not is_browser_path(p) and not is_js_path(p)]
     return chosen or None
 
 
@@ -179,7 +193,10 @@ def django_leg(paths: list[str], options: list[str]) -> LegResult:
     """`manage.py test` over the selected paths (as dotted labels); pytest options do not apply to it."""
     if options:
         return LegResult("django", True, note="not run: pytest options given")
-    labels = [p.split("::")[0].removesuffix(".py").rstrip("/").replace("/", ".") for p in paths]
+    python_paths = [p for p in paths if not is_js_path(p)]
+    if paths and not python_paths:
+        return LegResult("django", True, note="no selected tests")
+    labels = [p.split("::")[0].removesuffix(".py").rstrip("/").replace("/", ".") for p in python_paths]
     ARTIFACTS.mkdir(exist_ok=True)
     log = ARTIFACTS / "django-runner.log"
     command = [sys.executable, "manage.py", "test", *labels]
@@ -204,6 +221,46 @@ def unittest_counts(output: str) -> tuple[int, int, int]:
     return ran, counts["failures"] + counts["errors"] + counts["unexpected successes"], counts["skipped"]
 
 
+def node_leg(paths: list[str], options: list[str]) -> LegResult:
+    """`node --test` over tests/js (or the selected files there): spec output here, TAP in test-artifacts/."""
+    from tests.services import missing
+
+    if options:
+        return LegResult("node", True, note="not run: pytest options given")
+    targets = [p for p in paths if is_js_path(p)] if paths else [f"{JS}/"]
+    if not targets:
+        return LegResult("node", True, note="no selected tests")
+    node = shutil.which("node")
+    if node is None:
+        problem = missing("node")
+        print(f"\n=== node leg: {problem}", flush=True)
+        if isinstance(problem, unittest.SkipTest):
+            return LegResult("node", True, note=f"skipped: {problem}")
+        return LegResult("node", False, failed=1, note=str(problem))
+    ARTIFACTS.mkdir(exist_ok=True)
+    tap = ARTIFACTS / "node-tests.tap"
+    tap.unlink(missing_ok=True)
+    reporters = ["--test-reporter=spec", "--test-reporter-destination=stdout"]
+    reporters += ["--test-reporter=tap", f"--test-reporter-destination={tap}"]
+    command = [node, "--test", *reporters, *targets]
+    print(f"\n=== node leg: node --test {' '.join(targets)} (TAP in {tap.relative_to(ROOT)})", flush=True)
+    code = subprocess.call(command, cwd=ROOT, env=base_env())
+    passed, failed, skipped = node_counts(tap.read_text(errors="replace") if tap.exists() else "")
+    ok = code == 0
+    if not ok and failed == 0:
+        failed = 1  # node failed without reporting a test (a bad flag, a file that does not load)
+    return LegResult("node", ok, passed, failed, skipped, "" if ok else f"exit status {code}")
+
+
+def node_counts(output: str) -> tuple[int, int, int]:
+    """(passed, failed, skipped) from the summary lines of node's TAP output; a cancelled test counts as failed."""
+
+    def total(name: str) -> int:
+        return sum(int(n) for n in re.findall(rf"^# {name} (\d+)$", output, re.MULTILINE))
+
+    return total("pass"), total("fail") + total("cancelled"), total("skipped")
+
+
 def main(argv: list[str]) -> int:
     legs = [leg.strip() for leg in os.environ.get("LEGS", ",".join(ALL_LEGS)).split(",") if leg.strip()]
     unknown = [leg for leg in legs if leg not in ALL_LEGS]
@@ -211,7 +268,14 @@ def main(argv: list[str]) -> int:
         print(f"unknown leg(s) {', '.join(unknown)}; choose from {', '.join(ALL_LEGS)}", file=sys.stderr)
         return 2
     paths, options = split_args(argv)
-    runners = {"lint": lint_leg, "sqlite": sqlite_leg, "pg": pg_leg, "browser": browser_leg, "django": django_leg}
+    runners = {
+        "lint": lint_leg,
+        "sqlite": sqlite_leg,
+        "pg": pg_leg,
+        "browser": browser_leg,
+        "django": django_leg,
+        "node": node_leg,
+    }
     results = [runners[leg](paths, options) for leg in legs]
 
     print("\n=== legs")

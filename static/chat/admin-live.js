@@ -1,228 +1,207 @@
 // Admin "Live turns": polls the staff-only JSON endpoint about once a second and
 // updates each turn in place (text, actions, elapsed time), with a Cancel button.
-(() => {
-  "use strict";
 
-  const root = document.getElementById("live-turns");
-  if (!root) return;
-  const list = document.getElementById("live-list");
-  const summary = document.getElementById("live-summary");
-  const dot = document.getElementById("live-dot");
-  const dataUrl = root.dataset.dataUrl;
-  const cancelUrl = (id) => root.dataset.cancelUrl.replace(/\/0\/cancel\/$/, `/${id}/cancel/`);
-  const canCancel = root.dataset.canCancel === "1";
-  const csrf = root.querySelector("input[name=csrfmiddlewaretoken]")?.value || "";
-  const POLL_MS = 1000;
+import { requestJson } from "./api.js";
+import { el } from "./dom.js";
+import { formatDuration, formatValue } from "./format.js";
 
-  const cards = new Map(); // message id -> {node, parts}
-  let clockOffset = 0; // server time minus browser time
-  let turns = JSON.parse(document.getElementById("live-initial")?.textContent || "[]");
-  let failures = 0;
+const POLL_MS = 1000;
+const MAX_POLL_MS = 15000; // the longest wait between polls while the server cannot be reached
+const TICK_MS = 250; // elapsed times tick between polls
+const STICK_DISTANCE_PX = 24; // a turn's text follows new words when scrolled this close to its end
 
-  const make = (tag, className, text) => {
-    const node = document.createElement(tag);
-    if (className) node.className = className;
-    if (text !== undefined) node.textContent = text;
-    return node;
-  };
+const root = document.getElementById("live-turns");
+const list = document.getElementById("live-list");
+const summary = document.getElementById("live-summary");
+const dot = document.getElementById("live-dot");
+const canCancel = root?.dataset.canCancel === "1";
 
-  const show = (value) => {
-    if (value == null) return "";
-    if (typeof value === "string") return value;
-    try {
-      return JSON.stringify(value);
-    } catch {
-      return String(value);
-    }
-  };
+const cards = new Map(); // message id -> the card's nodes
+let clockOffset = 0; // server time minus browser time
+let turns = JSON.parse(document.getElementById("live-initial")?.textContent || "[]");
+let failures = 0;
 
-  function elapsed(turn) {
-    if (!turn.running) return turn.elapsed_seconds;
-    return Math.max(0, (Date.now() + clockOffset - Date.parse(turn.started_at)) / 1000);
+const cancelUrl = (id) => root.dataset.cancelUrl.replace(/\/0\/cancel\/$/, `/${id}/cancel/`);
+
+/** Seconds the turn has run: ticking on the server's clock while it runs. */
+function elapsed(turn) {
+  if (!turn.running) return turn.elapsed_seconds;
+  return Math.max(0, (Date.now() + clockOffset - Date.parse(turn.started_at)) / 1000);
+}
+
+/** "label <b>value</b>"; the bold part is updated later. */
+function field(label, testid) {
+  const span = el("span", "chat-field");
+  const value = el("b", "", testid ? { "data-testid": testid } : {});
+  span.append(`${label} `, value);
+  return { span, value };
+}
+
+/** A turn's card: a head of fields and a Cancel button, the question, the text, the actions. */
+function createCard() {
+  const node = el("article", "chat-turn", { "data-testid": "live-turn" });
+  const head = el("div", "chat-turn-head");
+  const status = el("span", "chat-badge", { "data-testid": "live-status" });
+  const user = field("user", "live-user");
+  const threadLink = el("a", "", { "data-testid": "live-thread" });
+  const thread = el("span", "chat-field");
+  thread.append("thread ", threadLink);
+  const turnCode = el("code", "", { "data-testid": "live-turn-id" });
+  const turnId = el("span", "chat-field");
+  turnId.append("turn ", turnCode);
+  const model = field("model");
+  const time = field("elapsed", "live-elapsed");
+  const length = field("text", "live-length");
+  const tokens = field("tokens", "live-tokens");
+  const messageLink = el("a", "", { text: "details" });
+  head.append(status, user.span, thread, turnId, model.span, time.span, length.span, tokens.span, el("span", "chat-spacer"), messageLink);
+  let cancel = null;
+  if (canCancel) {
+    cancel = el("button", "button chat-cancel", { type: "button", text: "Cancel turn", "data-testid": "live-cancel" });
+    cancel.addEventListener("click", () => cancelTurn(Number(node.dataset.messageId), cancel));
+    head.append(cancel);
   }
+  const question = el("p", "chat-turn-question");
+  const text = el("pre", "chat-pre chat-pre-text chat-turn-text", { "data-testid": "live-text" });
+  const actions = el("ul", "chat-turn-actions", { "data-testid": "live-actions" });
+  node.append(head, question, text, actions);
+  return { node, status, user, threadLink, turnCode, time, length, tokens, model, messageLink, cancel, question, text, actions };
+}
 
-  function formatSeconds(seconds) {
-    if (seconds < 60) return `${seconds.toFixed(1)} s`;
-    const minutes = Math.floor(seconds / 60);
-    return `${minutes} min ${Math.floor(seconds % 60)} s`;
+function tokensText(turn) {
+  if (turn.usage) return `${turn.usage.total_tokens} (${turn.usage.prompt_tokens} + ${turn.usage.completion_tokens})`;
+  return turn.running ? `counting… (≈${turn.words} words so far)` : "-";
+}
+
+function updateCard(card, turn) {
+  const { node } = card;
+  node.dataset.messageId = String(turn.message_id);
+  node.dataset.turnId = turn.turn_id;
+  node.dataset.status = turn.status;
+  node.classList.toggle("running", turn.running);
+  node.classList.toggle("finished", !turn.running);
+  card.status.className = `chat-badge chat-badge-${turn.status}`;
+  card.status.textContent = turn.cancel_requested && turn.running ? "cancelling" : turn.status;
+  card.user.value.textContent = turn.user;
+  card.threadLink.textContent = `#${turn.thread_id}${turn.thread_title ? ` ${turn.thread_title}` : ""}`;
+  card.threadLink.href = `../../thread/${turn.thread_id}/change/`;
+  card.turnCode.textContent = turn.turn_id;
+  card.model.value.textContent = [turn.agent, turn.model].filter(Boolean).join(" / ") || "?";
+  card.time.value.textContent = formatDuration(elapsed(turn) * 1000);
+  card.length.value.textContent = `${turn.length} chars`;
+  card.tokens.value.textContent = tokensText(turn);
+  card.messageLink.href = `../${turn.message_id}/change/`;
+  if (card.cancel) {
+    card.cancel.hidden = !turn.running;
+    if (!turn.running) card.cancel.disabled = false;
   }
+  card.question.textContent = turn.question ? `Q: ${turn.question}` : "";
+  updateText(card.text, (turn.truncated ? "…" : "") + turn.text);
+  updateActions(card, turn.actions);
+}
 
-  function field(label, value, testid) {
-    const span = make("span", "chat-field");
-    span.append(`${label} `);
-    const strong = make("b", "", value);
-    if (testid) strong.dataset.testid = testid;
-    span.append(strong);
-    return span;
+/** New text; the box keeps following the end if the reader had not scrolled up. */
+function updateText(box, text) {
+  if (box.textContent === text) return;
+  const atBottom = box.scrollHeight - box.scrollTop - box.clientHeight < STICK_DISTANCE_PX;
+  box.textContent = text;
+  if (atBottom) box.scrollTop = box.scrollHeight;
+}
+
+/** The list of tool calls, redrawn only when an action or its status changed. */
+function updateActions(card, actions) {
+  const key = JSON.stringify(actions.map((a) => [a.id, a.status]));
+  if (card.actionKey === key) return;
+  card.actionKey = key;
+  card.actions.replaceChildren(...actions.map(actionItem));
+}
+
+function actionItem(action) {
+  const item = el("li", "", { "data-testid": "live-action", "data-status": action.status });
+  const badge = el("span", `chat-badge chat-badge-${action.status}`, { text: action.status });
+  item.append(badge, el("b", "", { text: action.tool }), el("code", "", { text: formatValue(action.input, 0) }));
+  if (action.status !== "pending") item.append(" → ", el("code", "", { text: formatValue(action.output, 0) }));
+  if (action.duration_ms != null) item.append(el("span", "chat-quiet", { text: `${action.duration_ms} ms` }));
+  return item;
+}
+
+function render() {
+  const running = turns.filter((t) => t.running).length;
+  summary.textContent =
+    `${running} running turn${running === 1 ? "" : "s"}` +
+    (turns.length > running ? `, ${turns.length - running} finished recently` : "");
+  const seen = new Set();
+  turns.forEach((turn, index) => {
+    seen.add(turn.message_id);
+    let card = cards.get(turn.message_id);
+    if (!card) {
+      card = createCard();
+      cards.set(turn.message_id, card);
+    }
+    updateCard(card, turn);
+    if (list.children[index] !== card.node) list.insertBefore(card.node, list.children[index] || null);
+  });
+  for (const [id, card] of cards) {
+    if (seen.has(id)) continue;
+    card.node.remove();
+    cards.delete(id);
   }
+  renderEmpty();
+}
 
-  function createCard(turn) {
-    const node = make("article", "chat-turn");
-    node.dataset.testid = "live-turn";
-    const head = make("div", "chat-turn-head");
-    const status = make("span", "chat-badge");
-    status.dataset.testid = "live-status";
-    const user = field("user", "", "live-user");
-    const thread = make("span", "chat-field");
-    const threadLink = make("a");
-    threadLink.dataset.testid = "live-thread";
-    thread.append("thread ", threadLink);
-    const turnId = make("span", "chat-field");
-    const turnCode = make("code");
-    turnCode.dataset.testid = "live-turn-id";
-    turnId.append("turn ", turnCode);
-    const time = field("elapsed", "", "live-elapsed");
-    const length = field("text", "", "live-length");
-    const tokens = field("tokens", "", "live-tokens");
-    const model = field("model", "");
-    const spacer = make("span", "chat-spacer");
-    const messageLink = make("a", "", "details");
-    head.append(status, user, thread, turnId, model, time, length, tokens, spacer, messageLink);
-    let cancel = null;
-    if (canCancel) {
-      cancel = make("button", "button chat-cancel", "Cancel turn");
-      cancel.type = "button";
-      cancel.dataset.testid = "live-cancel";
-      cancel.addEventListener("click", () => cancelTurn(Number(node.dataset.messageId), cancel));
-      head.append(cancel);
-    }
-    const question = make("p", "chat-turn-question");
-    const text = make("pre", "chat-pre chat-pre-text chat-turn-text");
-    text.dataset.testid = "live-text";
-    const actions = make("ul", "chat-turn-actions");
-    actions.dataset.testid = "live-actions";
-    node.append(head, question, text, actions);
-    return { node, status, user, threadLink, turnCode, time, length, tokens, model, messageLink, cancel, question, text, actions };
+function renderEmpty() {
+  let empty = list.querySelector(".chat-empty");
+  if (!turns.length && !empty) {
+    empty = el("div", "chat-empty", { text: "No turn is running right now.", "data-testid": "live-empty" });
+    list.append(empty);
+  } else if (turns.length && empty) {
+    empty.remove();
   }
+}
 
-  function updateCard(card, turn) {
-    const { node } = card;
-    node.dataset.messageId = String(turn.message_id);
-    node.dataset.turnId = turn.turn_id;
-    node.dataset.status = turn.status;
-    node.classList.toggle("running", turn.running);
-    node.classList.toggle("finished", !turn.running);
-    card.status.className = `chat-badge chat-badge-${turn.status}`;
-    card.status.textContent = turn.cancel_requested && turn.running ? "cancelling" : turn.status;
-    card.user.querySelector("b").textContent = turn.user;
-    card.threadLink.textContent = `#${turn.thread_id}${turn.thread_title ? ` ${turn.thread_title}` : ""}`;
-    card.threadLink.href = `../../thread/${turn.thread_id}/change/`;
-    card.turnCode.textContent = turn.turn_id;
-    card.model.querySelector("b").textContent = [turn.agent, turn.model].filter(Boolean).join(" / ") || "?";
-    card.time.querySelector("b").textContent = formatSeconds(elapsed(turn));
-    card.length.querySelector("b").textContent = `${turn.length} chars`;
-    card.tokens.querySelector("b").textContent = turn.usage
-      ? `${turn.usage.total_tokens} (${turn.usage.prompt_tokens} + ${turn.usage.completion_tokens})`
-      : turn.running
-        ? `counting… (≈${turn.words} words so far)`
-        : "-";
-    card.messageLink.href = `../${turn.message_id}/change/`;
-    if (card.cancel) {
-      card.cancel.hidden = !turn.running;
-      if (!turn.running) card.cancel.disabled = false;
-    }
-    card.question.textContent = turn.question ? `Q: ${turn.question}` : "";
-    const text = (turn.truncated ? "…" : "") + turn.text;
-    if (card.text.textContent !== text) {
-      const atBottom = card.text.scrollHeight - card.text.scrollTop - card.text.clientHeight < 24;
-      card.text.textContent = text;
-      if (atBottom) card.text.scrollTop = card.text.scrollHeight;
-    }
-    const actionKey = JSON.stringify(turn.actions.map((a) => [a.id, a.status]));
-    if (card.actionKey !== actionKey) {
-      card.actionKey = actionKey;
-      card.actions.replaceChildren(
-        ...turn.actions.map((action) => {
-          const item = make("li");
-          item.dataset.testid = "live-action";
-          item.dataset.status = action.status;
-          const badge = make("span", `chat-badge chat-badge-${action.status}`, action.status);
-          const name = make("b", "", action.tool);
-          const input = make("code", "", show(action.input));
-          item.append(badge, name, input);
-          if (action.status !== "pending") item.append(" → ", make("code", "", show(action.output)));
-          if (action.duration_ms != null) item.append(make("span", "chat-quiet", `${action.duration_ms} ms`));
-          return item;
-        }),
-      );
-    }
+/** Fetch the turns, then poll again: every second, backing off while the server cannot be reached. */
+async function poll() {
+  try {
+    const data = await requestJson("GET", root.dataset.dataUrl);
+    clockOffset = Date.parse(data.now) - Date.now();
+    turns = data.turns;
+    failures = 0;
+    dot.classList.remove("stale");
+    render();
+  } catch {
+    failures += 1;
+    dot.classList.add("stale");
+    summary.textContent = "Cannot reach the server; retrying…";
   }
+  setTimeout(poll, Math.min(POLL_MS * 2 ** Math.min(failures, 4), MAX_POLL_MS));
+}
 
-  function render() {
-    const running = turns.filter((t) => t.running).length;
-    summary.textContent =
-      `${running} running turn${running === 1 ? "" : "s"}` +
-      (turns.length > running ? `, ${turns.length - running} finished recently` : "");
-    const seen = new Set();
-    turns.forEach((turn, index) => {
-      seen.add(turn.message_id);
-      let card = cards.get(turn.message_id);
-      if (!card) {
-        card = createCard(turn);
-        cards.set(turn.message_id, card);
-      }
-      updateCard(card, turn);
-      if (list.children[index] !== card.node) list.insertBefore(card.node, list.children[index] || null);
-    });
-    for (const [id, card] of cards) {
-      if (!seen.has(id)) {
-        card.node.remove();
-        cards.delete(id);
-      }
+/** Ask the server to cancel the turn; an answer other than "cancelled" means it no longer runs. */
+async function cancelTurn(messageId, button) {
+  button.disabled = true;
+  button.textContent = "Cancelling…";
+  try {
+    const data = await requestJson("POST", cancelUrl(messageId));
+    if (!data?.cancelled) button.textContent = "Not running";
+  } catch (error) {
+    if (error.status) {
+      button.textContent = "Not running";
+      return;
     }
-    let empty = list.querySelector(".chat-empty");
-    if (!turns.length && !empty) {
-      empty = make("div", "chat-empty", "No turn is running right now.");
-      empty.dataset.testid = "live-empty";
-      list.append(empty);
-    } else if (turns.length && empty) {
-      empty.remove();
-    }
+    button.disabled = false;
+    button.textContent = "Cancel turn";
   }
+}
 
-  async function poll() {
-    try {
-      const response = await fetch(dataUrl, { headers: { Accept: "application/json" }, credentials: "same-origin" });
-      if (!response.ok) throw new Error(String(response.status));
-      const data = await response.json();
-      clockOffset = Date.parse(data.now) - Date.now();
-      turns = data.turns;
-      failures = 0;
-      dot.classList.remove("stale");
-      render();
-    } catch {
-      failures += 1;
-      dot.classList.add("stale");
-      summary.textContent = "Cannot reach the server; retrying…";
-    }
-    setTimeout(poll, Math.min(POLL_MS * 2 ** Math.min(failures, 4), 15000));
+function tick() {
+  for (const turn of turns) {
+    const card = cards.get(turn.message_id);
+    if (card && turn.running) card.time.value.textContent = formatDuration(elapsed(turn) * 1000);
   }
+}
 
-  async function cancelTurn(messageId, button) {
-    button.disabled = true;
-    button.textContent = "Cancelling…";
-    try {
-      const response = await fetch(cancelUrl(messageId), {
-        method: "POST",
-        headers: { Accept: "application/json", "X-CSRFToken": csrf },
-        credentials: "same-origin",
-      });
-      const data = await response.json().catch(() => ({}));
-      if (!data.cancelled) button.textContent = "Not running";
-    } catch {
-      button.disabled = false;
-      button.textContent = "Cancel turn";
-    }
-  }
-
-  // Elapsed times tick between polls.
-  setInterval(() => {
-    for (const turn of turns) {
-      const card = cards.get(turn.message_id);
-      if (card && turn.running) card.time.querySelector("b").textContent = formatSeconds(elapsed(turn));
-    }
-  }, 250);
-
+if (root) {
+  setInterval(tick, TICK_MS);
   render();
   setTimeout(poll, POLL_MS);
-})();
+}

@@ -1,6 +1,13 @@
-// JSON calls to the chat HTTP API with the session cookie and the CSRF token.
+// JSON calls to the server's HTTP API with the session cookie and the CSRF token.
 
-const csrfToken = () => document.querySelector('meta[name="csrf-token"]')?.content || "";
+import { goToLogin } from "./navigation.js";
+
+/** The CSRF token Django put in the page: the chat page's meta tag, or a form's hidden field. */
+function csrfToken() {
+  const meta = document.querySelector('meta[name="csrf-token"]');
+  const field = document.querySelector("input[name=csrfmiddlewaretoken]");
+  return meta?.content || field?.value || "";
+}
 
 export class ApiError extends Error {
   constructor(status, message) {
@@ -9,7 +16,13 @@ export class ApiError extends Error {
   }
 }
 
-async function call(method, url, body) {
+/** Whether the server sent the request to its login page: the session ended. */
+function toLogin(response) {
+  return response.status === 401 || (response.redirected && new URL(response.url).pathname.startsWith("/accounts/login"));
+}
+
+/** The JSON answer of one call (null for 204 or a body that is not JSON); ApiError when refused or unreachable. */
+export async function requestJson(method, url, body) {
   const headers = { Accept: "application/json" };
   if (body !== undefined) headers["Content-Type"] = "application/json";
   if (method !== "GET") headers["X-CSRFToken"] = csrfToken();
@@ -24,17 +37,12 @@ async function call(method, url, body) {
   } catch {
     throw new ApiError(0, "The server cannot be reached. Check your connection.");
   }
-  if (response.status === 401 || response.redirected && new URL(response.url).pathname.startsWith("/accounts/login")) {
-    window.location.href = `/accounts/login/?next=${encodeURIComponent(location.pathname)}`;
+  if (toLogin(response)) {
+    goToLogin();
     throw new ApiError(401, "Please sign in again.");
   }
   if (response.status === 204) return null;
-  let data = null;
-  try {
-    data = await response.json();
-  } catch {
-    data = null;
-  }
+  const data = await response.json().catch(() => null);
   if (!response.ok) {
     const message = data?.error?.message || data?.message || data?.detail || `Request failed (${response.status}).`;
     throw new ApiError(response.status, message);
@@ -43,9 +51,9 @@ async function call(method, url, body) {
 }
 
 export const api = {
-  listThreads: () => call("GET", "/api/threads/"),
-  createThread: (title) => call("POST", "/api/threads/", title ? { title } : {}),
-  getThread: (id) => call("GET", `/api/threads/${id}/`),
-  renameThread: (id, title) => call("PATCH", `/api/threads/${id}/`, { title }),
-  deleteThread: (id) => call("DELETE", `/api/threads/${id}/`),
+  listThreads: () => requestJson("GET", "/api/threads/"),
+  createThread: (title) => requestJson("POST", "/api/threads/", title ? { title } : {}),
+  getThread: (id) => requestJson("GET", `/api/threads/${id}/`),
+  renameThread: (id, title) => requestJson("PATCH", `/api/threads/${id}/`, { title }),
+  deleteThread: (id) => requestJson("DELETE", `/api/threads/${id}/`),
 };

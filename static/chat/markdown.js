@@ -1,8 +1,7 @@
 // Markdown to safe HTML: marked renders, raw HTML in the text is shown as text,
 // and DOMPurify removes anything executable that could still get through.
 
-const escapeHtml = (text) =>
-  String(text).replace(/[&<>"']/g, (c) => ({ "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;" })[c]);
+import { escapeHtml } from "./format.js";
 
 const parser = new window.marked.Marked({
   gfm: true,

@@ -1,4 +1,9 @@
-// The thread list: grouped by age, newest first, with rename and delete.
+// The thread list in the sidebar: grouped by age, newest first, with rename
+// and delete; and the sidebar as a drawer at phone width.
+
+import { el } from "./dom.js";
+import { threadTitle } from "./format.js";
+import { threadPath } from "./navigation.js";
 
 const DAY_MS = 86400000;
 
@@ -17,8 +22,6 @@ const ICON_EDIT =
   '<svg viewBox="0 0 24 24" width="15" height="15" aria-hidden="true"><path d="M4 20h4L19 9l-4-4L4 16v4z" fill="none" stroke="currentColor" stroke-width="1.8" stroke-linejoin="round"/></svg>';
 const ICON_DELETE =
   '<svg viewBox="0 0 24 24" width="15" height="15" aria-hidden="true"><path d="M5 7h14M10 7V5h4v2M7 7l1 12h8l1-12" fill="none" stroke="currentColor" stroke-width="1.8" stroke-linecap="round" stroke-linejoin="round"/></svg>';
-
-export const threadTitle = (thread) => (thread?.title || "").trim() || "New chat";
 
 export class Sidebar {
   /**
@@ -87,40 +90,31 @@ export class Sidebar {
     for (const thread of this.threads) {
       const group = groupLabel(thread.updated_at, now);
       if (group !== lastGroup) {
-        const heading = document.createElement("div");
-        heading.className = "thread-group";
-        heading.textContent = group;
-        fragment.append(heading);
+        fragment.append(el("div", "thread-group", { text: group }));
         lastGroup = group;
       }
       fragment.append(this.item(thread));
     }
     if (!this.threads.length) {
-      const empty = document.createElement("div");
-      empty.className = "thread-empty";
-      empty.textContent = "No conversations yet.";
-      fragment.append(empty);
+      fragment.append(el("div", "thread-empty", { text: "No conversations yet." }));
     }
     this.root.replaceChildren(fragment);
   }
 
   item(thread) {
-    const item = document.createElement("div");
-    item.className = "thread-item";
+    const item = el("div", "thread-item", { "data-testid": "thread-item", "data-thread-id": String(thread.id) });
     item.classList.toggle("untitled", !(thread.title || "").trim());
     item.classList.toggle("active", thread.id === this.activeId);
-    item.dataset.testid = "thread-item";
-    item.dataset.threadId = String(thread.id);
-    const link = document.createElement("a");
-    link.className = "thread-link";
-    link.href = `/threads/${thread.id}/`;
-    link.textContent = threadTitle(thread);
-    link.title = threadTitle(thread);
-    link.dataset.testid = "thread-link";
-    link.dataset.action = "open";
+    const title = threadTitle(thread);
+    const link = el("a", "thread-link", {
+      href: threadPath(thread.id),
+      text: title,
+      title,
+      "data-testid": "thread-link",
+      "data-action": "open",
+    });
     if (thread.id === this.activeId) link.setAttribute("aria-current", "page");
-    const tools = document.createElement("div");
-    tools.className = "thread-tools";
+    const tools = el("div", "thread-tools");
     tools.append(
       this.iconButton("rename", "Rename", ICON_EDIT, "thread-rename"),
       this.iconButton("delete", "Delete", ICON_DELETE, "thread-delete"),
@@ -130,14 +124,8 @@ export class Sidebar {
   }
 
   iconButton(action, label, icon, testid) {
-    const button = document.createElement("button");
-    button.type = "button";
-    button.className = "icon-btn";
-    button.title = label;
-    button.setAttribute("aria-label", label);
-    button.dataset.action = action;
-    button.dataset.testid = testid;
-    button.innerHTML = icon;
+    const button = el("button", "icon-btn", { type: "button", title: label, "aria-label": label, "data-action": action, "data-testid": testid });
+    button.innerHTML = icon; // constant markup only
     return button;
   }
 
@@ -161,13 +149,13 @@ export class Sidebar {
     const thread = this.get(id);
     if (!thread) return;
     this.editingId = id;
-    const input = document.createElement("input");
-    input.className = "thread-rename-input";
-    input.value = thread.title || "";
-    input.maxLength = 200;
-    input.placeholder = "Chat title";
-    input.dataset.testid = "thread-rename-input";
-    input.setAttribute("aria-label", "New title");
+    const input = el("input", "thread-rename-input", {
+      value: thread.title || "",
+      maxLength: 200,
+      placeholder: "Chat title",
+      "data-testid": "thread-rename-input",
+      "aria-label": "New title",
+    });
     item.replaceChildren(input);
     input.focus();
     input.select();
@@ -190,5 +178,29 @@ export class Sidebar {
       }
     });
     input.addEventListener("blur", () => finish(true));
+  }
+}
+
+/** The sidebar at phone width: opened by the menu button; closed by its X, the backdrop, Escape or opening a thread. */
+export class Drawer {
+  constructor() {
+    this.app = document.getElementById("app");
+    this.backdrop = document.getElementById("sidebar-backdrop");
+    document.getElementById("sidebar-open").addEventListener("click", () => this.open());
+    document.getElementById("sidebar-close").addEventListener("click", () => this.close());
+    this.backdrop.addEventListener("click", () => this.close());
+    document.addEventListener("keydown", (event) => {
+      if (event.key === "Escape") this.close();
+    });
+  }
+
+  open() {
+    this.app.classList.add("sidebar-visible");
+    this.backdrop.hidden = false;
+  }
+
+  close() {
+    this.app.classList.remove("sidebar-visible");
+    this.backdrop.hidden = true;
   }
 }

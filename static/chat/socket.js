@@ -10,8 +10,9 @@ const OPEN_TIMEOUT_MS = 10000;
 const PING_EVERY_MS = 20000;
 const PONG_TIMEOUT_MS = 10000;
 
-// Close codes after which retrying cannot help.
-export const FATAL_CLOSE_CODES = new Set([4401, 4403, 4404]);
+// Close codes after which retrying cannot help: 4401 not logged in, 4404 no
+// such thread of this user (the only two the server closes with).
+export const FATAL_CLOSE_CODES = new Set([4401, 4404]);
 
 export class ThreadSocket {
   /**

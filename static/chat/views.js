@@ -2,31 +2,9 @@
 // with tool cards placed at their position in the text. Updates are keyed, so a
 // streaming answer re-renders only its last piece of text.
 
+import { el } from "./dom.js";
+import { answerParts, cpLen, formatDuration, formatValue, inputSummary } from "./format.js";
 import { enhanceCodeBlocks, markdownToHtml } from "./markdown.js";
-
-/** Length in Unicode code points, as the server counts offsets (Python's len). */
-export function cpLen(text) {
-  const pairs = text.match(/[\uD800-\uDBFF][\uDC00-\uDFFF]/g);
-  return text.length - (pairs ? pairs.length : 0);
-}
-
-/** `text` without its first `count` code points. */
-export function cpSliceFrom(text, count) {
-  if (count <= 0) return text;
-  if (cpLen(text) === text.length) return text.slice(count);
-  return [...text].slice(count).join("");
-}
-
-const el = (tag, className, attrs = {}) => {
-  const node = document.createElement(tag);
-  if (className) node.className = className;
-  for (const [key, value] of Object.entries(attrs)) {
-    if (key === "text") node.textContent = value;
-    else if (key.startsWith("data-") || key.startsWith("aria-")) node.setAttribute(key, value);
-    else node[key] = value;
-  }
-  return node;
-};
 
 const svg = (markup) => {
   const span = el("span", "tool-icon");
@@ -39,52 +17,10 @@ const ICONS = {
   copy: '<svg viewBox="0 0 24 24" width="15" height="15" aria-hidden="true"><rect x="9" y="9" width="11" height="11" rx="2" fill="none" stroke="currentColor" stroke-width="2"/><path d="M5 15V5a2 2 0 0 1 2-2h8" fill="none" stroke="currentColor" stroke-width="2"/></svg>',
 };
 
-export function formatDuration(ms) {
-  if (ms == null || Number.isNaN(ms)) return "";
-  if (ms < 1000) return `${Math.max(0, Math.round(ms))} ms`;
-  if (ms < 60000) return `${(ms / 1000).toFixed(ms < 10000 ? 1 : 0)} s`;
-  return `${Math.floor(ms / 60000)} min ${Math.round((ms % 60000) / 1000)} s`;
-}
-
 function actionDuration(action) {
   if (action.duration_ms != null) return action.duration_ms;
   if (action.started_at && action.finished_at) return Date.parse(action.finished_at) - Date.parse(action.started_at);
   return null;
-}
-
-const pretty = (value) => {
-  if (value == null) return "";
-  if (typeof value === "string") return value;
-  try {
-    return JSON.stringify(value, null, 2);
-  } catch {
-    return String(value);
-  }
-};
-
-function inputSummary(input) {
-  if (input == null) return "";
-  if (typeof input !== "object") return String(input);
-  const entries = Object.entries(input);
-  if (entries.length === 1 && typeof entries[0][1] !== "object") return String(entries[0][1]);
-  return JSON.stringify(input);
-}
-
-/** Split the answer into text pieces and tool calls, by each call's code-point position. */
-export function answerParts(message) {
-  const actions = [...(message.actions || [])].sort((a, b) => (a.position ?? 0) - (b.position ?? 0) || a.id - b.id);
-  if (!actions.length) return [{ kind: "text", key: "s0", text: message.content }];
-  const points = [...message.content];
-  const parts = [];
-  let cursor = 0;
-  actions.forEach((action, index) => {
-    const at = Math.min(Math.max(action.position ?? points.length, cursor), points.length);
-    if (at > cursor) parts.push({ kind: "text", key: `s${index}`, text: points.slice(cursor, at).join("") });
-    parts.push({ kind: "action", key: `a${action.id}`, action });
-    cursor = at;
-  });
-  if (cursor < points.length) parts.push({ kind: "text", key: `s${actions.length}`, text: points.slice(cursor).join("") });
-  return parts;
 }
 
 export class MessageView {
@@ -131,7 +67,7 @@ export class MessageView {
     root.dataset.status = message.status;
     root.dataset.messageId = String(message.id);
     root.dataset.turnId = message.turn_id || "";
-    root.dataset.length = String(message.len ?? cpLen(message.content || ""));
+    root.dataset.length = String(message.length ?? cpLen(message.content || ""));
     root.classList.toggle("streaming", message.status === "streaming");
     root.classList.toggle("sending", message.status === "sending");
     if (message.role === "user") {
@@ -218,13 +154,13 @@ export class MessageView {
     }
     const body = el("div", "tool-body");
     const inputBox = el("div");
-    inputBox.append(el("div", "tool-label", { text: "Input" }), el("pre", "", { text: pretty(action.input), "data-testid": "tool-input" }));
+    inputBox.append(el("div", "tool-label", { text: "Input" }), el("pre", "", { text: formatValue(action.input), "data-testid": "tool-input" }));
     body.append(inputBox);
     if (action.status !== "pending") {
       const outputBox = el("div");
       outputBox.append(
         el("div", "tool-label", { text: action.status === "error" ? "Error" : "Output" }),
-        el("pre", "", { text: pretty(action.output), "data-testid": "tool-output" }),
+        el("pre", "", { text: formatValue(action.output), "data-testid": "tool-output" }),
       );
       body.append(outputBox);
     }
@@ -233,7 +169,7 @@ export class MessageView {
 
   updateNotice(message) {
     const notice = this.notice;
-    const error = message.metadata?.error;
+    const error = message.error;
     let kind = null;
     let text = "";
     let retry = false;
