@@ -1,4 +1,4 @@
-"""The thread socket of PROTOCOL.md, through Channels' communicator against the real database."""
+"""The thread socket of docs/protocol.md, through Channels' communicator against the real database."""
 
 from __future__ import annotations
 
