@@ -6,13 +6,15 @@ the union `web.frames` parses; from the source of `web`, `agents` and `chat`,
 every wire `type` (a `"type": "..."` in a dict, or a string handed to a
 function named `*frame`), every error code (a string passed as the `code`
 parameter of any function or exception class defined there, or a
-`"code": "..."` in a dict) and every `CLOSE_*` constant. The page must name
-each one in backticks.
+`"code": "..."` in a dict) and every close code (a `CLOSE_*` constant, or a
+number given to `close`); a module-level constant counts as its value. The
+page must name each one in backticks.
 """
 
 from __future__ import annotations
 
 import ast
+import functools
 import re
 import typing
 from dataclasses import dataclass, field
@@ -60,8 +62,16 @@ def _callee(node: ast.Call) -> str:
     return func.attr if isinstance(func, ast.Attribute) else func.id if isinstance(func, ast.Name) else ""
 
 
-def _text(node: ast.AST | None) -> str | None:
-    return node.value if isinstance(node, ast.Constant) and isinstance(node.value, str) else None
+def module_constants(tree: ast.Module) -> dict[str, object]:
+    """The module's `NAME = <constant>` assignments, so that a code or type named by a constant is found too."""
+    constants: dict[str, object] = {}
+    for node in tree.body:
+        value = node.value if isinstance(node, ast.Assign | ast.AnnAssign) else None
+        if not isinstance(value, ast.Constant):
+            continue
+        targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+        constants.update((t.id, value.value) for t in targets if isinstance(t, ast.Name))
+    return constants
 
 
 def code_parameters(trees: list[tuple[str, ast.Module]]) -> dict[str, int]:
@@ -84,38 +94,61 @@ def code_parameters(trees: list[tuple[str, ast.Module]]) -> dict[str, int]:
     return positions
 
 
+def _argument(node: ast.Call, position: int, keyword: str) -> list[ast.expr]:
+    """The argument at `position` or named `keyword` of a call (none, one, or both when the call is wrong)."""
+    return [*node.args[position : position + 1], *(k.value for k in node.keywords if k.arg == keyword)]
+
+
+def _value(node: ast.AST | None, constants: dict[str, object]) -> object:
+    """A literal's value, or that of the module constant a name refers to."""
+    if isinstance(node, ast.Constant):
+        return node.value
+    return constants.get(node.id) if isinstance(node, ast.Name) else None
+
+
+def _text(node: ast.AST | None, constants: dict[str, object]) -> str | None:
+    found = _value(node, constants)
+    return found if isinstance(found, str) else None
+
+
 def collect(modules: list[tuple[str, str]]) -> Found:
     """The wire types, error codes and close codes the given modules send, with where each is."""
     trees = [(path, ast.parse(source, path)) for path, source in modules]
     takes_code = code_parameters(trees)
+    shared = {name: value for _, tree in trees for name, value in module_constants(tree).items()}
     found = Found()
     for path, tree in trees:
+        constants = shared | module_constants(tree)
+        value = functools.partial(_value, constants=constants)
+        text = functools.partial(_text, constants=constants)
         wire = not path.startswith(NOT_WIRE_TYPES)
         for node in ast.walk(tree):
             where = f"{path}:{getattr(node, 'lineno', 0)}"
             if isinstance(node, ast.Dict):
-                for key, value in zip(node.keys, node.values, strict=True):
-                    text = _text(value)
-                    if text is not None and _text(key) == "type" and wire and WIRE_NAME.match(text):
-                        found.add(found.types, text, where)
-                    if text is not None and _text(key) == "code":
-                        found.add(found.codes, text, where)
+                for key, item in zip(node.keys, node.values, strict=True):
+                    name = text(item)
+                    if name is not None and text(key) == "type" and wire and WIRE_NAME.match(name):
+                        found.add(found.types, name, where)
+                    if name is not None and text(key) == "code":
+                        found.add(found.codes, name, where)
             elif isinstance(node, ast.Call):
-                name = _callee(node)
-                if wire and name.endswith("frame"):
+                callee = _callee(node)
+                if wire and callee.endswith("frame"):
                     for arg in (*node.args, *(k.value for k in node.keywords if k.arg in ("type", "type_"))):
-                        text = _text(arg)
-                        if text is not None and WIRE_NAME.match(text):
-                            found.add(found.types, text, where)
-                if name in takes_code:
-                    position = takes_code[name]
-                    args = [*node.args[position : position + 1], *(k.value for k in node.keywords if k.arg == "code")]
-                    for arg in args:
-                        text = _text(arg)
-                        if text is not None:
-                            found.add(found.codes, text, where)
-            elif isinstance(node, ast.Assign) and isinstance(node.value, ast.Constant):
-                names = [t.id for t in node.targets if isinstance(t, ast.Name)]
+                        name = text(arg)
+                        if name is not None and WIRE_NAME.match(name):
+                            found.add(found.types, name, where)
+                if callee in takes_code:
+                    for arg in _argument(node, takes_code[callee], "code"):
+                        if text(arg) is not None:
+                            found.add(found.codes, text(arg), where)
+                if callee == "close":
+                    for arg in _argument(node, 0, "code"):
+                        if isinstance(value(arg), int):
+                            found.add(found.close_codes, str(value(arg)), where)
+            elif isinstance(node, ast.Assign | ast.AnnAssign) and isinstance(node.value, ast.Constant):
+                targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+                names = [t.id for t in targets if isinstance(t, ast.Name)]
                 if any(n.startswith("CLOSE_") for n in names) and isinstance(node.value.value, int):
                     found.add(found.close_codes, str(node.value.value), where)
     return found
@@ -171,7 +204,7 @@ class CollectionTests(SimpleTestCase):
         codes |= {"rate_limited", "turn_not_found", "server_error", "not_authenticated", "invalid_title"}
         codes |= {"csrf_failed", "not_found", "interrupted", "step_limit", "provider_timeout"}
         self.assertLessEqual(codes, set(found.codes))
-        self.assertEqual(set(found.close_codes), {"4401", "4404"})
+        self.assertLessEqual({"4401", "4404"}, set(found.close_codes))
         self.assertNotIn("thread.event", found.types)  # a channel-layer message, not a frame
         self.assertNotIn("object", found.types)  # a tool's JSON schema
 
@@ -181,15 +214,18 @@ class CollectionTests(SimpleTestCase):
             "agents/versions.py",
             "from .intake import Refused\n"
             "CLOSE_GONE = 4410\n"
-            "async def regenerate(publisher, found):\n"
+            "GONE = 'message_gone'\n"
+            "async def regenerate(socket, publisher, found):\n"
             "    if not found:\n"
-            "        raise Refused('message_gone', 'No such message.')\n"
+            "        raise Refused(GONE, 'No such message.')\n"
             "    await publisher.send(publisher._frame('agent_paused', {}))\n"
+            "    await socket.close(code=4409)\n"
             "    return {'type': 'versions_changed', 'error': {'code': 'branch_lost'}}\n",
         )
         found = collect([*sources(), module])
-        self.assertIn("agents/versions.py:5", found.codes["message_gone"])
-        self.assertIn("agents/versions.py:7", found.codes["branch_lost"])
-        self.assertIn("agents/versions.py:6", found.types["agent_paused"])
-        self.assertIn("agents/versions.py:7", found.types["versions_changed"])
+        self.assertIn("agents/versions.py:6", found.codes["message_gone"])
+        self.assertIn("agents/versions.py:9", found.codes["branch_lost"])
+        self.assertIn("agents/versions.py:7", found.types["agent_paused"])
+        self.assertIn("agents/versions.py:9", found.types["versions_changed"])
         self.assertEqual(found.close_codes["4410"], {"agents/versions.py:2"})
+        self.assertEqual(found.close_codes["4409"], {"agents/versions.py:8"})
