@@ -1,4 +1,4 @@
-"""Reads of threads and messages in the JSON shapes of PROTOCOL.md.
+"""Reads of threads and messages in the JSON shapes of docs/protocol.md.
 
 Every read of a streaming message assembles its text from `content` and its
 pieces (see MessageChunk), so the API, the snapshot and the admin all see the

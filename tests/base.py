@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import threading
 from collections.abc import Callable
 from typing import Any
@@ -11,9 +12,21 @@ from django.contrib.auth import get_user_model
 from django.db import connections
 from django.test import TestCase, TransactionTestCase, override_settings
 
+from agents.registry import registry
 from chat.models import Message, Thread
 
 PASSWORD = "test-password-1"
+TURN_TIMEOUT = 60
+
+
+async def finish_turn(thread_id: int, turn_id: str, timeout: float = TURN_TIMEOUT) -> None:
+    """Wait for the task of a turn that runs in this process, so that nothing of it outlives the test.
+
+    Shielded: a timeout fails the test without cancelling the turn.
+    """
+    turn = registry.get(thread_id, turn_id)
+    if turn is not None and turn.task is not None:
+        await asyncio.wait_for(asyncio.shield(turn.task), timeout)
 
 
 class ChatHelpers:

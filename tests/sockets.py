@@ -74,8 +74,3 @@ def assert_contiguous(frames: list[dict], message_id: int, start: int = 0) -> No
         if frame["type"] == "message_delta" and frame["message_id"] == message_id:
             assert frame["data"]["offset"] == position, (frame["data"]["offset"], position)
             position += len(frame["data"]["delta"])
-
-
-async def wait_for_turn_task(turn_task: asyncio.Task | None, timeout: float = 60) -> None:
-    if turn_task is not None:
-        await asyncio.wait_for(asyncio.shield(turn_task), timeout)

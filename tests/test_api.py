@@ -1,4 +1,4 @@
-"""The JSON HTTP API of PROTOCOL.md."""
+"""The JSON HTTP API of docs/protocol.md."""
 
 from __future__ import annotations
 

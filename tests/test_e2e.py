@@ -14,66 +14,11 @@ from django.db import connections
 from django.test import SimpleTestCase
 
 from chat.models import Message
-from tests.base import PASSWORD, ChatTransactionTestCase
-from tests.live import DaphneServer, HttpSession, ws_headers
+from tests.base import ChatTransactionTestCase
+from tests.clients import Client, completed, first_delta, recv, recv_until
+from tests.live import DaphneServer
 from tests.services import wait_until
 from tests.sockets import assert_contiguous, rebuild
-
-TIMEOUT = 60
-
-
-class Client:
-    """One logged-in user against the server: HTTP session plus sockets."""
-
-    def __init__(self, server: DaphneServer, username: str):
-        self.server = server
-        self.http = HttpSession(server.base_url)
-        self.username = username
-
-    async def login(self) -> Client:
-        await asyncio.to_thread(self.http.login, self.username, PASSWORD)
-        return self
-
-    async def api(self, method: str, path: str, body: dict | None = None) -> tuple[int, dict | None]:
-        return await asyncio.to_thread(self.http.request, method, path, body)
-
-    async def new_thread(self) -> int:
-        status, thread = await self.api("POST", "/api/threads/", {"title": "e2e"})
-        assert status == 201, (status, thread)
-        return thread["id"]
-
-    async def content(self, thread_id: int, message_id: int) -> dict:
-        status, thread = await self.api("GET", f"/api/threads/{thread_id}/")
-        assert status == 200, status
-        return next(m for m in thread["messages"] if m["id"] == message_id)
-
-    def socket(self, thread_id: int):
-        return websockets.connect(
-            f"{self.server.ws_url}/ws/threads/{thread_id}/",
-            additional_headers=ws_headers(self.server, self.http.cookie_header),
-            open_timeout=TIMEOUT,
-        )
-
-
-async def recv(ws) -> dict:
-    return json.loads(await asyncio.wait_for(ws.recv(), TIMEOUT))
-
-
-async def recv_until(ws, predicate, frames: list | None = None) -> list[dict]:
-    frames = [] if frames is None else frames
-    while True:
-        frame = await recv(ws)
-        frames.append(frame)
-        if predicate(frame):
-            return frames
-
-
-def completed(turn_id: str):
-    return lambda f: f["type"] == "agent_completed" and f["turn_id"] == turn_id
-
-
-def first_delta(f: dict) -> bool:
-    return f["type"] == "message_delta"
 
 
 class LiveServerTestCase(ChatTransactionTestCase):

@@ -1,4 +1,4 @@
-"""The offline `local` model of PROTOCOL.md (agents.providers.local)."""
+"""The offline `local` model of docs/protocol.md (agents.providers.local)."""
 
 from __future__ import annotations
 

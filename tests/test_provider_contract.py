@@ -9,17 +9,20 @@ sees: the frames of the turn and the rows it left.
 from __future__ import annotations
 
 import asyncio
+import inspect
 import json
+import sys
 import time
+from collections.abc import AsyncGenerator, Callable
+from typing import Any
 
 from django.test import override_settings
 
 from agents import ratelimit
-from agents.providers.local import LOREM
-from agents.registry import registry
+from agents.providers.local import LOREM, LocalProvider
 from agents.usage import price_micros
 from chat.models import AgentAction, Message, TokenUsage
-from tests.base import ChatTransactionTestCase
+from tests.base import ChatTransactionTestCase, finish_turn
 from tests.fake_openai import FakeOpenAI, Status, Stream, chat_chunks, hanging_connect_port, tool_call
 from tests.sockets import (
     FRAME_TIMEOUT,
@@ -28,7 +31,6 @@ from tests.sockets import (
     rebuild,
     receive_until,
     receive_until_turn_ends,
-    wait_for_turn_task,
 )
 
 FIVE_WORDS = ["lorem ", "ipsum ", "dolor ", "sit ", "amet "]
@@ -88,14 +90,9 @@ class ProviderContract:
         communicator, _ = await connect(self.user, self.thread.pk)
         await communicator.send_json_to({"type": "user_message", "content": content, "turn_id": turn_id})
         frames = await receive_until_turn_ends(communicator, turn_id)
-        await self.finish_turn(turn_id)
+        await finish_turn(self.thread.pk, turn_id)
         await communicator.disconnect()
         return frames
-
-    async def finish_turn(self, turn_id: str) -> None:
-        """Wait for the turn's task itself, so nothing of it outlives the test."""
-        turn = registry.get(self.thread.pk, turn_id)
-        await wait_for_turn_task(turn.task if turn is not None else None)
 
     def assert_turn_shape(self, frames: list[dict], status: str) -> int:
         """user_message, agent_started first, agent_completed last with `status`; return the message id."""
@@ -177,7 +174,7 @@ class ProviderContract:
         message_id = (await receive_until(communicator, "message_delta"))[-1]["message_id"]
         await communicator.send_json_to({"type": "cancel", "turn_id": "stop-1"})
         frames = await receive_until_turn_ends(communicator, "stop-1")
-        await self.finish_turn("stop-1")
+        await finish_turn(self.thread.pk, "stop-1")
         await communicator.disconnect()
         self.assertEqual(frames[-1]["data"]["status"], "cancelled")
         message = await Message.objects.aget(pk=message_id)
@@ -207,7 +204,7 @@ class ProviderContract:
         self.assertTrue(start["content"])  # the first delta was committed before it was sent
         frames = await receive_until_turn_ends(second, "resume-1")
         await receive_until_turn_ends(first, "resume-1")
-        await self.finish_turn("resume-1")
+        await finish_turn(self.thread.pk, "resume-1")
         await first.disconnect()
         await second.disconnect()
         self.assertEqual(frames[-1]["data"]["status"], "completed")
@@ -227,7 +224,7 @@ class ProviderContract:
         message_id = await self.first_delta(communicator)
         await communicator.disconnect()
         self.release_answer()
-        await self.finish_turn("gone-1")
+        await finish_turn(self.thread.pk, "gone-1")
         message = await Message.objects.aget(pk=message_id)
         self.assertEqual((message.status, message.metadata["streaming"], message.content), ("completed", False, answer))
         self.assertEqual(await TokenUsage.objects.filter(message_id=message_id).acount(), 1)
@@ -239,7 +236,7 @@ class ProviderContract:
         await self.send(first, self.arrange_answer(), "two-1")
         mine = await receive_until_turn_ends(first, "two-1")
         other = await receive_until_turn_ends(second, "two-1")
-        await self.finish_turn("two-1")
+        await finish_turn(self.thread.pk, "two-1")
         await first.disconnect()
         await second.disconnect()
         message_id = self.assert_turn_shape(mine, "completed")
@@ -257,7 +254,7 @@ class ProviderContract:
         communicator, _ = await connect(self.user, self.thread.pk)
         await self.send(communicator, self.arrange_answer(), "same-1")
         frames = await receive_until_turn_ends(communicator, "same-1")
-        await self.finish_turn("same-1")
+        await finish_turn(self.thread.pk, "same-1")
         await self.send(communicator, "something else", "same-1")
         answer = await communicator.receive_json_from(timeout=FRAME_TIMEOUT)
         self.assertEqual((answer["type"], answer["turn_id"]), ("user_message", "same-1"))
@@ -266,7 +263,7 @@ class ProviderContract:
         # A turn the repeat had started would show on this socket before the next turn starts (it cancels it first).
         await self.send(communicator, self.arrange_answer(), "after-1")
         after = await receive_until_turn_ends(communicator, "after-1")
-        await self.finish_turn("after-1")
+        await finish_turn(self.thread.pk, "after-1")
         await communicator.disconnect()
         self.assertEqual({frame.get("turn_id") for frame in after}, {"after-1"})
         self.assert_turn_shape(after, "completed")
@@ -285,8 +282,8 @@ class ProviderContract:
         old_id = await self.first_delta(communicator)
         await self.send(communicator, answer, "new-1")
         frames = await receive_until_turn_ends(communicator, "new-1")
-        await self.finish_turn("old-1")
-        await self.finish_turn("new-1")
+        await finish_turn(self.thread.pk, "old-1")
+        await finish_turn(self.thread.pk, "new-1")
         await communicator.disconnect()
         kinds = [(frame["type"], frame.get("turn_id")) for frame in frames]
         self.assertEqual(kinds.count(("agent_completed", "old-1")), 1)
@@ -318,6 +315,33 @@ class ProviderContract:
         self.assertEqual((completed["action_id"], completed["call_id"]), (executing["action_id"], executing["call_id"]))
 
 
+class StreamsStarted:
+    """The async generators that one async generator function starts on this thread's event loop from now on.
+
+    It sees the provider's own streams through the loop's async-generator
+    hooks (chained to the loop's, which the loop puts back when it stops)
+    and keeps a reference to each, so a stream that nobody closed stays
+    visibly open instead of being closed by the garbage collector.
+    """
+
+    def __init__(self, function: Callable[..., AsyncGenerator[Any, None]]) -> None:
+        self.code = function.__code__
+        self.started: list[AsyncGenerator[Any, None]] = []
+        self._firstiter, finalizer = sys.get_asyncgen_hooks()
+        sys.set_asyncgen_hooks(firstiter=self._record, finalizer=finalizer)
+
+    def _record(self, stream: AsyncGenerator[Any, None]) -> None:
+        if stream.ag_code is self.code:
+            self.started.append(stream)
+        if self._firstiter is not None:
+            self._firstiter(stream)
+
+    def still_open(self) -> list[str]:
+        """The state of each started stream that is not closed."""
+        states = [inspect.getasyncgenstate(stream) for stream in self.started]
+        return [state for state in states if state != inspect.AGEN_CLOSED]
+
+
 class LocalProviderContractTests(ProviderContract, ChatTransactionTestCase):
     agent = "local"
     model = "local"
@@ -341,8 +365,15 @@ class LocalProviderContractTests(ProviderContract, ChatTransactionTestCase):
         return "/fail 5"
 
     def arrange_endless_answer(self) -> str:
+        # Called inside the async test, on the loop that will run the turn.
+        self.streams = StreamsStarted(LocalProvider.stream)
         self.enterContext(override_settings(LOCAL_MODEL_DELAY_MS=20))
         return "/lorem 100000"
+
+    async def assert_model_call_closed(self) -> None:
+        """Every stream of the local model started since arrange_endless_answer() has been closed."""
+        self.assertTrue(self.streams.started, "no stream of the local model was started")
+        self.assertEqual(self.streams.still_open(), [], "the local model's stream was left open")
 
     def arrange_held_answer(self) -> tuple[str, str]:
         # The local model cannot be held; paced at 20 ms a word, 100 words outlast a reconnect by far.

@@ -6,10 +6,10 @@ import asyncio
 import json
 
 from tests.base import ChatTransactionTestCase
+from tests.clients import Client, completed, first_delta, recv, recv_until
 from tests.live import DaphneServer
 from tests.services import start_redis
 from tests.sockets import assert_contiguous, rebuild
-from tests.test_e2e import Client, completed, first_delta, recv, recv_until
 
 
 class TwoProcessTestCase(ChatTransactionTestCase):

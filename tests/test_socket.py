@@ -1,17 +1,15 @@
-"""The thread socket of PROTOCOL.md, through Channels' communicator against the real database."""
+"""The thread socket of docs/protocol.md, through Channels' communicator against the real database."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 
 from asgiref.sync import sync_to_async
 from django.test import override_settings
 
 from agents import ratelimit
-from agents.registry import registry
 from chat.models import AgentAction, Message, TokenUsage
-from tests.base import ChatTransactionTestCase
+from tests.base import ChatTransactionTestCase, finish_turn
 from tests.sockets import (
     FRAME_TIMEOUT,
     assert_contiguous,
@@ -29,13 +27,6 @@ TURN_EVENTS = (
     "tool_completed",
     "agent_completed",
 )
-
-
-async def finish_turn(thread_id: int, turn_id: str) -> None:
-    """Wait for the turn's task itself, so nothing of it outlives the test."""
-    turn = registry.get(thread_id, turn_id)
-    if turn is not None and turn.task is not None:
-        await asyncio.wait_for(asyncio.shield(turn.task), 60)
 
 
 @override_settings(LOCAL_MODEL_DELAY_MS=0)

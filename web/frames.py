@@ -1,4 +1,4 @@
-"""Validation of client frames (PROTOCOL.md, "Client to server")."""
+"""Validation of client frames (docs/protocol.md, "Client to server")."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The JSON HTTP API of PROTOCOL.md: parse, authorize, delegate."""
+"""The JSON HTTP API of docs/protocol.md (described in docs/openapi.json): parse, authorize, delegate."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The offline, deterministic `local` model of PROTOCOL.md.
+"""The offline, deterministic `local` model of docs/protocol.md.
 
 It needs no network, so the whole system runs and is tested offline: it
 answers a word at a time, calls `calculator` for arithmetic and `clock` for

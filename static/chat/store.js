@@ -2,7 +2,7 @@
 // functions: each takes a state and returns a new one, never changing the one
 // it was given and never touching the DOM. The server's snapshot is the truth
 // after every (re)connect; the live frames that follow are applied on top of
-// it exactly once (PROTOCOL.md, "Exactly once on resume").
+// it exactly once (docs/protocol.md, "Exactly once on resume").
 
 import { cpLen, cpSliceFrom } from "./format.js";
 

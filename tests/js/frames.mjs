@@ -1,4 +1,4 @@
-// Builders of server frames and messages for the store tests, shaped as PROTOCOL.md says.
+// Builders of server frames and messages for the store tests, shaped as docs/protocol.md says.
 
 export const THREAD = 7;
 
