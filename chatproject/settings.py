@@ -6,6 +6,7 @@ the in-memory channel layer and the offline `local` model.
 
 import os
 import tempfile
+import warnings
 from datetime import timedelta
 from pathlib import Path
 
@@ -238,6 +239,8 @@ STORAGES = {
 # Serve files straight from the finders in development, no collectstatic needed.
 WHITENOISE_USE_FINDERS = True
 WHITENOISE_AUTOREFRESH = DEBUG
+# With the finders, a missing STATIC_ROOT (no collectstatic run) is expected, not a problem.
+warnings.filterwarnings("ignore", message="No directory at")
 
 LOGGING = {
     "version": 1,
@@ -245,7 +248,7 @@ LOGGING = {
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
     "root": {"handlers": ["console"], "level": env.str("LOG_LEVEL", default="INFO")},
-    "loggers": {"httpx": {"level": "WARNING"}, "httpx2": {"level": "WARNING"}},
+    "loggers": {"httpx": {"level": "WARNING"}, "httpx2": {"level": "WARNING"}, "axes": {"level": "WARNING"}},
 }
 
 CSRF_FAILURE_VIEW = "web.views.csrf_failure"
