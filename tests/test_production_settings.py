@@ -115,7 +115,7 @@ class DefaultServerTests(ChatTransactionTestCase):
     @classmethod
     def setUpClass(cls) -> None:
         super().setUpClass()
-        cls.server = DaphneServer({"DEBUG": ""}, name=cls.__name__).start()
+        cls.server = DaphneServer({"DEBUG": None}, name=cls.__name__).start()
 
     @classmethod
     def tearDownClass(cls) -> None:
