@@ -54,7 +54,10 @@ class _MemoryStore:
         return True
 
     async def release(self, key: str, member: str) -> None:
-        self.leases.get(key, {}).pop(member, None)
+        held = self.leases.get(key, {})
+        held.pop(member, None)
+        if not held:
+            self.leases.pop(key, None)
 
 
 class _RedisStore:
