@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from channels.db import database_sync_to_async
+from django.conf import settings
 
 from chat import selectors
 
@@ -19,6 +20,7 @@ from .control import acancel_turn
 from .events import user_message_frame
 
 astored_user_message = database_sync_to_async(selectors.turn_user_message)
+alive_turns_elsewhere = database_sync_to_async(selectors.live_turns_elsewhere)
 
 
 class Refused(Exception):
@@ -44,6 +46,14 @@ async def user_message(
         stored = await astored_user_message(thread_id, turn_id)
         if stored is not None:
             return user_message_frame(thread_id, turn_id, stored)
+    if len(content) > settings.CHAT_MAX_MESSAGE_CHARS:
+        raise Refused("message_too_large", f"A message is limited to {settings.CHAT_MAX_MESSAGE_CHARS} characters.")
+    beat_within = runtime.LIVE_BEATS * settings.TURN_HEARTBEAT_SECONDS
+    if await alive_turns_elsewhere(user_id, thread_id, beat_within) >= settings.CHAT_MAX_RUNNING_TURNS:
+        raise Refused(
+            "too_many_turns",
+            f"At most {settings.CHAT_MAX_RUNNING_TURNS} turns may run at once; wait for one to end or cancel it.",
+        )
     retry_after = await ratelimit.check_user_message(user_id)
     if retry_after is not None:
         raise Refused("rate_limited", "Too many messages; wait before sending more.", retry_after=retry_after)

@@ -205,3 +205,21 @@ def history_entries(thread_id: int, before_message_id: int, limit: int = HISTORY
         }
         for m in latest
     ]
+
+
+def live_turns_elsewhere(owner_id: int, thread_id: int, beat_within: float) -> int:
+    """How many turns of the owner's other threads are running (heartbeat newer than `beat_within` seconds).
+
+    The thread's own running turn is not counted: a new message cancels it.
+    """
+    since = timezone.now() - timedelta(seconds=beat_within)
+    return (
+        Message.objects.filter(
+            thread__owner_id=owner_id,
+            role=Message.Role.ASSISTANT,
+            status=Message.Status.STREAMING,
+            heartbeat_at__gte=since,
+        )
+        .exclude(thread_id=thread_id)
+        .count()
+    )

@@ -6,21 +6,44 @@ the in-memory channel layer and the offline `local` model.
 
 import os
 import tempfile
+import warnings
+from datetime import timedelta
 from pathlib import Path
 
 import environ
+from django.utils.csp import CSP
+
+from chatproject.secrets import secret_key
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
 env = environ.Env()
 
-SECRET_KEY = env.str("SECRET_KEY", default="dev-only-insecure-key-change-me-in-production")
-DEBUG = env.bool("DEBUG", default=True)
+DEBUG = env.bool("DEBUG", default=False)
+# A file-kept random key when SECRET_KEY is unset: `migrate` then `daphne`
+# works with no configuration, and no key written in the repository ever signs.
+SECRET_KEY_FILE = Path(env.str("SECRET_KEY_FILE", default=str(BASE_DIR / ".secret_key")))
+SECRET_KEY = secret_key(os.environ.get("SECRET_KEY"), SECRET_KEY_FILE)
 ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["127.0.0.1", "localhost", "[::1]"])
 CSRF_TRUSTED_ORIGINS = env.list(
     "CSRF_TRUSTED_ORIGINS",
     default=[f"http://{host}:{port}" for host in ("127.0.0.1", "localhost") for port in (8000,)],
 )
+# Origins (`scheme://host[:port]`) whose pages may open sockets, beside the server's own.
+ALLOWED_ORIGINS = env.list("ALLOWED_ORIGINS", default=[])
+
+# --- HTTPS ------------------------------------------------------------------
+# HTTPS=1 turns on every setting below at once; each can still be set alone.
+HTTPS = env.bool("HTTPS", default=False)
+SECURE_SSL_REDIRECT = env.bool("SECURE_SSL_REDIRECT", default=HTTPS)
+SESSION_COOKIE_SECURE = env.bool("SESSION_COOKIE_SECURE", default=HTTPS)
+CSRF_COOKIE_SECURE = env.bool("CSRF_COOKIE_SECURE", default=HTTPS)
+SECURE_HSTS_SECONDS = env.int("SECURE_HSTS_SECONDS", default=31_536_000 if HTTPS else 0)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = env.bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", default=HTTPS)
+SECURE_HSTS_PRELOAD = env.bool("SECURE_HSTS_PRELOAD", default=False)
+# Behind a TLS-terminating proxy that sets X-Forwarded-Proto (and strips it from clients).
+if env.bool("BEHIND_PROXY", default=False):
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
 
 INSTALLED_APPS = [
     "daphne",
@@ -32,6 +55,7 @@ INSTALLED_APPS = [
     "whitenoise.runserver_nostatic",
     "django.contrib.staticfiles",
     "channels",
+    "axes",
     "chat",
     "agents",
     "web",
@@ -46,6 +70,9 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "django.middleware.csp.ContentSecurityPolicyMiddleware",
+    # Last, so that it turns a lockout raised anywhere above into its 429 page.
+    "axes.middleware.AxesMiddleware",
 ]
 
 ROOT_URLCONF = "chatproject.urls"
@@ -144,7 +171,46 @@ MODEL_PRICES = env.json(
     },
 )
 
+# --- Limits (docs/SECURITY.md) ----------------------------------------------
+
+# Sockets a user may hold open at once over every process; each holds a lease
+# renewed every third of CHAT_SOCKET_LEASE_SECONDS, so a killed process's
+# sockets stop counting within that time.
+CHAT_MAX_SOCKETS_PER_USER = env.int("CHAT_MAX_SOCKETS_PER_USER", default=20)
+CHAT_SOCKET_LEASE_SECONDS = env.float("CHAT_SOCKET_LEASE_SECONDS", default=60.0)
+# Turns of one user running at once, in different threads.
+CHAT_MAX_RUNNING_TURNS = env.int("CHAT_MAX_RUNNING_TURNS", default=3)
+CHAT_MAX_THREADS_PER_USER = env.int("CHAT_MAX_THREADS_PER_USER", default=1000)
+CHAT_MAX_MESSAGE_CHARS = env.int("CHAT_MAX_MESSAGE_CHARS", default=8000)
+CHAT_MAX_TITLE_CHARS = env.int("CHAT_MAX_TITLE_CHARS", default=200)
+
+# Content-Security-Policy: scripts and styles from this server only, no inline script.
+SECURE_CSP = {
+    "default-src": [CSP.SELF],
+    "script-src": [CSP.SELF],
+    "style-src": [CSP.SELF],
+    "img-src": [CSP.SELF, "data:"],
+    "connect-src": [CSP.SELF],
+    "object-src": [CSP.NONE],
+    "base-uri": [CSP.NONE],
+    "form-action": [CSP.SELF],
+    "frame-ancestors": [CSP.NONE],
+}
+
+# Login throttling (django-axes): after LOGIN_FAILURE_LIMIT wrong passwords for
+# one user name, or from one address, that name or address is refused (429)
+# for LOGIN_COOLOFF_MINUTES, even with the right password.
+AUTHENTICATION_BACKENDS = ["web.login.ThrottledLoginBackend", "django.contrib.auth.backends.ModelBackend"]
+AXES_FAILURE_LIMIT = env.int("LOGIN_FAILURE_LIMIT", default=10)
+AXES_COOLOFF_TIME = timedelta(minutes=env.float("LOGIN_COOLOFF_MINUTES", default=15))
+AXES_LOCKOUT_PARAMETERS = ["username", "ip_address"]
+AXES_RESET_ON_SUCCESS = True
+AXES_VERBOSE = False
+
 # --- Auth, static, i18n ---------------------------------------------------
+
+# Where ensure_demo_user keeps the demo user's random password (git-ignored).
+DEMO_PASSWORD_FILE = Path(env.str("DEMO_PASSWORD_FILE", default=str(BASE_DIR / ".demo-password")))
 
 LOGIN_URL = "/accounts/login/"
 LOGIN_REDIRECT_URL = "/"
@@ -173,6 +239,8 @@ STORAGES = {
 # Serve files straight from the finders in development, no collectstatic needed.
 WHITENOISE_USE_FINDERS = True
 WHITENOISE_AUTOREFRESH = DEBUG
+# With the finders, a missing STATIC_ROOT (no collectstatic run) is expected, not a problem.
+warnings.filterwarnings("ignore", message="No directory at")
 
 LOGGING = {
     "version": 1,
@@ -180,7 +248,7 @@ LOGGING = {
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
     "root": {"handlers": ["console"], "level": env.str("LOG_LEVEL", default="INFO")},
-    "loggers": {"httpx": {"level": "WARNING"}, "httpx2": {"level": "WARNING"}},
+    "loggers": {"httpx": {"level": "WARNING"}, "httpx2": {"level": "WARNING"}, "axes": {"level": "WARNING"}},
 }
 
 CSRF_FAILURE_VIEW = "web.views.csrf_failure"

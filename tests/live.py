@@ -53,12 +53,12 @@ class DaphneServer:
     """`daphne chatproject.asgi:application` on 127.0.0.1 and a free port, on the test database.
 
     `env` adds or overrides environment variables of the server process
-    (e.g. LOCAL_MODEL_DELAY_MS, TURN_STALE_SECONDS, REDIS_URL).
+    (e.g. LOCAL_MODEL_DELAY_MS, TURN_STALE_SECONDS, REDIS_URL); None removes one.
     """
 
     def __init__(self, env: dict[str, str] | None = None, name: str = "daphne", port: int | None = None) -> None:
         self.port = port or free_port()
-        self.env = {key: str(value) for key, value in (env or {}).items()}
+        self.env = {key: None if value is None else str(value) for key, value in (env or {}).items()}
         ARTIFACTS.mkdir(exist_ok=True)
         self.log_path = ARTIFACTS / f"{name}-{self.port}.log"
         self.process: subprocess.Popen | None = None
@@ -94,6 +94,7 @@ class DaphneServer:
             "FAST_PASSWORD_HASHING": "1",
             **self.env,
         }
+        env = {key: value for key, value in env.items() if value is not None}
         log = open(self.log_path, "ab")
         log.write(f"--- starting daphne on port {self.port}\n".encode())
         log.flush()

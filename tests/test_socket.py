@@ -92,8 +92,8 @@ class ConnectTests(SocketTestCase):
         cookie = f"sessionid={client.cookies['sessionid'].value}".encode()
         path = f"/ws/threads/{self.thread.pk}/"
         for headers, expected in (
-            ([(b"origin", b"http://127.0.0.1:8000"), (b"cookie", cookie)], "snapshot"),
-            ([(b"origin", b"http://127.0.0.1:8000"), (b"cookie", b"sessionid=forged")], 4401),
+            ([(b"host", b"127.0.0.1:8000"), (b"origin", b"http://127.0.0.1:8000"), (b"cookie", cookie)], "snapshot"),
+            ([(b"host", b"127.0.0.1:8000"), (b"origin", b"http://127.0.0.1:8000"), (b"cookie", b"sessionid=x")], 4401),
         ):
             communicator = WebsocketCommunicator(application, path, headers=headers)
             connected, _ = await communicator.connect(timeout=FRAME_TIMEOUT)

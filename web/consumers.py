@@ -7,32 +7,40 @@ decided by `agents.resume.SocketFeed`.
 
 from __future__ import annotations
 
-import json
+import asyncio
+import contextlib
 import logging
 from typing import Any
 
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
 
-from agents import intake
+from agents import intake, socket_leases
 from agents.events import thread_group
 from agents.resume import SocketFeed
 from chat import selectors
 
+from . import sessions
 from .frames import CancelFrame, ClientFrame, FrameError, PingFrame, UserMessageFrame, parse_frame
+from .text import encode_frame
 
 logger = logging.getLogger(__name__)
 
 CLOSE_NOT_AUTHENTICATED = 4401
 CLOSE_NOT_FOUND = 4404
+CLOSE_TOO_MANY_SOCKETS = 4429
 
 aown_thread = database_sync_to_async(selectors.own_thread)
 asnapshot = database_sync_to_async(selectors.thread_snapshot)
+asession_user_id = database_sync_to_async(sessions.session_user_id)
 
 
 class ThreadConsumer(AsyncJsonWebsocketConsumer):
     thread_id: int | None = None
     user_id: int | None = None
+    session_key: str | None = None
+    lease: asyncio.Task | None = None
+    groups_joined: tuple[str, ...] = ()
     feed: SocketFeed
 
     async def connect(self) -> None:
@@ -45,21 +53,48 @@ class ThreadConsumer(AsyncJsonWebsocketConsumer):
         if thread is None:
             await self.close(code=CLOSE_NOT_FOUND)
             return
+        if not await socket_leases.acquire(user.pk, self.channel_name):
+            await self.close(code=CLOSE_TOO_MANY_SOCKETS)
+            return
+        self.lease = asyncio.create_task(socket_leases.hold(user.pk, self.channel_name))
         self.user_id, self.thread_id = user.pk, thread.pk
+        session = self.scope.get("session")
+        self.session_key = session.session_key if session is not None else None
+        # Join the session's groups first: a logout from here on closes this socket.
+        groups = [sessions.user_group(user.pk)]
+        if self.session_key:
+            groups.append(sessions.session_group(self.session_key))
         # Join before reading the snapshot: an event committed in between is
         # then queued for this socket, and the feed drops what the snapshot holds.
-        await self.channel_layer.group_add(thread_group(thread.pk), self.channel_name)
+        groups.append(thread_group(thread.pk))
+        for group in groups:
+            await self.channel_layer.group_add(group, self.channel_name)
+        self.groups_joined = tuple(groups)
+        if self.session_key and await asession_user_id(self.session_key) != user.pk:
+            await self.close(code=CLOSE_NOT_AUTHENTICATED)  # it ended while this socket was joining
+            return
         snapshot = await asnapshot(thread.pk)
         self.feed = SocketFeed(snapshot)
         await self.send_json(snapshot)
 
     async def disconnect(self, code: int) -> None:
-        if self.thread_id is not None:
-            await self.channel_layer.group_discard(thread_group(self.thread_id), self.channel_name)
+        for group in self.groups_joined:
+            await self.channel_layer.group_discard(group, self.channel_name)
+        if self.lease is not None:
+            self.lease.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self.lease
+            assert self.user_id is not None
+            await socket_leases.release(self.user_id, self.channel_name)
 
     @classmethod
     async def encode_json(cls, content: Any) -> str:
-        return json.dumps(content, ensure_ascii=False)
+        return encode_frame(content)
+
+    async def session_close(self, event: dict) -> None:
+        """The session or the user's login ended (web.sessions): close at once."""
+        self.thread_id = None  # no frame is handled from here on
+        await self.close(code=CLOSE_NOT_AUTHENTICATED)
 
     async def send_error(self, code: str, message: str, turn_id: str | None = None, **extra: Any) -> None:
         frame = {"type": "error", "thread_id": self.thread_id, "code": code, "message": message, **extra}
@@ -80,6 +115,8 @@ class ThreadConsumer(AsyncJsonWebsocketConsumer):
         except FrameError as exc:
             await self.send_error(exc.code, exc.message, exc.turn_id)
             return
+        if not isinstance(frame, PingFrame) and not await self.session_still_valid():
+            return
         try:
             await self.handle(frame)
         except intake.Refused as exc:
@@ -89,6 +126,16 @@ class ThreadConsumer(AsyncJsonWebsocketConsumer):
             await self.send_error(
                 "server_error", "The server could not handle this frame.", getattr(frame, "turn_id", None)
             )
+
+    async def session_still_valid(self) -> bool:
+        """Whether this socket's session still logs its user in; if not, close 4401 and refuse the frame."""
+        if self.session_key is None:
+            return True  # a scope without a session (in-process tests); served sockets always have one
+        if await asession_user_id(self.session_key) == self.user_id:
+            return True
+        self.thread_id = None
+        await self.close(code=CLOSE_NOT_AUTHENTICATED)
+        return False
 
     async def handle(self, frame: ClientFrame) -> None:
         """Delegate one valid frame and send this socket its direct answer, if any."""
@@ -107,5 +154,7 @@ class ThreadConsumer(AsyncJsonWebsocketConsumer):
     # --- events from the thread's group --------------------------------------
 
     async def thread_event(self, event: dict) -> None:
+        if self.thread_id is None:
+            return  # closing
         for frame in await self.feed.frames(event["frame"]):
             await self.send_json(frame)

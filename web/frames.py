@@ -8,6 +8,8 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictStr, TypeAdapter, ValidationError, field_validator
 
+from .text import all_storable, is_storable
+
 MAX_FRAME_BYTES = 8192
 TURN_ID_PATTERN = r"^[A-Za-z0-9_.:-]{1,64}$"
 # Finds the turn_id of a frame too large to parse, so that its refusal can name it.
@@ -74,7 +76,13 @@ def parse_frame(text: str) -> UserMessageFrame | CancelFrame | PingFrame:
         raise FrameError("invalid_json", "The frame is nested too deeply to parse.") from None
     if not isinstance(data, dict):
         raise FrameError("invalid_message", "A frame must be a JSON object.")
-    turn_id = data.get("turn_id") if isinstance(data.get("turn_id"), str) else None
+    # A refusal names the frame's turn_id, unless that text could not even be encoded.
+    turn_id = data.get("turn_id")
+    turn_id = turn_id if isinstance(turn_id, str) and is_storable(turn_id) else None
+    if not all_storable(data):
+        raise FrameError(
+            "invalid_message", "The frame holds text that is not valid Unicode (a lone surrogate or NUL).", turn_id
+        )
     frame_type = data.get("type")
     if not isinstance(frame_type, str):
         raise FrameError("invalid_message", "The frame has no `type`.", turn_id)

@@ -1,15 +1,15 @@
 from channels.auth import AuthMiddlewareStack
 from channels.routing import URLRouter
-from channels.security.websocket import AllowedHostsOriginValidator
 from django.urls import path
 
 from . import consumers
+from .origin import OriginValidator
 
 websocket_urlpatterns = [
     path("ws/threads/<int:thread_id>/", consumers.ThreadConsumer.as_asgi()),
 ]
 
 
-def websocket_application() -> AllowedHostsOriginValidator:
-    """Sockets: Origin checked against ALLOWED_HOSTS, session user in scope, then the routes."""
-    return AllowedHostsOriginValidator(AuthMiddlewareStack(URLRouter(websocket_urlpatterns)))
+def websocket_application() -> OriginValidator:
+    """Sockets: full Origin checked (web.origin), session user in scope, then the routes."""
+    return OriginValidator(AuthMiddlewareStack(URLRouter(websocket_urlpatterns)))

@@ -14,6 +14,8 @@ from django.views.decorators.http import require_http_methods
 from chat import selectors
 from chat import threads as thread_writes
 
+from .text import all_storable
+
 View = Callable[..., HttpResponse]
 
 
@@ -39,26 +41,39 @@ def _owner(request: HttpRequest) -> User:
     return request.user
 
 
-def _json_body(request: HttpRequest) -> dict | None:
+def _json_body(request: HttpRequest) -> dict | JsonResponse:
+    """The body as a JSON object (empty when there is none), or the 400 answer refusing it.
+
+    Refused: anything not a JSON object, nesting too deep to parse, and text
+    that is not valid Unicode storable on every database (a lone surrogate or NUL).
+    """
     if not request.body:
         return {}
     try:
         body = json.loads(request.body)
     except (ValueError, UnicodeDecodeError):
-        return None
-    return body if isinstance(body, dict) else None
+        return api_error(400, "invalid_json", "The body must be a JSON object.")
+    except RecursionError:
+        return api_error(400, "invalid_json", "The body is nested too deeply to parse.")
+    if not isinstance(body, dict):
+        return api_error(400, "invalid_json", "The body must be a JSON object.")
+    if not all_storable(body):
+        return api_error(
+            400, "invalid_json", "The body holds text that is not valid Unicode (a lone surrogate or NUL)."
+        )
+    return body
 
 
 def _title_from(request: HttpRequest) -> str | JsonResponse:
     """The `title` of a JSON body (empty when absent), or the 400 answer refusing the body."""
     body = _json_body(request)
-    if body is None:
-        return api_error(400, "invalid_json", "The body must be a JSON object.")
+    if isinstance(body, JsonResponse):
+        return body
     title = body.get("title")
     title = "" if title is None else title
-    if not isinstance(title, str) or len(title) > thread_writes.MAX_TITLE:
-        return api_error(400, "invalid_title", f"title must be text of at most {thread_writes.MAX_TITLE} characters.")
-    return title.strip()
+    if not isinstance(title, str):
+        return api_error(400, "invalid_title", "title must be text.")
+    return title
 
 
 @api_login_required
@@ -69,7 +84,10 @@ def threads(request: HttpRequest) -> HttpResponse:
     title = _title_from(request)
     if isinstance(title, JsonResponse):
         return title
-    thread = thread_writes.create_thread(_owner(request), title)
+    try:
+        thread = thread_writes.create_thread(_owner(request), title)
+    except thread_writes.ThreadRefused as exc:
+        return api_error(403 if exc.code == "too_many_threads" else 400, exc.code, exc.message)
     return JsonResponse(selectors.thread_dict(thread), status=201)
 
 
@@ -87,7 +105,10 @@ def thread_detail(request: HttpRequest, thread_id: int) -> HttpResponse:
     title = _title_from(request)
     if isinstance(title, JsonResponse):
         return title
-    return JsonResponse(selectors.thread_dict(thread_writes.rename_thread(thread, title)))
+    try:
+        return JsonResponse(selectors.thread_dict(thread_writes.rename_thread(thread, title)))
+    except thread_writes.ThreadRefused as exc:
+        return api_error(400, exc.code, exc.message)
 
 
 def csrf_failure(request: HttpRequest, reason: str = "") -> HttpResponse:

@@ -85,6 +85,7 @@ class BrowserTestCase(ChatTransactionTestCase):
         self.browser: Browser = self.playwright.chromium.launch(executable_path=self.executable, args=CHROMIUM_ARGS)
         self.contexts: list[BrowserContext] = []
         self.page_errors: list[str] = []
+        self.csp_violations: list[str] = []  # Content-Security-Policy refusals Chromium reported
         self.requests: list[str] = []  # every URL any page of the test asked for (HTTP and WebSocket)
         self.api = HttpSession(self.server.base_url)
         self.api.login("alice", PASSWORD)
@@ -102,6 +103,7 @@ class BrowserTestCase(ChatTransactionTestCase):
                 os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = self._async_unsafe
             super().tearDown()
         self.assertEqual(self.page_errors, [], "the page raised JavaScript errors")
+        self.assertEqual(self.csp_violations, [], "the Content-Security-Policy blocked something a page needs")
         self.assertTrue(self.requests, "no request was recorded: the network check is not wired")
         self.assertEqual(
             [url for url in self.requests if leaves_the_machine(url)],
@@ -125,6 +127,10 @@ class BrowserTestCase(ChatTransactionTestCase):
 
     def _watch_page(self, page: Page) -> None:
         page.on("pageerror", lambda error: self.page_errors.append(str(error)))
+        page.on(
+            "console",
+            lambda message: "Content Security Policy" in message.text and self.csp_violations.append(message.text),
+        )
         page.on("websocket", lambda ws: self.requests.append(ws.url))
 
     def login(self, page: Page, username: str = "alice", next_path: str = "/") -> None:

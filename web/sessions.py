@@ -1,0 +1,84 @@
+"""Sockets end with their session: a logout, a password change or a deactivated account closes them (4401).
+
+Each socket joins a group of its session and one of its user. Django's
+`user_logged_out` signal and saves of a user that change its password or
+deactivate it send a close event to the group, after the commit, through the
+channel layer, so the sockets of every process close at once. A socket also
+checks its session before each frame it acts on: a session ended by any other
+way (expiry, deleted row, a lost close event) refuses the frame and closes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from types import SimpleNamespace
+from typing import Any
+
+from asgiref.sync import async_to_sync
+from channels.layers import get_channel_layer
+from django.conf import settings
+from django.contrib import auth
+from django.contrib.auth.signals import user_logged_out
+from django.db import transaction
+from django.db.models.signals import post_delete, post_save
+from django.http import HttpRequest
+from django.utils.module_loading import import_string
+
+logger = logging.getLogger(__name__)
+
+CLOSE_EVENT = "session.close"  # the consumer's handler: session_close()
+
+
+def session_group(session_key: str) -> str:
+    """The group of one session's sockets (a digest: session keys stay out of the layer)."""
+    return "session-" + hashlib.sha256(session_key.encode()).hexdigest()[:40]
+
+
+def user_group(user_id: int) -> str:
+    """The group of all of one user's sockets."""
+    return f"user-{user_id}"
+
+
+def session_user_id(session_key: str | None) -> int | None:
+    """The id of the user the session still logs in, or None when it ended (read fresh from the store)."""
+    if not session_key:
+        return None
+    store = import_string(settings.SESSION_ENGINE + ".SessionStore")(session_key)
+    user = auth.get_user(SimpleNamespace(session=store))  # type: ignore[arg-type]
+    return user.pk if user.is_authenticated else None
+
+
+def close_group(group: str) -> None:
+    """Tell every socket of `group`, in every process, to close 4401, once the current transaction commits."""
+
+    def send() -> None:
+        try:
+            async_to_sync(get_channel_layer().group_send)(group, {"type": CLOSE_EVENT})
+        except Exception:
+            logger.exception("could not close the sockets of %s", group)
+
+    transaction.on_commit(send)
+
+
+def _logged_out(sender: Any, request: HttpRequest, user: Any, **kwargs: Any) -> None:
+    if request.session.session_key:
+        close_group(session_group(request.session.session_key))
+
+
+def _user_saved(sender: Any, instance: Any, created: bool, **kwargs: Any) -> None:
+    # AbstractBaseUser keeps the new raw password in `_password` until its save returns.
+    if not created and (getattr(instance, "_password", None) is not None or not instance.is_active):
+        close_group(user_group(instance.pk))
+
+
+def _user_deleted(sender: Any, instance: Any, **kwargs: Any) -> None:
+    close_group(user_group(instance.pk))
+
+
+def connect_signals() -> None:
+    """Register the receivers (called once, from the app's ready())."""
+    user_model = auth.get_user_model()
+    user_logged_out.connect(_logged_out, dispatch_uid="web.sessions.logged_out")
+    post_save.connect(_user_saved, sender=user_model, dispatch_uid="web.sessions.user_saved")
+    post_delete.connect(_user_deleted, sender=user_model, dispatch_uid="web.sessions.user_deleted")
