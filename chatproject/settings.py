@@ -123,11 +123,33 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 # --- Channel layer --------------------------------------------------------
 
 REDIS_URL = env.str("REDIS_URL", default="")
+# Longest silence on a Redis socket before redis-py gives up on it. It must
+# exceed channels-redis's 5 s blocking pop, or every idle WebSocket dies with
+# a TimeoutError after 5 s.
+REDIS_SOCKET_TIMEOUT = env.float("REDIS_SOCKET_TIMEOUT", default=15.0)
+# How long a Redis outage (a restart) every Redis command rides out by
+# reconnecting and retrying, instead of failing a socket or a frame.
+REDIS_OUTAGE_SECONDS = env.float("REDIS_OUTAGE_SECONDS", default=10.0)
+# How often a socket checks that the layer still lists it in its thread's
+# group (a Redis restart forgets every member) and joins again if not.
+SOCKET_REJOIN_SECONDS = env.float("SOCKET_REJOIN_SECONDS", default=5.0)
+REDIS_OPTIONS: dict = {}
 if REDIS_URL:
+    from redis.asyncio.retry import Retry
+    from redis.backoff import ExponentialBackoff
+
+    _backoff_cap = 0.5
+    REDIS_OPTIONS = {
+        "socket_timeout": REDIS_SOCKET_TIMEOUT,
+        "socket_connect_timeout": 2.0,
+        # A pooled connection that died with a restart is reconnected and the
+        # command sent again: without this, redis-py's pool retries nothing.
+        "retry": Retry(ExponentialBackoff(cap=_backoff_cap, base=0.05), int(REDIS_OUTAGE_SECONDS / _backoff_cap) + 4),
+    }
     CHANNEL_LAYERS = {
         "default": {
             "BACKEND": "channels_redis.core.RedisChannelLayer",
-            "CONFIG": {"hosts": [REDIS_URL], "capacity": 1000},
+            "CONFIG": {"hosts": [{"address": REDIS_URL, **REDIS_OPTIONS}], "capacity": 1000},
         }
     }
 else:

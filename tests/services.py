@@ -173,12 +173,16 @@ def _pg_create_database(port: int, database: str) -> None:
 # --- Redis -------------------------------------------------------------------
 
 
-def start_redis() -> tuple[str, Callable[[], None]]:
-    """Start a throwaway redis-server on a free 127.0.0.1 port, no persistence; return (REDIS_URL, stop)."""
+def start_redis(port: int | None = None) -> tuple[str, Callable[[], None]]:
+    """Start a throwaway redis-server on 127.0.0.1 (`port`, or a free one), no persistence; return (REDIS_URL, stop).
+
+    Starting it again on the port of one stopped is a Redis restart: every
+    client connection of the first server is gone.
+    """
     binary = shutil.which("redis-server")
     if binary is None:
         raise missing("Redis (redis-server)")
-    port = free_port()
+    port = port or free_port()
     process = subprocess.Popen(
         [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--daemonize", "no"],
         stdout=subprocess.DEVNULL,

@@ -14,13 +14,14 @@ from typing import Any
 
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
+from django.conf import settings
 
 from agents import intake, socket_leases
 from agents.events import thread_group
 from agents.resume import SocketFeed
 from chat import selectors
 
-from . import sessions
+from . import membership, sessions
 from .frames import CancelFrame, ClientFrame, FrameError, PingFrame, UserMessageFrame, parse_frame
 from .text import encode_frame
 
@@ -42,6 +43,7 @@ class ThreadConsumer(AsyncJsonWebsocketConsumer):
     lease: asyncio.Task | None = None
     groups_joined: tuple[str, ...] = ()
     feed: SocketFeed
+    rejoining: asyncio.Task | None = None
 
     async def connect(self) -> None:
         await self.accept()
@@ -76,8 +78,32 @@ class ThreadConsumer(AsyncJsonWebsocketConsumer):
         snapshot = await asnapshot(thread.pk)
         self.feed = SocketFeed(snapshot)
         await self.send_json(snapshot)
+        if membership.can_forget(self.channel_layer):
+            self.rejoining = asyncio.create_task(self.keep_membership())
+
+    async def keep_membership(self) -> None:
+        """Join the group again, with a fresh snapshot, whenever the layer forgot this socket (a Redis restart)."""
+        assert self.thread_id is not None
+        group = thread_group(self.thread_id)
+        while True:
+            await asyncio.sleep(settings.SOCKET_REJOIN_SECONDS)
+            try:
+                if await membership.is_member(self.channel_layer, group, self.channel_name):
+                    continue
+                for joined in self.groups_joined:  # Redis forgot all of them
+                    await self.channel_layer.group_add(joined, self.channel_name)
+                snapshot = await asnapshot(self.thread_id)
+                self.feed.reset(snapshot)
+                await self.send_json(snapshot)
+                logger.warning("socket %s rejoined thread %s after the layer forgot it", self.channel_name, group)
+            except Exception:
+                logger.exception("membership check of socket %s failed", self.channel_name)
 
     async def disconnect(self, code: int) -> None:
+        if self.rejoining is not None:
+            self.rejoining.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self.rejoining
         for group in self.groups_joined:
             await self.channel_layer.group_discard(group, self.channel_name)
         if self.lease is not None:
