@@ -45,6 +45,11 @@ from .usage import TurnTokenAccumulator
 logger = logging.getLogger(__name__)
 
 SERVER_ERROR = {"code": "server_error", "message": "The agent stopped because of a server error.", "retryable": True}
+STORAGE_ERROR = {
+    "code": "storage_unavailable",
+    "message": "The database was unavailable for too long; the answer stops here, its text so far was kept.",
+    "retryable": True,
+}
 TOOL_TIMEOUT_SECONDS = 10.0
 # How long a new turn waits for the thread's previous turn to finish cancelling.
 PREVIOUS_TURN_TIMEOUT = 10.0
@@ -106,6 +111,15 @@ async def _run(turn: RunningTurn, publisher: TurnPublisher, provider: Provider, 
     try:
         turn.message_id = await publisher.started(provider.name, provider.model, await inbox.channel_name())
         generation = asyncio.create_task(_generate(turn, publisher, provider, usage))
+        write_errors: list[BaseException] = []
+
+        def stop_generating(exc: BaseException) -> None:
+            # The message was closed (the sweeper, a deleted thread) or the
+            # database stayed away: every further token would be paid for and lost.
+            write_errors.append(exc)
+            generation.cancel()
+
+        publisher.on_write_error = stop_generating
         loop = asyncio.get_running_loop()
         turn.on_cancel = lambda: _call_soon(loop, generation.cancel)
         if turn.cancel_event.is_set():
@@ -119,11 +133,16 @@ async def _run(turn: RunningTurn, publisher: TurnPublisher, provider: Provider, 
             if current is not None and current.cancelling():
                 raise  # this task itself is being cancelled: the process is stopping
             status = Message.Status.CANCELLED
+            if write_errors:
+                status, error = Message.Status.FAILED, STORAGE_ERROR
         except ProviderError as exc:
             status, error = Message.Status.FAILED, exc.as_dict()
         except Exception:
-            logger.exception("turn %s of thread %s crashed", turn.turn_id, turn.thread_id)
-            status, error = Message.Status.FAILED, SERVER_ERROR
+            if write_errors:  # a flush re-raised the failed append
+                status, error = Message.Status.FAILED, STORAGE_ERROR
+            else:
+                logger.exception("turn %s of thread %s crashed", turn.turn_id, turn.thread_id)
+                status, error = Message.Status.FAILED, SERVER_ERROR
     except asyncio.CancelledError:
         status = Message.Status.INTERRUPTED
         error = INTERRUPTED_ERROR

@@ -49,7 +49,8 @@ def sweep(stale_after: float | None = None) -> list[dict]:
     for message_id in turns.stale_turns(stale_after):
         if message_id in running_here:
             continue  # alive, only slow to beat (a blocked loop)
-        if turns.finalize_assistant_turn(message_id, "interrupted", error=INTERRUPTED_ERROR) == "interrupted":
+        result = turns.finalize_assistant_turn(message_id, "interrupted", error=INTERRUPTED_ERROR)
+        if result is not None and result.closed:
             summary = turns.turn_summary(message_id)
             if summary is not None:
                 finalized.append(summary)

@@ -118,6 +118,10 @@ else:
     _db["CONN_HEALTH_CHECKS"] = True
     _db.setdefault("TEST", {})["NAME"] = "test_" + _db["NAME"]
 
+# How long a database outage (a PostgreSQL restart) each turn write rides
+# out, retrying with backoff, before the turn gives up on it.
+DB_OUTAGE_SECONDS = env.float("DB_OUTAGE_SECONDS", default=10.0)
+
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 # --- Channel layer --------------------------------------------------------
