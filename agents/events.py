@@ -44,6 +44,11 @@ async def announce_completed(turn: dict, error: dict | None) -> None:
     await broadcast(turn["thread_id"], frame)
 
 
+async def announce_thread_deleted(thread_id: int) -> None:
+    """Tell the sockets of a thread that was just deleted (committed); each closes with 4404."""
+    await broadcast(thread_id, {"type": "thread_deleted", "thread_id": thread_id})
+
+
 class TurnPublisher:
     """Writes and announces the steps of one turn, in order, each after its commit.
 

@@ -184,3 +184,5 @@ class ThreadConsumer(AsyncJsonWebsocketConsumer):
             return  # closing
         for frame in await self.feed.frames(event["frame"]):
             await self.send_json(frame)
+        if event["frame"]["type"] == "thread_deleted":
+            await self.close(code=CLOSE_NOT_FOUND)
