@@ -58,6 +58,8 @@ PREVIOUS_TURN_POLL = 0.05
 # A turn counts as alive while its heartbeat is this many beats old at most;
 # an older one belongs to a dead process that the sweeper will end.
 LIVE_BEATS = 3
+# How long interrupted turns get to write their final state when a process stops.
+DRAIN_FINALIZE_SECONDS = 5.0
 
 
 def _call_soon(loop: asyncio.AbstractEventLoop, callback: Callable[[], object]) -> None:
@@ -159,6 +161,28 @@ async def _run(turn: RunningTurn, publisher: TurnPublisher, provider: Provider, 
         finally:
             registry.mark_completed(turn.thread_id, turn.turn_id)
     return status
+
+
+async def drain(timeout: float) -> int:
+    """Let this process's running turns finish for up to `timeout` s, then end the rest `interrupted`; return those.
+
+    Interrupted turns are finalized and announced by their own task (see
+    _run), so no turn is left `streaming` when the process exits.
+    """
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while (tasks := _running_tasks()) and loop.time() < deadline:
+        await asyncio.wait(tasks, timeout=deadline - loop.time())
+    left = _running_tasks()
+    for task in left:
+        task.cancel()
+    if left:
+        await asyncio.wait(left, timeout=DRAIN_FINALIZE_SECONDS)
+    return len(left)
+
+
+def _running_tasks() -> list[asyncio.Task]:
+    return [t.task for t in registry.running() if t.task is not None and not t.task.done()]
 
 
 async def _wait_for(thread_id: int, previous: list[RunningTurn]) -> None:

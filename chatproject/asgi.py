@@ -1,4 +1,4 @@
-"""ASGI entry point: HTTP through Django, WebSockets through Channels, and the turn sweeper."""
+"""ASGI entry point: HTTP through Django, WebSockets through Channels, the turn sweeper and the graceful stop."""
 
 import os
 
@@ -10,7 +10,9 @@ django_asgi_app = get_asgi_application()
 from channels.routing import ProtocolTypeRouter  # noqa: E402
 
 from agents.sweeper import SweeperMiddleware, start_when_serving  # noqa: E402
+from chatproject import shutdown  # noqa: E402
 from web.routing import websocket_application  # noqa: E402
 
 start_when_serving()
+shutdown.install()
 application = SweeperMiddleware(ProtocolTypeRouter({"http": django_asgi_app, "websocket": websocket_application()}))

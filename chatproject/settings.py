@@ -184,6 +184,9 @@ AGENT_READ_TIMEOUT = env.float("AGENT_READ_TIMEOUT", default=60.0)
 TURN_HEARTBEAT_SECONDS = env.float("TURN_HEARTBEAT_SECONDS", default=2.0)
 TURN_STALE_SECONDS = env.float("TURN_STALE_SECONDS", default=30.0)
 TURN_SWEEP_SECONDS = env.float("TURN_SWEEP_SECONDS", default=10.0)
+# On SIGTERM a process's running turns get this long to finish; the rest end
+# `interrupted` (announced), then its sockets are closed with 4012 (service restart).
+TURN_DRAIN_SECONDS = env.float("TURN_DRAIN_SECONDS", default=5.0)
 
 # Price per million tokens in micro-dollars: {"model": [prompt, completion]}.
 # Unknown models cost 0.

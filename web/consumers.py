@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import weakref
 from typing import Any
 
 from channels.db import database_sync_to_async
@@ -31,6 +32,10 @@ CLOSE_NOT_AUTHENTICATED = 4401
 CLOSE_NOT_FOUND = 4404
 CLOSE_TOO_MANY_SOCKETS = 4429
 
+# Sockets of this process, so that a stopping server can close them all.
+open_sockets: weakref.WeakSet[ThreadConsumer] = weakref.WeakSet()
+CLOSE_SECONDS = 2.0
+
 aown_thread = database_sync_to_async(selectors.own_thread)
 asnapshot = database_sync_to_async(selectors.thread_snapshot)
 asession_user_id = database_sync_to_async(sessions.session_user_id)
@@ -47,6 +52,7 @@ class ThreadConsumer(AsyncJsonWebsocketConsumer):
 
     async def connect(self) -> None:
         await self.accept()
+        open_sockets.add(self)
         user = self.scope.get("user")
         if user is None or not user.is_authenticated:
             await self.close(code=CLOSE_NOT_AUTHENTICATED)
@@ -100,6 +106,7 @@ class ThreadConsumer(AsyncJsonWebsocketConsumer):
                 logger.exception("membership check of socket %s failed", self.channel_name)
 
     async def disconnect(self, code: int) -> None:
+        open_sockets.discard(self)
         if self.rejoining is not None:
             self.rejoining.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
@@ -177,7 +184,11 @@ class ThreadConsumer(AsyncJsonWebsocketConsumer):
         elif isinstance(frame, PingFrame):
             await self.send_json({"type": "pong", "thread_id": self.thread_id})
 
-    # --- events from the thread's group --------------------------------------
+    # --- events from the thread's group and this process --------------------
+
+    async def socket_close(self, event: dict) -> None:
+        """The server is stopping (see close_all): close with its code."""
+        await self.close(code=event["code"])
 
     async def thread_event(self, event: dict) -> None:
         if self.thread_id is None:
@@ -186,3 +197,21 @@ class ThreadConsumer(AsyncJsonWebsocketConsumer):
             await self.send_json(frame)
         if event["frame"]["type"] == "thread_deleted":
             await self.close(code=CLOSE_NOT_FOUND)
+
+
+async def close_all(code: int) -> None:
+    """Close every socket of this process with `code` and wait (bounded) until their clients answered.
+
+    The close goes through each socket's own channel, behind the events
+    already queued there, so a socket relays the last `agent_completed`
+    before it closes.
+    """
+    for consumer in list(open_sockets):
+        try:
+            await consumer.channel_layer.send(consumer.channel_name, {"type": "socket.close", "code": code})
+        except Exception:
+            logger.exception("socket %s was not asked to close", consumer.channel_name)
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + CLOSE_SECONDS
+    while open_sockets and loop.time() < deadline:
+        await asyncio.sleep(0.02)
