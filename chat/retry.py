@@ -43,13 +43,13 @@ def _on_fresh_connection[**P, R](write: Callable[P, R]) -> Callable[P, R]:
     return attempt
 
 
-def aretrying[**P, R](write: Callable[P, R]) -> Callable[P, Awaitable[R]]:
-    """The async twin of `write`, retried through a database outage of up to DB_OUTAGE_SECONDS."""
+def aretrying[**P, R](write: Callable[P, R], window: str = "DB_OUTAGE_SECONDS") -> Callable[P, Awaitable[R]]:
+    """The async twin of `write`, retried through a database outage of up to the setting named `window` (seconds)."""
     call = database_sync_to_async(_on_fresh_connection(write))
 
     @functools.wraps(write)
     async def retried(*args: P.args, **kwargs: P.kwargs) -> R:
-        deadline = time.monotonic() + settings.DB_OUTAGE_SECONDS
+        deadline = time.monotonic() + getattr(settings, window)
         delay = FIRST_DELAY
         while True:
             try:

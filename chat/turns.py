@@ -382,7 +382,9 @@ astart_action = aretrying(start_action)
 afinish_action = aretrying(finish_action)
 atouch_turn = database_sync_to_async(touch_turn)
 arequest_cancel = aretrying(request_cancel)
-_aclose_assistant_turn = aretrying(close_assistant_turn)
+# A turn that gave up on its appends still ends with its text once the
+# database is back: its finalize waits as long as the sweeper would.
+_aclose_assistant_turn = aretrying(close_assistant_turn, window="TURN_STALE_SECONDS")
 
 
 async def afinalize_assistant_turn(
