@@ -124,11 +124,13 @@ def start_postgres(
     ]
     if not fsync:
         options += ["-c synchronous_commit=off", "-c full_page_writes=off"]
+
     def restart(down_seconds: float = 0.0) -> None:
         """Stop the server (fast: clients are cut off), stay down `down_seconds`, start it again on the same port."""
         run(str(bindir / "pg_ctl"), "-D", str(data), "-m", "fast", "-w", "stop")
         time.sleep(down_seconds)  # the length of the outage itself
-        run(str(bindir / "pg_ctl"), "-D", str(data), "-l", str(base / "server.log"), "-o", " ".join(options), "-w", "start")
+        log = str(base / "server.log")
+        run(str(bindir / "pg_ctl"), "-D", str(data), "-l", log, "-o", " ".join(options), "-w", "start")
         wait_until(lambda: _pg_accepts(port), 30, f"PostgreSQL on port {port}")
 
     stop.restart = restart  # type: ignore[attr-defined]

@@ -49,7 +49,7 @@ class PostgresRestartTests(SimpleTestCase):
         super().tearDownClass()
 
     async def turn_through_an_outage(self, words: int, down_seconds: float, turn_id: str) -> tuple[list[dict], dict]:
-        """Run `/lorem words`; at its first delta PostgreSQL goes down for `down_seconds`. Return frames, final message."""
+        """Run `/lorem words`; PostgreSQL goes down for `down_seconds` at its first delta. Frames, final message."""
         alice = await Client(self.server, "alice").login()
         thread_id = await alice.new_thread()
         async with alice.socket(thread_id) as ws:
