@@ -10,7 +10,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 
 from django.contrib.auth.models import AnonymousUser, User
-from django.db import transaction
+from django.db import connection, transaction
 from django.db.models import Prefetch, QuerySet
 from django.utils import timezone
 
@@ -223,3 +223,10 @@ def live_turns_elsewhere(owner_id: int, thread_id: int, beat_within: float) -> i
         .exclude(thread_id=thread_id)
         .count()
     )
+
+
+def database_answers() -> bool:
+    """Run `SELECT 1` (the health check): raises when the database is unreachable."""
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT 1")
+        return cursor.fetchone() == (1,)
