@@ -82,11 +82,18 @@ class TurnPublisher:
             await broadcast(self.thread_id, user_message_frame(self.thread_id, self.turn_id, message))
         return message, persisted.created
 
-    async def started(self, agent: str, model: str, runner: str = "") -> int:
-        """Store the assistant shell (run by the process behind channel `runner`) and announce `agent_started`."""
+    async def started(self, agent: str, model: str, runner: str = "") -> int | None:
+        """Store the assistant shell (run by the process behind channel `runner`) and announce `agent_started`.
+
+        None when the turn already had its shell: it was started before (a
+        repeated dispatch), and this start announces and runs nothing.
+        """
         persisted = await turns.apersist_assistant_shell(
             self.thread_id, self.turn_id, agent=agent, model=model, runner=runner
         )
+        if not persisted.created:
+            self._completed = True
+            return None
         self.message_id = persisted.id
         await broadcast(self.thread_id, self._frame("agent_started", {"agent": agent, "model": model}))
         return persisted.id

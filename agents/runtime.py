@@ -17,6 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from channels.db import database_sync_to_async
+from channels.layers import get_channel_layer
 from django.conf import settings
 
 from chat import selectors, turns
@@ -24,6 +25,7 @@ from chat.models import AgentAction, Message
 
 from . import inbox
 from .control import acancel_turn
+from .errors import INTERRUPTED_ERROR
 from .events import TurnPublisher
 from .providers import get_provider
 from .providers.base import (
@@ -38,11 +40,13 @@ from .providers.base import (
 )
 from .providers.history import build_history
 from .registry import RunningTurn, registry
-from .sweeper import INTERRUPTED_ERROR
 from .tools import TOOLS, ToolError
 from .usage import TurnTokenAccumulator
 
 logger = logging.getLogger(__name__)
+
+# The queue (a channel-layer channel) worker processes take turns from.
+TURNS_CHANNEL = "agent-turns"
 
 SERVER_ERROR = {"code": "server_error", "message": "The agent stopped because of a server error.", "retryable": True}
 STORAGE_ERROR = {
@@ -88,19 +92,48 @@ async def start_turn(
     mentioned_documents: object = None,
     provider: Provider | None = None,
 ) -> TurnStart:
-    """Store the user's message and start its turn as a task; a repeated turn_id starts nothing."""
+    """Store the user's message and start its turn; a repeated turn_id starts nothing.
+
+    The turn runs here as a task, or with AGENT_WORKERS in a worker process
+    (agents.worker), which receives it through the TURNS_CHANNEL queue.
+    """
     turn_id = turn_id or new_turn_id()
-    provider = provider or get_provider()
+    if not settings.AGENT_WORKERS:
+        provider = provider or get_provider()  # a misconfigured provider fails before anything is stored
     publisher = TurnPublisher(thread_id, turn_id)
     message, created = await publisher.user_message(content, mentioned_documents)
     if not created:
         return TurnStart(turn_id, message, started=False)
     # The thread's running turn ends first, in this process or another one.
     await acancel_turn(thread_id)
-    turn, previous = registry.register(thread_id, turn_id)
-    task = asyncio.create_task(_run(turn, publisher, provider, previous))
-    turn.task = task
+    if settings.AGENT_WORKERS:
+        await dispatch(thread_id, turn_id)
+        return TurnStart(turn_id, message, started=True)
+    task = begin_turn(thread_id, turn_id, provider, publisher)
     return TurnStart(turn_id, message, started=True, task=task)
+
+
+async def dispatch(thread_id: int, turn_id: str) -> None:
+    """Queue the turn for a worker process. Safe to repeat: a turn runs once (its shell is made once)."""
+    await get_channel_layer().send(TURNS_CHANNEL, {"type": "turn.start", "thread_id": thread_id, "turn_id": turn_id})
+
+
+def begin_turn(
+    thread_id: int, turn_id: str, provider: Provider | None = None, publisher: TurnPublisher | None = None
+) -> asyncio.Task:
+    """Run the turn of a stored user message in this process, as a task registered here.
+
+    A repeated start of a turn that runs here already returns its task: it
+    must not cancel the turn as a new turn of the thread would.
+    """
+    running = registry.get(thread_id, turn_id)
+    if running is not None and running.running and running.task is not None:
+        return running.task
+    turn, previous = registry.register(thread_id, turn_id)
+    publisher = publisher or TurnPublisher(thread_id, turn_id)
+    task = asyncio.create_task(_run(turn, publisher, provider or get_provider(), previous))
+    turn.task = task
+    return task
 
 
 async def _run(turn: RunningTurn, publisher: TurnPublisher, provider: Provider, previous: list[RunningTurn]) -> str:
@@ -112,6 +145,9 @@ async def _run(turn: RunningTurn, publisher: TurnPublisher, provider: Provider, 
     heartbeat = None
     try:
         turn.message_id = await publisher.started(provider.name, provider.model, await inbox.channel_name())
+        if turn.message_id is None:  # started before: a repeated dispatch
+            registry.mark_completed(turn.thread_id, turn.turn_id)
+            return Message.Status.CANCELLED
         generation = asyncio.create_task(_generate(turn, publisher, provider, usage))
         write_errors: list[BaseException] = []
 

@@ -168,6 +168,15 @@ OPENAI_MODEL = env.str("OPENAI_MODEL", default="gpt-4o-mini")
 LOCAL_MODEL_DELAY_MS = env.int("LOCAL_MODEL_DELAY_MS", default=30)
 CHAT_MESSAGES_PER_MINUTE = env.int("CHAT_MESSAGES_PER_MINUTE", default=30)
 
+# Turns run in worker processes (`manage.py run_agent_worker`, needs
+# REDIS_URL) instead of the web process that received the message.
+AGENT_WORKERS = env.bool("AGENT_WORKERS", default=False)
+# A user message with no answer started after this long had its start lost
+# (a worker killed between taking it and starting it): the sweeper sends it
+# again; after TURN_START_DEADLINE_SECONDS the turn ends `interrupted`.
+TURN_REDISPATCH_SECONDS = env.float("TURN_REDISPATCH_SECONDS", default=15.0)
+TURN_START_DEADLINE_SECONDS = env.float("TURN_START_DEADLINE_SECONDS", default=45.0)
+
 # Model calls (tool rounds) one turn may make before it stops.
 AGENT_MAX_STEPS = env.int("AGENT_MAX_STEPS", default=8)
 # Characters of earlier messages sent to a model as history.

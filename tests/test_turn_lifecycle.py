@@ -133,3 +133,40 @@ class AppendByOffsetTests(TurnLifecycleTestCase):
         with self.assertRaises(turns.MessageClosed):
             turns.append_content(message_id, "two ", 2)
         self.assertEqual(self.full_text(message_id), "one ")
+
+
+class LostStartTests(TurnLifecycleTestCase):
+    def stored_user_message(self, turn_id: str, age: float) -> None:
+        """A user message committed `age` seconds ago whose turn never started (its process died in between)."""
+        from datetime import timedelta
+
+        from django.utils import timezone
+
+        message_id = turns.persist_user_turn(self.thread.pk, turn_id, "/lorem 3").id
+        Message.objects.filter(pk=message_id).update(created_at=timezone.now() - timedelta(seconds=age))
+
+    @override_settings(TURN_REDISPATCH_SECONDS=5, TURN_START_DEADLINE_SECONDS=30)
+    async def test_a_lost_start_is_run_again(self) -> None:
+        """The latest user message of a thread, unanswered for 10 s, gets its turn: it runs to completed."""
+        from agents.recovery import recover_unstarted
+
+        await self.committed(lambda: self.stored_user_message("lost-1", 10))
+        channel = await self.listen()
+        self.assertEqual(await recover_unstarted(), 1)
+        frames = await self.frames(channel, "agent_completed")
+        self.assertEqual((frames[0]["type"], frames[-1]["data"]["status"]), ("agent_started", "completed"))
+        self.assertEqual(await recover_unstarted(), 0)
+
+    @override_settings(TURN_REDISPATCH_SECONDS=5, TURN_START_DEADLINE_SECONDS=30)
+    async def test_a_start_lost_too_long_ago_ends_interrupted(self) -> None:
+        """An unanswered message past TURN_START_DEADLINE_SECONDS ends interrupted: agent_started, agent_completed."""
+        from agents.recovery import recover_unstarted
+
+        await self.committed(lambda: self.stored_user_message("old-1", 60))
+        channel = await self.listen()
+        self.assertEqual(await recover_unstarted(), 1)
+        frames = await self.frames(channel, "agent_completed")
+        self.assertEqual([f["type"] for f in frames], ["agent_started", "agent_completed"])
+        self.assertEqual((frames[-1]["turn_id"], frames[-1]["data"]["status"]), ("old-1", "interrupted"))
+        stored = await self.committed(lambda: Message.objects.get(pk=frames[-1]["message_id"]))
+        self.assertEqual((stored.status, stored.metadata["has_error"]), ("interrupted", True))
