@@ -1,16 +1,11 @@
-"""`GET /healthz`: 200 while the database and the channel layer answer, 503 while Redis is down."""
+"""`GET /healthz`: 200 while the database and the channel layer answer (the Redis case: tests/cluster)."""
 
 from __future__ import annotations
 
 import urllib.error
 import urllib.request
 
-from django.test import SimpleTestCase
-
 from tests.base import ChatTransactionTestCase
-from tests.live import DaphneServer
-from tests.services import start_redis, wait_until
-from tests.test_redis_faults import redis_port
 
 
 def get_health(base_url: str) -> tuple[int, dict]:
@@ -18,9 +13,13 @@ def get_health(base_url: str) -> tuple[int, dict]:
 
     try:
         with urllib.request.urlopen(f"{base_url}/healthz", timeout=10) as response:
-            return response.status, json.loads(response.read())
+            status, raw = response.status, response.read()
     except urllib.error.HTTPError as exc:
-        return exc.code, json.loads(exc.read())
+        status, raw = exc.code, exc.read()
+    try:
+        return status, json.loads(raw)
+    except ValueError:  # not our answer (a proxy's error page)
+        return status, {}
 
 
 class HealthTests(ChatTransactionTestCase):
@@ -30,23 +29,3 @@ class HealthTests(ChatTransactionTestCase):
         self.assertEqual(
             (response.status_code, response.json()), (200, {"status": "ok", "database": "ok", "channel_layer": "ok"})
         )
-
-
-class RedisDownHealthTests(SimpleTestCase):
-    databases = {"default"}
-
-    def test_503_while_redis_is_stopped_and_200_once_it_is_back(self) -> None:
-        """A daphne process on Redis: /healthz is 200, 503 naming the channel layer while Redis is down, 200 after."""
-        url, stop = start_redis()
-        server = DaphneServer({"REDIS_URL": url}, name="healthz").start()
-        try:
-            self.assertEqual(get_health(server.base_url)[0], 200)
-            stop()
-            status, body = get_health(server.base_url)
-            self.assertEqual((status, body["status"], body["database"]), (503, "unavailable", "ok"))
-            self.assertNotEqual(body["channel_layer"], "ok")
-            _, stop = start_redis(redis_port(url))
-            wait_until(lambda: get_health(server.base_url)[0] == 200, 20, "/healthz to answer 200 again", 0.2)
-        finally:
-            server.stop()
-            stop()

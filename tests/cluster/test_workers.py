@@ -9,6 +9,7 @@ import time
 
 import redis
 import websockets
+from django.test import tag
 
 from chat.models import Message
 from tests.base import ChatTransactionTestCase
@@ -20,6 +21,7 @@ from tests.test_e2e import Client, completed, first_delta, recv, recv_until, sto
 TURNS_KEY = "asgi:agent-turns"  # channels-redis's sorted set behind the agent-turns channel
 
 
+@tag("cluster")
 class WorkerTestCase(ChatTransactionTestCase):
     env = {
         "AGENT_WORKERS": "1",
@@ -100,6 +102,22 @@ class WorkerTests(WorkerTestCase):
         self.assertEqual(frames[-1]["data"]["status"], "cancelled")
         final = await on_b.content(thread_id, frames[-1]["message_id"])
         self.assertTrue(0 < len(final["content"].split()) < 1000)
+
+    async def test_delete_during_a_worker_turn_cancels_it_first(self) -> None:
+        """DELETE on B while the worker streams: agent_completed `cancelled`, then thread_deleted and a 4404 close."""
+        on_a, on_b, thread_id = await self.clients()
+        async with on_a.socket(thread_id) as ws:
+            await recv(ws)
+            await self.send(ws, "/lorem 1500", "d-1")
+            await recv_until(ws, first_delta)
+            status, _ = await on_b.api("DELETE", f"/api/threads/{thread_id}/")
+            self.assertEqual(status, 204)
+            frames = await recv_until(ws, completed("d-1"))
+            self.assertEqual(frames[-1]["data"]["status"], "cancelled")
+            self.assertEqual(await recv(ws), {"type": "thread_deleted", "thread_id": thread_id})
+            with self.assertRaises(websockets.ConnectionClosed) as closed:
+                await recv(ws)
+        self.assertEqual(closed.exception.rcvd.code, 4404)
 
     async def test_killed_worker_turn_ends_interrupted(self) -> None:
         """kill -9 of the worker mid-turn: a web process's sweeper ends the turn interrupted, with its text."""

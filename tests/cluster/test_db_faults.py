@@ -9,7 +9,7 @@ import subprocess
 import sys
 
 from django.conf import settings
-from django.test import SimpleTestCase
+from django.test import SimpleTestCase, tag
 
 from tests.base import PASSWORD
 from tests.live import DaphneServer
@@ -26,6 +26,7 @@ def manage(database_url: str, *args: str) -> None:
     )
 
 
+@tag("cluster")
 class PostgresRestartTests(SimpleTestCase):
     server_env = {"LOCAL_MODEL_DELAY_MS": "20", "DB_OUTAGE_SECONDS": "4", "TURN_HEARTBEAT_SECONDS": "0.5"}
 

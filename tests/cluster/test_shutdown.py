@@ -6,6 +6,7 @@ import asyncio
 import signal
 
 import websockets
+from django.test import tag
 
 from chat.models import Message
 from tests.base import ChatTransactionTestCase
@@ -15,6 +16,7 @@ from tests.test_e2e import Client, completed, first_delta, recv, recv_until, sto
 EXIT_TIMEOUT = 20
 
 
+@tag("cluster")
 class GracefulStopTests(ChatTransactionTestCase):
     async def serve(self, drain_seconds: float) -> tuple[DaphneServer, Client, int]:
         await asyncio.to_thread(self.make_user, "alice")
