@@ -115,6 +115,7 @@ class TurnPublisher:
             text = "".join(self._pending)
             self._pending.clear()
             try:
+                assert self.message_id is not None, "push_delta() before started()"
                 new_length = await turns.aappend_content(self.message_id, text, self._length)
             except BaseException as exc:  # surfaced by flush(); the turn then fails
                 self._flush_error = exc
@@ -136,6 +137,7 @@ class TurnPublisher:
 
     async def tool_executing(self, call_id: str, tool: str, tool_input: Any) -> int:
         await self.flush()
+        assert self.message_id is not None, "tool_executing() before started()"
         persisted = await turns.astart_action(self.message_id, call_id, tool, tool_input)
         await broadcast(
             self.thread_id,

@@ -24,7 +24,7 @@ async def _layer_round_trip() -> None:
     """Send a message to a fresh channel and read it back (channels-redis: a real Redis round trip)."""
     layer = get_channel_layer()
     channel = f"healthz.{uuid.uuid4().hex}"
-    await layer.send(channel, {"type": "healthz"})
+    await layer.send(channel, {"type": "health.check"})
     await layer.receive(channel)
 
 
