@@ -42,10 +42,11 @@ class RedisFaultTests(ChatTransactionTestCase):
         client = await Client(self.server, "alice").login()
         return client, await client.new_thread()
 
-    async def restart_redis(self) -> None:
-        """Stop Redis and start it again on the same port: every pooled connection is now dead."""
+    async def restart_redis(self, down_seconds: float = 0) -> None:
+        """Stop Redis, stay down `down_seconds`, start it again on the same port: every pooled connection is dead."""
         cls = type(self)
         await asyncio.to_thread(cls.stop_redis)
+        await asyncio.sleep(down_seconds)  # the outage itself
         _, cls.stop_redis = await asyncio.to_thread(start_redis, redis_port(cls.redis_url))
 
     async def test_idle_socket_stays_open_past_the_blocking_pop(self) -> None:
@@ -72,6 +73,22 @@ class RedisFaultTests(ChatTransactionTestCase):
             frames = await recv_until(ws, completed("after"))
         self.assertEqual(frames[-1]["data"]["status"], "completed")
         self.assertFalse([f for f in frames if f["type"] == "error"])
+
+    async def test_turn_and_its_socket_ride_out_a_5_s_redis_outage(self) -> None:
+        """Redis down for 5 s mid-turn (under REDIS_OUTAGE_SECONDS): the turn completes, the socket keeps up."""
+        alice, thread_id = await self.alice()
+        async with alice.socket(thread_id) as ws:
+            await recv(ws)
+            await ws.send(json.dumps({"type": "user_message", "content": "/lorem 400", "turn_id": "out"}))
+            frames = await recv_until(ws, first_delta)
+            await self.restart_redis(down_seconds=5)
+            frames = await recv_until(ws, completed("out"), frames)
+        message_id = frames[-1]["message_id"]
+        final = await alice.content(thread_id, message_id)
+        self.assertEqual((final["status"], len(final["content"].split())), ("completed", 400))
+        last = max(i for i, f in enumerate(frames) if f["type"] == "snapshot")
+        start = next(m for m in frames[last]["messages"] if m["id"] == message_id)["content"]
+        self.assertEqual(rebuild(start, frames[last + 1 :], message_id), final["content"])
 
     async def test_turn_and_its_socket_ride_out_a_redis_restart(self) -> None:
         """Redis restarts mid-turn: the socket stays open, gets a fresh snapshot, and rebuilds the exact final text."""
