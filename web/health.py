@@ -10,7 +10,7 @@ import asyncio
 import uuid
 from collections.abc import Awaitable, Callable
 
-from channels.db import database_sync_to_async
+from asgiref.sync import sync_to_async
 from channels.layers import get_channel_layer
 from django.http import HttpRequest, JsonResponse
 from django.views.decorators.http import require_GET
@@ -41,7 +41,9 @@ async def _check(probe: Callable[[], Awaitable[object]]) -> str:
 @require_GET
 async def healthz(request: HttpRequest) -> JsonResponse:
     checks = {
-        "database": await _check(database_sync_to_async(selectors.database_answers)),
+        # sync_to_async, not database_sync_to_async: the request's own connection,
+        # which Django closes at the end of the request as for any view.
+        "database": await _check(sync_to_async(selectors.database_answers)),
         "channel_layer": await _check(_layer_round_trip),
     }
     healthy = all(value == "ok" for value in checks.values())
