@@ -8,7 +8,8 @@ SIGINT or SIGTERM stops everything in order (nginx, web processes and
 workers gracefully, Redis, PostgreSQL).
 
 Environment: WEB (2), WORKERS (1), PORT (8080, nginx), CLUSTER_DIR,
-DEMO_USERNAME / DEMO_PASSWORD (demo / demo-password), and any setting of
+DEMO_USERNAME / DEMO_PASSWORD (demo, and a random password kept in
+`.demo-password`), and any setting of
 the README (passed on to the web processes and workers).
 """
 
@@ -154,9 +155,10 @@ class Cluster:
         manage = [PYTHON, "manage.py"]
         subprocess.run([*manage, "migrate", "--no-input"], cwd=ROOT, env=env, check=True, capture_output=True)
         username = os.environ.get("DEMO_USERNAME", "demo")
-        password = os.environ.get("DEMO_PASSWORD", "demo-password")
-        subprocess.run([*manage, "ensure_demo_user", "--username", username, "--password", password],
-                       cwd=ROOT, env=env, check=True, capture_output=True)  # fmt: skip
+        password = os.environ.get("DEMO_PASSWORD", "")  # empty: a random one, kept in .demo-password
+        made = subprocess.run([*manage, "ensure_demo_user", "--username", username, "--password", password],
+                              cwd=ROOT, env=env, check=True, capture_output=True, text=True)  # fmt: skip
+        login = next((line for line in made.stdout.splitlines() if line.startswith("Log in as:")), "")
         web_ports = [free_port() for _ in range(self.web_count)]
         daphne = str(Path(PYTHON).parent / "daphne")
         for index, port in enumerate(web_ports):
@@ -170,7 +172,7 @@ class Cluster:
         self.spawn("nginx", ["nginx", "-c", str(self.nginx_config(web_ports)), "-p", str(self.dir)])
         url = f"http://127.0.0.1:{self.port}"
         wait_for(lambda: urllib.request.urlopen(f"{url}/healthz", timeout=2).status == 200, 60, "nginx /healthz")
-        log(f"log in as {username} / {password}; logs and pids in {self.dir}")
+        log(f"{login.removeprefix('Log in as:').strip()} (demo login); logs and pids in {self.dir}")
         log(f"cluster ready: {url}/")
 
     def stop(self) -> None:

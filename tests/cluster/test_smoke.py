@@ -33,7 +33,7 @@ class ClusterScriptTests(SimpleTestCase):
         self.addCleanup(shutil.rmtree, folder, True)
         port = free_port()
         env = {**os.environ, "CLUSTER_DIR": str(folder / "data"), "PORT": str(port), "WEB": "2", "WORKERS": "1"}
-        env.update({"LOCAL_MODEL_DELAY_MS": "10", "FAST_PASSWORD_HASHING": "1"})
+        env.update({"LOCAL_MODEL_DELAY_MS": "10", "FAST_PASSWORD_HASHING": "1", "DEMO_PASSWORD": "demo-password"})
         out = open(folder / "cluster.out", "wb")
         self.addCleanup(out.close)
         process = subprocess.Popen(
