@@ -9,15 +9,24 @@ any case, so a lost message only delays the cancel.
 
 from __future__ import annotations
 
+import time
 from typing import NamedTuple
 
 from asgiref.sync import async_to_sync
 from channels.db import database_sync_to_async
+from django.conf import settings
 
 from chat import selectors, turns
+from chat import threads as thread_writes
+from chat.models import Thread
 
 from . import inbox
+from .events import announce_thread_deleted
 from .registry import registry
+
+# How long deleting a thread waits for its cancelled turn to end first.
+DELETE_WAIT_SECONDS = 5.0
+DELETE_POLL_SECONDS = 0.05
 
 
 class CancelTarget(NamedTuple):
@@ -55,3 +64,20 @@ def cancel_turn(thread_id: int, turn_id: str | None = None) -> bool:
         return False
     async_to_sync(inbox.send_cancel)(target.runner, target.message_id)
     return True
+
+
+def delete_thread(thread: Thread) -> None:
+    """Cancel the thread's running turn and let it end (bounded), delete the thread, then tell its sockets.
+
+    The turn ends `cancelled` with its `agent_completed` before its rows go,
+    so no model call keeps running (and being paid for) into a deleted thread.
+    Called from sync views, whose thread is not the one the turn writes on.
+    """
+    thread_id = thread.pk
+    if cancel_turn(thread_id):
+        deadline = time.monotonic() + DELETE_WAIT_SECONDS
+        beat_within = 3 * settings.TURN_HEARTBEAT_SECONDS
+        while selectors.has_live_turn(thread_id, beat_within) and time.monotonic() < deadline:
+            time.sleep(DELETE_POLL_SECONDS)
+    thread_writes.delete_thread(thread)
+    async_to_sync(announce_thread_deleted)(thread_id)

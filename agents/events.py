@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from typing import Any
 
 from channels.db import database_sync_to_async
@@ -43,6 +44,11 @@ async def announce_completed(turn: dict, error: dict | None) -> None:
     await broadcast(turn["thread_id"], frame)
 
 
+async def announce_thread_deleted(thread_id: int) -> None:
+    """Tell the sockets of a thread that was just deleted (committed); each closes with 4404."""
+    await broadcast(thread_id, {"type": "thread_deleted", "thread_id": thread_id})
+
+
 class TurnPublisher:
     """Writes and announces the steps of one turn, in order, each after its commit.
 
@@ -61,6 +67,9 @@ class TurnPublisher:
         self._flush_error: BaseException | None = None
         self._completed = False
         self._stored_status: str | None = None
+        # Called when an append fails (the message was closed, the database
+        # is gone): the runtime stops the model call at once.
+        self.on_write_error: Callable[[BaseException], None] | None = None
 
     def _frame(self, type_: str, data: dict) -> dict:
         return turn_frame(self.thread_id, self.turn_id, self.message_id, type_, data)
@@ -73,11 +82,18 @@ class TurnPublisher:
             await broadcast(self.thread_id, user_message_frame(self.thread_id, self.turn_id, message))
         return message, persisted.created
 
-    async def started(self, agent: str, model: str, runner: str = "") -> int:
-        """Store the assistant shell (run by the process behind channel `runner`) and announce `agent_started`."""
+    async def started(self, agent: str, model: str, runner: str = "") -> int | None:
+        """Store the assistant shell (run by the process behind channel `runner`) and announce `agent_started`.
+
+        None when the turn already had its shell: it was started before (a
+        repeated dispatch), and this start announces and runs nothing.
+        """
         persisted = await turns.apersist_assistant_shell(
             self.thread_id, self.turn_id, agent=agent, model=model, runner=runner
         )
+        if not persisted.created:
+            self._completed = True
+            return None
         self.message_id = persisted.id
         await broadcast(self.thread_id, self._frame("agent_started", {"agent": agent, "model": model}))
         return persisted.id
@@ -88,8 +104,8 @@ class TurnPublisher:
 
     def push_delta(self, text: str) -> None:
         """Queue a piece of the answer; it is committed and sent as soon as the writer is free."""
-        if not text:
-            return
+        if not text or self._flush_error is not None:
+            return  # after a failed append nothing more is written
         self._pending.append(text)
         if self._flusher is None or self._flusher.done():
             self._flusher = asyncio.create_task(self._flush_pending())
@@ -99,10 +115,13 @@ class TurnPublisher:
             text = "".join(self._pending)
             self._pending.clear()
             try:
-                new_length = await turns.aappend_content(self.message_id, text)
+                assert self.message_id is not None, "push_delta() before started()"
+                new_length = await turns.aappend_content(self.message_id, text, self._length)
             except BaseException as exc:  # surfaced by flush(); the turn then fails
                 self._flush_error = exc
                 self._pending.clear()
+                if self.on_write_error is not None:
+                    self.on_write_error(exc)
                 return
             offset = new_length - len(text)
             self._length = new_length
@@ -118,6 +137,7 @@ class TurnPublisher:
 
     async def tool_executing(self, call_id: str, tool: str, tool_input: Any) -> int:
         await self.flush()
+        assert self.message_id is not None, "tool_executing() before started()"
         persisted = await turns.astart_action(self.message_id, call_id, tool, tool_input)
         await broadcast(
             self.thread_id,
@@ -152,7 +172,14 @@ class TurnPublisher:
         )
 
     async def completed(self, status: str, usage: dict | None = None, error: dict | None = None) -> str:
-        """Finalize the message and send `agent_completed`, once; return the status stored."""
+        """Finalize the message and send `agent_completed`, once; return the status stored.
+
+        The event is built from what the database holds after the finalize
+        committed, and sent only by the call that closed the message: when
+        another finalizer (the sweeper) closed it first, it announced it;
+        when the finalize fails, nothing is sent and the sweeper ends the
+        turn later.
+        """
         if self._completed:
             return self._stored_status or status
         self._completed = True
@@ -161,14 +188,22 @@ class TurnPublisher:
             await self.flush()
         except Exception:
             logger.exception("last deltas of message %s were not stored", self.message_id)
-        stored = status
-        if self.message_id is not None:
-            stored = await turns.afinalize_assistant_turn(self.message_id, status, usage, error) or status
-        self._stored_status = stored
-        length = await _acontent_length(self.message_id) if self.message_id is not None else 0
-        frame = completed_frame(self.thread_id, self.turn_id, self.message_id, stored, usage, error, length)
-        await broadcast(self.thread_id, frame)
-        return stored
+        if self.message_id is None:  # no shell: nothing to finalize, only the end to announce
+            await broadcast(
+                self.thread_id, completed_frame(self.thread_id, self.turn_id, None, status, usage, error, 0)
+            )
+            return status
+        finalized = await turns.afinalize_assistant_turn(self.message_id, status, usage, error)
+        if finalized is None:
+            logger.error("message %s was not finalized; the sweeper will end it", self.message_id)
+            return status
+        self._stored_status = finalized.status
+        if finalized.closed:
+            frame = completed_frame(
+                self.thread_id, self.turn_id, self.message_id, finalized.status, usage, error, finalized.content_length
+            )
+            await broadcast(self.thread_id, frame)
+        return finalized.status
 
 
 def turn_frame(thread_id: int, turn_id: str, message_id: int | None, type_: str, data: dict) -> dict:
@@ -194,4 +229,3 @@ def user_message_frame(thread_id: int, turn_id: str, message: dict) -> dict:
 
 
 _auser_message_dict = database_sync_to_async(selectors.user_message_dict)
-_acontent_length = database_sync_to_async(selectors.content_length)

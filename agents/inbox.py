@@ -39,7 +39,10 @@ async def channel_name() -> str:
     loop = asyncio.get_running_loop()
     if layer is not _layer or _listener is None or _listener.done() or _listener.get_loop() is not loop:
         reset()
-        _name, _layer = await layer.new_channel("turns."), layer
+        # The default prefix: channels-redis reads every process-local channel
+        # through one blocking pop on "specific.<process>!", and a channel of
+        # another prefix would hold that pop and starve the sockets' channels.
+        _name, _layer = await layer.new_channel(), layer
         _listener = loop.create_task(_listen(layer, _name), name="turn-inbox")
     return _name
 

@@ -16,7 +16,7 @@ from limits.aio.strategies import MovingWindowRateLimiter
 def _limiter() -> MovingWindowRateLimiter:
     if settings.REDIS_URL:
         uri = settings.REDIS_URL.replace("redis://", "async+redis://", 1)
-        return MovingWindowRateLimiter(RedisStorage(uri, implementation="redispy"))
+        return MovingWindowRateLimiter(RedisStorage(uri, implementation="redispy", **settings.REDIS_OPTIONS))
     return MovingWindowRateLimiter(MemoryStorage())
 
 

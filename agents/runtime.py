@@ -17,6 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from channels.db import database_sync_to_async
+from channels.layers import get_channel_layer
 from django.conf import settings
 
 from chat import selectors, turns
@@ -24,6 +25,7 @@ from chat.models import AgentAction, Message
 
 from . import inbox
 from .control import acancel_turn
+from .errors import INTERRUPTED_ERROR
 from .events import TurnPublisher
 from .providers import get_provider
 from .providers.base import (
@@ -38,13 +40,20 @@ from .providers.base import (
 )
 from .providers.history import build_history
 from .registry import RunningTurn, registry
-from .sweeper import INTERRUPTED_ERROR
 from .tools import TOOLS, ToolError
 from .usage import TurnTokenAccumulator
 
 logger = logging.getLogger(__name__)
 
+# The queue (a channel-layer channel) worker processes take turns from.
+TURNS_CHANNEL = "agent-turns"
+
 SERVER_ERROR = {"code": "server_error", "message": "The agent stopped because of a server error.", "retryable": True}
+STORAGE_ERROR = {
+    "code": "storage_unavailable",
+    "message": "The database was unavailable for too long; the answer stops here, its text so far was kept.",
+    "retryable": True,
+}
 TOOL_TIMEOUT_SECONDS = 10.0
 # How long a new turn waits for the thread's previous turn to finish cancelling.
 PREVIOUS_TURN_TIMEOUT = 10.0
@@ -53,6 +62,8 @@ PREVIOUS_TURN_POLL = 0.05
 # A turn counts as alive while its heartbeat is this many beats old at most;
 # an older one belongs to a dead process that the sweeper will end.
 LIVE_BEATS = 3
+# How long interrupted turns get to write their final state when a process stops.
+DRAIN_FINALIZE_SECONDS = 5.0
 
 
 def _call_soon(loop: asyncio.AbstractEventLoop, callback: Callable[[], object]) -> None:
@@ -81,19 +92,48 @@ async def start_turn(
     mentioned_documents: object = None,
     provider: Provider | None = None,
 ) -> TurnStart:
-    """Store the user's message and start its turn as a task; a repeated turn_id starts nothing."""
+    """Store the user's message and start its turn; a repeated turn_id starts nothing.
+
+    The turn runs here as a task, or with AGENT_WORKERS in a worker process
+    (agents.worker), which receives it through the TURNS_CHANNEL queue.
+    """
     turn_id = turn_id or new_turn_id()
-    provider = provider or get_provider()
+    if not settings.AGENT_WORKERS:
+        provider = provider or get_provider()  # a misconfigured provider fails before anything is stored
     publisher = TurnPublisher(thread_id, turn_id)
     message, created = await publisher.user_message(content, mentioned_documents)
     if not created:
         return TurnStart(turn_id, message, started=False)
     # The thread's running turn ends first, in this process or another one.
     await acancel_turn(thread_id)
-    turn, previous = registry.register(thread_id, turn_id)
-    task = asyncio.create_task(_run(turn, publisher, provider, previous))
-    turn.task = task
+    if settings.AGENT_WORKERS:
+        await dispatch(thread_id, turn_id)
+        return TurnStart(turn_id, message, started=True)
+    task = begin_turn(thread_id, turn_id, provider, publisher)
     return TurnStart(turn_id, message, started=True, task=task)
+
+
+async def dispatch(thread_id: int, turn_id: str) -> None:
+    """Queue the turn for a worker process. Safe to repeat: a turn runs once (its shell is made once)."""
+    await get_channel_layer().send(TURNS_CHANNEL, {"type": "turn.start", "thread_id": thread_id, "turn_id": turn_id})
+
+
+def begin_turn(
+    thread_id: int, turn_id: str, provider: Provider | None = None, publisher: TurnPublisher | None = None
+) -> asyncio.Task:
+    """Run the turn of a stored user message in this process, as a task registered here.
+
+    A repeated start of a turn that runs here already returns its task: it
+    must not cancel the turn as a new turn of the thread would.
+    """
+    running = registry.get(thread_id, turn_id)
+    if running is not None and running.running and running.task is not None:
+        return running.task
+    turn, previous = registry.register(thread_id, turn_id)
+    publisher = publisher or TurnPublisher(thread_id, turn_id)
+    task = asyncio.create_task(_run(turn, publisher, provider or get_provider(), previous))
+    turn.task = task
+    return task
 
 
 async def _run(turn: RunningTurn, publisher: TurnPublisher, provider: Provider, previous: list[RunningTurn]) -> str:
@@ -105,7 +145,19 @@ async def _run(turn: RunningTurn, publisher: TurnPublisher, provider: Provider, 
     heartbeat = None
     try:
         turn.message_id = await publisher.started(provider.name, provider.model, await inbox.channel_name())
+        if turn.message_id is None:  # started before: a repeated dispatch
+            registry.mark_completed(turn.thread_id, turn.turn_id)
+            return Message.Status.CANCELLED
         generation = asyncio.create_task(_generate(turn, publisher, provider, usage))
+        write_errors: list[BaseException] = []
+
+        def stop_generating(exc: BaseException) -> None:
+            # The message was closed (the sweeper, a deleted thread) or the
+            # database stayed away: every further token would be paid for and lost.
+            write_errors.append(exc)
+            generation.cancel()
+
+        publisher.on_write_error = stop_generating
         loop = asyncio.get_running_loop()
         turn.on_cancel = lambda: _call_soon(loop, generation.cancel)
         if turn.cancel_event.is_set():
@@ -119,11 +171,16 @@ async def _run(turn: RunningTurn, publisher: TurnPublisher, provider: Provider, 
             if current is not None and current.cancelling():
                 raise  # this task itself is being cancelled: the process is stopping
             status = Message.Status.CANCELLED
+            if write_errors:
+                status, error = Message.Status.FAILED, STORAGE_ERROR
         except ProviderError as exc:
             status, error = Message.Status.FAILED, exc.as_dict()
         except Exception:
-            logger.exception("turn %s of thread %s crashed", turn.turn_id, turn.thread_id)
-            status, error = Message.Status.FAILED, SERVER_ERROR
+            if write_errors:  # a flush re-raised the failed append
+                status, error = Message.Status.FAILED, STORAGE_ERROR
+            else:
+                logger.exception("turn %s of thread %s crashed", turn.turn_id, turn.thread_id)
+                status, error = Message.Status.FAILED, SERVER_ERROR
     except asyncio.CancelledError:
         status = Message.Status.INTERRUPTED
         error = INTERRUPTED_ERROR
@@ -140,6 +197,28 @@ async def _run(turn: RunningTurn, publisher: TurnPublisher, provider: Provider, 
         finally:
             registry.mark_completed(turn.thread_id, turn.turn_id)
     return status
+
+
+async def drain(timeout: float) -> int:
+    """Let this process's running turns finish for up to `timeout` s, then end the rest `interrupted`; return those.
+
+    Interrupted turns are finalized and announced by their own task (see
+    _run), so no turn is left `streaming` when the process exits.
+    """
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while (tasks := _running_tasks()) and loop.time() < deadline:
+        await asyncio.wait(tasks, timeout=deadline - loop.time())
+    left = _running_tasks()
+    for task in left:
+        task.cancel()
+    if left:
+        await asyncio.wait(left, timeout=DRAIN_FINALIZE_SECONDS)
+    return len(left)
+
+
+def _running_tasks() -> list[asyncio.Task]:
+    return [t.task for t in registry.running() if t.task is not None and not t.task.done()]
 
 
 async def _wait_for(thread_id: int, previous: list[RunningTurn]) -> None:

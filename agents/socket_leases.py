@@ -62,7 +62,7 @@ class _MemoryStore:
 
 class _RedisStore:
     def __init__(self, url: str) -> None:
-        self.redis = Redis.from_url(url)
+        self.redis = Redis.from_url(url, **settings.REDIS_OPTIONS)  # rides out a Redis restart
         self.script = self.redis.register_script(_ACQUIRE)
 
     async def acquire(self, key: str, member: str, cap: int, lease: float) -> bool:

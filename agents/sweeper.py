@@ -23,6 +23,7 @@ from django.conf import settings
 
 from chat import turns
 
+from .errors import INTERRUPTED_ERROR
 from .events import announce_completed
 from .registry import registry
 
@@ -30,11 +31,6 @@ ASGIApp = Callable[[Scope, ASGIReceiveCallable, ASGISendCallable], Awaitable[Non
 
 logger = logging.getLogger(__name__)
 
-INTERRUPTED_ERROR = {
-    "code": "interrupted",
-    "message": "The server stopped while this turn was running; the partial answer was kept.",
-    "retryable": True,
-}
 # Completed turns stay in the registry this long, for late cancels and tests.
 REGISTRY_KEEP_SECONDS = 300
 
@@ -49,7 +45,8 @@ def sweep(stale_after: float | None = None) -> list[dict]:
     for message_id in turns.stale_turns(stale_after):
         if message_id in running_here:
             continue  # alive, only slow to beat (a blocked loop)
-        if turns.finalize_assistant_turn(message_id, "interrupted", error=INTERRUPTED_ERROR) == "interrupted":
+        result = turns.finalize_assistant_turn(message_id, "interrupted", error=INTERRUPTED_ERROR)
+        if result is not None and result.closed:
             summary = turns.turn_summary(message_id)
             if summary is not None:
                 finalized.append(summary)
@@ -67,10 +64,13 @@ async def asweep(stale_after: float | None = None) -> list[dict]:
 
 
 async def _loop() -> None:
+    from .recovery import recover_unstarted  # it runs turns: agents.runtime imports this module
+
     while True:
         try:
             registry.cleanup_completed(REGISTRY_KEEP_SECONDS)
             await asweep()
+            await recover_unstarted()
         except Exception:
             logger.exception("turn sweep failed")
         await asyncio.sleep(settings.TURN_SWEEP_SECONDS)

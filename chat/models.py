@@ -90,6 +90,8 @@ class Message(models.Model):
                 condition=Q(status="streaming"),
                 name="chat_message_streaming_hb",
             ),
+            # The recovery of lost turn starts (agents.recovery): recent user messages.
+            models.Index(fields=["created_at"], condition=Q(role="user"), name="chat_message_user_created"),
         ]
 
     def __str__(self) -> str:

@@ -8,10 +8,11 @@ full text committed so far.
 from __future__ import annotations
 
 from datetime import datetime, timedelta
+from typing import NamedTuple
 
 from django.contrib.auth.models import AnonymousUser, User
-from django.db import transaction
-from django.db.models import Prefetch, QuerySet
+from django.db import connection, transaction
+from django.db.models import Exists, OuterRef, Prefetch, QuerySet
 from django.utils import timezone
 
 from .models import AgentAction, Message, MessageChunk, Thread, TokenUsage
@@ -223,3 +224,41 @@ def live_turns_elsewhere(owner_id: int, thread_id: int, beat_within: float) -> i
         .exclude(thread_id=thread_id)
         .count()
     )
+
+
+def database_answers() -> bool:
+    """Run `SELECT 1` (the health check): raises when the database is unreachable."""
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT 1")
+        return cursor.fetchone() == (1,)
+
+
+class UnstartedTurn(NamedTuple):
+    thread_id: int
+    turn_id: str
+    age: float  # seconds since the user message was stored
+    latest: bool  # no newer user message in its thread
+
+
+def unstarted_turns(older_than: float, newer_than: float) -> list[UnstartedTurn]:
+    """User messages stored between `newer_than` and `older_than` seconds ago whose turn has no assistant message.
+
+    Served by chat_message_user_created (created_at of user messages).
+    """
+    now = timezone.now()
+    answered = Message.objects.filter(
+        thread_id=OuterRef("thread_id"), turn_id=OuterRef("turn_id"), role=Message.Role.ASSISTANT
+    )
+    newer = Message.objects.filter(thread_id=OuterRef("thread_id"), role=Message.Role.USER, seq__gt=OuterRef("seq"))
+    rows = (
+        Message.objects.filter(
+            role=Message.Role.USER,
+            created_at__lte=now - timedelta(seconds=older_than),
+            created_at__gte=now - timedelta(seconds=newer_than),
+        )
+        .exclude(turn_id="")
+        .filter(~Exists(answered))
+        .annotate(superseded=Exists(newer))
+        .values_list("thread_id", "turn_id", "created_at", "superseded")
+    )
+    return [UnstartedTurn(t, turn, (now - at).total_seconds(), not sup) for t, turn, at, sup in rows]

@@ -18,6 +18,7 @@ from django.db import DatabaseError, IntegrityError, connection, transaction
 from django.utils import timezone
 
 from .models import AgentAction, Message, TokenUsage
+from .retry import aretrying
 
 logger = logging.getLogger(__name__)
 
@@ -145,22 +146,28 @@ def persist_assistant_shell(
     )
 
 
-def append_content(message_id: int, delta: str) -> int:
+def append_content(message_id: int, delta: str, start: int | None = None) -> int:
     """Append `delta` to a streaming message and return the new length.
 
     One UPDATE of fixed-size columns and one INSERT of the piece, so the cost
-    does not grow with the message. Raises MessageClosed once the message is final.
+    does not grow with the message. Raises MessageClosed once the message is
+    final. With `start` (the length the caller last committed) the append is
+    keyed by offset: a retry whose first attempt did commit finds its piece
+    (chat_chunk_unique_start) and adds nothing again.
     """
     with transaction.atomic(), connection.cursor() as cursor:
         now = timezone.now()
+        at_start = "" if start is None else " AND content_length = %s"
         cursor.execute(
             "UPDATE chat_message SET content_length = content_length + %s, heartbeat_at = %s, updated_at = %s"
-            " WHERE id = %s AND status = 'streaming' RETURNING content_length",
-            [len(delta), now, now, message_id],
+            " WHERE id = %s AND status = 'streaming'" + at_start + " RETURNING content_length",
+            [len(delta), now, now, message_id, *([] if start is None else [start])],
         )
         row = cursor.fetchone()
         if row is None:
-            raise MessageClosed(f"message {message_id} is not streaming")
+            if start is not None and _has_piece(cursor, message_id, start, delta):
+                return start + len(delta)
+            raise MessageClosed(f"message {message_id} is not streaming at length {start}")
         new_length = row[0]
         if delta:
             cursor.execute(
@@ -168,6 +175,13 @@ def append_content(message_id: int, delta: str) -> int:
                 [message_id, new_length - len(delta), delta],
             )
     return new_length
+
+
+def _has_piece(cursor: Any, message_id: int, start: int, delta: str) -> bool:
+    """True when the piece `delta` at `start` is already stored: an earlier attempt of this append committed."""
+    cursor.execute("SELECT text FROM chat_messagechunk WHERE message_id = %s AND start = %s", [message_id, start])
+    row = cursor.fetchone()
+    return row is not None and row[0] == delta
 
 
 def start_action(message_id: int, call_id: str, tool: str, tool_input: Any) -> Persisted:
@@ -197,23 +211,38 @@ def finish_action(action_id: int, status: str, output: Any) -> AgentAction:
     return AgentAction.objects.get(pk=action_id)
 
 
+class Finalized(NamedTuple):
+    """What the database holds once a finalize committed: the message's status and length.
+
+    `closed` is True only for the call that ended the message; that caller
+    alone announces `agent_completed`.
+    """
+
+    status: str
+    closed: bool
+    content_length: int
+
+
 def finalize_assistant_turn(
     message_id: int, status: str, usage: dict | None = None, error: dict | None = None
-) -> str | None:
-    """Give a streaming message its final status, text and usage; return the status it ends with.
+) -> Finalized | None:
+    """Give a streaming message its final status, text and usage; return what it ends with.
 
     Safe to call twice: only the first call changes the message; usage is
     inserted once per message (unique chat_usage_unique_message). Never
     raises: a missing message or a database error is logged and gives None.
     """
     try:
-        return _finalize(message_id, status, usage, error)
+        return close_assistant_turn(message_id, status, usage, error)
     except Exception:
         logger.exception("finalize_assistant_turn failed: message=%s status=%s", message_id, status)
         return None
 
 
-def _finalize(message_id: int, status: str, usage: dict | None, error: dict | None) -> str | None:
+def close_assistant_turn(
+    message_id: int, status: str, usage: dict | None = None, error: dict | None = None
+) -> Finalized | None:
+    """See finalize_assistant_turn(); raises database errors, so that an async caller can retry them."""
     if status not in FINAL_STATUSES:
         raise ValueError(f"invalid final status {status!r}")
     with transaction.atomic():
@@ -226,11 +255,12 @@ def _finalize(message_id: int, status: str, usage: dict | None, error: dict | No
         if message is None:
             logger.warning("finalize_assistant_turn: no assistant message %s", message_id)
             return None
-        if message.status == Message.Status.STREAMING:
+        closed = message.status == Message.Status.STREAMING
+        if closed:
             _close_message(message, status, error)
         if usage:
             _record_usage_once(message, usage)
-        return message.status
+        return Finalized(message.status, closed, message.content_length)
 
 
 def _close_message(message: Message, status: str, error: dict | None) -> None:
@@ -343,11 +373,26 @@ def turn_summary(message_id: int) -> dict[str, Any] | None:
     return dict(row) if row is not None else None
 
 
-apersist_user_turn = database_sync_to_async(persist_user_turn)
-apersist_assistant_shell = database_sync_to_async(persist_assistant_shell)
-aappend_content = database_sync_to_async(append_content)
-astart_action = database_sync_to_async(start_action)
-afinish_action = database_sync_to_async(finish_action)
-afinalize_assistant_turn = database_sync_to_async(finalize_assistant_turn)
+# Async twins. The writes are idempotent (keyed by turn_id, call_id, offset
+# or state), so the retried ones ride out a database restart (chat.retry).
+apersist_user_turn = aretrying(persist_user_turn)
+apersist_assistant_shell = aretrying(persist_assistant_shell)
+aappend_content = aretrying(append_content)
+astart_action = aretrying(start_action)
+afinish_action = aretrying(finish_action)
 atouch_turn = database_sync_to_async(touch_turn)
-arequest_cancel = database_sync_to_async(request_cancel)
+arequest_cancel = aretrying(request_cancel)
+# A turn that gave up on its appends still ends with its text once the
+# database is back: its finalize waits as long as the sweeper would.
+_aclose_assistant_turn = aretrying(close_assistant_turn, window="TURN_STALE_SECONDS")
+
+
+async def afinalize_assistant_turn(
+    message_id: int, status: str, usage: dict | None = None, error: dict | None = None
+) -> Finalized | None:
+    """See finalize_assistant_turn(); retried through a database outage, then logged and None."""
+    try:
+        return await _aclose_assistant_turn(message_id, status, usage, error)
+    except Exception:
+        logger.exception("finalize_assistant_turn failed: message=%s status=%s", message_id, status)
+        return None

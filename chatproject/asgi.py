@@ -1,4 +1,4 @@
-"""ASGI entry point: HTTP through Django, WebSockets through Channels, and the turn sweeper."""
+"""ASGI entry point: HTTP through Django, WebSockets through Channels, the turn sweeper and the graceful stop."""
 
 import os
 
@@ -7,10 +7,23 @@ from django.core.asgi import get_asgi_application
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "chatproject.settings")
 django_asgi_app = get_asgi_application()
 
-from channels.routing import ProtocolTypeRouter  # noqa: E402
+from channels.routing import ChannelNameRouter, ProtocolTypeRouter  # noqa: E402
 
+from agents.runtime import TURNS_CHANNEL  # noqa: E402
 from agents.sweeper import SweeperMiddleware, start_when_serving  # noqa: E402
+from agents.worker import TurnWorkerConsumer  # noqa: E402
+from chatproject import shutdown  # noqa: E402
 from web.routing import websocket_application  # noqa: E402
 
 start_when_serving()
-application = SweeperMiddleware(ProtocolTypeRouter({"http": django_asgi_app, "websocket": websocket_application()}))
+shutdown.install()
+application = SweeperMiddleware(
+    ProtocolTypeRouter(
+        {
+            "http": django_asgi_app,
+            "websocket": websocket_application(),
+            # Worker processes (manage.py run_agent_worker) take queued turns here.
+            "channel": ChannelNameRouter({TURNS_CHANNEL: TurnWorkerConsumer.as_asgi()}),
+        }
+    )
+)

@@ -118,16 +118,42 @@ else:
     _db["CONN_HEALTH_CHECKS"] = True
     _db.setdefault("TEST", {})["NAME"] = "test_" + _db["NAME"]
 
+# How long a database outage (a PostgreSQL restart) each turn write rides
+# out, retrying with backoff, before the turn gives up on it.
+DB_OUTAGE_SECONDS = env.float("DB_OUTAGE_SECONDS", default=10.0)
+
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 # --- Channel layer --------------------------------------------------------
 
 REDIS_URL = env.str("REDIS_URL", default="")
+# Longest silence on a Redis socket before redis-py gives up on it. It must
+# exceed channels-redis's 5 s blocking pop, or every idle WebSocket dies with
+# a TimeoutError after 5 s.
+REDIS_SOCKET_TIMEOUT = env.float("REDIS_SOCKET_TIMEOUT", default=15.0)
+# How long a Redis outage (a restart) every Redis command rides out by
+# reconnecting and retrying, instead of failing a socket or a frame.
+REDIS_OUTAGE_SECONDS = env.float("REDIS_OUTAGE_SECONDS", default=10.0)
+# How often a socket checks that the layer still lists it in its thread's
+# group (a Redis restart forgets every member) and joins again if not.
+SOCKET_REJOIN_SECONDS = env.float("SOCKET_REJOIN_SECONDS", default=5.0)
+REDIS_OPTIONS: dict = {}
 if REDIS_URL:
+    from redis.asyncio.retry import Retry
+    from redis.backoff import ExponentialBackoff
+
+    _backoff_cap = 0.5
+    REDIS_OPTIONS = {
+        "socket_timeout": REDIS_SOCKET_TIMEOUT,
+        "socket_connect_timeout": 2.0,
+        # A pooled connection that died with a restart is reconnected and the
+        # command sent again: without this, redis-py's pool retries nothing.
+        "retry": Retry(ExponentialBackoff(cap=_backoff_cap, base=0.05), int(REDIS_OUTAGE_SECONDS / _backoff_cap) + 4),
+    }
     CHANNEL_LAYERS = {
         "default": {
             "BACKEND": "channels_redis.core.RedisChannelLayer",
-            "CONFIG": {"hosts": [REDIS_URL], "capacity": 1000},
+            "CONFIG": {"hosts": [{"address": REDIS_URL, **REDIS_OPTIONS}], "capacity": 1000},
         }
     }
 else:
@@ -141,6 +167,15 @@ OPENAI_API_KEY = env.str("OPENAI_API_KEY", default="")
 OPENAI_MODEL = env.str("OPENAI_MODEL", default="gpt-4o-mini")
 LOCAL_MODEL_DELAY_MS = env.int("LOCAL_MODEL_DELAY_MS", default=30)
 CHAT_MESSAGES_PER_MINUTE = env.int("CHAT_MESSAGES_PER_MINUTE", default=30)
+
+# Turns run in worker processes (`manage.py run_agent_worker`, needs
+# REDIS_URL) instead of the web process that received the message.
+AGENT_WORKERS = env.bool("AGENT_WORKERS", default=False)
+# A user message with no answer started after this long had its start lost
+# (a worker killed between taking it and starting it): the sweeper sends it
+# again; after TURN_START_DEADLINE_SECONDS the turn ends `interrupted`.
+TURN_REDISPATCH_SECONDS = env.float("TURN_REDISPATCH_SECONDS", default=15.0)
+TURN_START_DEADLINE_SECONDS = env.float("TURN_START_DEADLINE_SECONDS", default=45.0)
 
 # Model calls (tool rounds) one turn may make before it stops.
 AGENT_MAX_STEPS = env.int("AGENT_MAX_STEPS", default=8)
@@ -158,6 +193,9 @@ AGENT_READ_TIMEOUT = env.float("AGENT_READ_TIMEOUT", default=60.0)
 TURN_HEARTBEAT_SECONDS = env.float("TURN_HEARTBEAT_SECONDS", default=2.0)
 TURN_STALE_SECONDS = env.float("TURN_STALE_SECONDS", default=30.0)
 TURN_SWEEP_SECONDS = env.float("TURN_SWEEP_SECONDS", default=10.0)
+# On SIGTERM a process's running turns get this long to finish; the rest end
+# `interrupted` (announced), then its sockets are closed with 4012 (service restart).
+TURN_DRAIN_SECONDS = env.float("TURN_DRAIN_SECONDS", default=5.0)
 
 # Price per million tokens in micro-dollars: {"model": [prompt, completion]}.
 # Unknown models cost 0.

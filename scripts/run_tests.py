@@ -1,14 +1,18 @@
 """Run the whole test suite in legs and print one summary line.
 
-Legs (select with LEGS=lint,sqlite,pg,browser,django,node; default all):
+Legs (select with LEGS=lint,sqlite,pg,cluster,browser,django,node; default all):
   lint     ruff (lint and format), mypy and the import-linter layers contract;
            each check counts as one test
-  sqlite   pytest over tests/ except tests/browser, on the SQLite test database
+  sqlite   pytest over tests/ except tests/browser and tests/cluster, on the SQLite test database
   pg       the same tests on a throwaway PostgreSQL cluster started here
+  cluster  pytest tests/cluster on a throwaway PostgreSQL: real web processes,
+           agent workers, Redis, nginx and their faults (kill -9, SIGTERM,
+           restarts of Redis and PostgreSQL)
   browser  pytest tests/browser in its own invocation (Playwright's sync API
            does not mix with the async tests of the other legs)
   django   every test once more under Django's own runner (`manage.py test`),
-           on SQLite, so that both runners keep working
+           on SQLite, so that both runners keep working (the cluster tests,
+           tagged `cluster`, run only in their own leg)
   node     `node --test tests/js/`: the chat page's pure JavaScript modules,
            counted from node's summary lines (`# pass N`, `# fail N`, ...)
 
@@ -38,7 +42,8 @@ ROOT = Path(__file__).resolve().parent.parent
 ARTIFACTS = ROOT / "test-artifacts"
 BROWSER = "tests/browser"
 JS = "tests/js"
-ALL_LEGS = ("lint", "sqlite", "pg", "browser", "django", "node")
+CLUSTER = "tests/cluster"
+ALL_LEGS = ("lint", "sqlite", "pg", "cluster", "browser", "django", "node")
 NO_TESTS_COLLECTED = 5
 
 sys.path.insert(0, str(ROOT))
@@ -144,8 +149,8 @@ def base_env() -> dict[str, str]:
 
 def database_targets(paths: list[str]) -> list[str] | None:
     if not paths:
-        return ["tests", f"--ignore={BROWSER}"]
-    chosen = [p for p in paths if not is_browser_path(p) and not is_js_path(p)]
+        return ["tests", f"--ignore={BROWSER}", f"--ignore={CLUSTER}"]
+    chosen = [p for p in paths if not is_browser_path(p) and not is_js_path(p) and not is_under(p, CLUSTER)]
     return chosen or None
 
 
@@ -177,6 +182,26 @@ def pg_leg(paths: list[str], options: list[str]) -> LegResult:
         stop()
 
 
+def cluster_leg(paths: list[str], options: list[str]) -> LegResult:
+    """tests/cluster (or the selected paths under it) on a throwaway PostgreSQL cluster."""
+    from tests.services import start_postgres
+
+    targets = [p for p in paths if is_under(p, CLUSTER)] if paths else [CLUSTER]
+    if not targets:
+        return LegResult("cluster", True, note="no selected tests")
+    try:
+        url, stop = start_postgres(tempfile.gettempdir())
+    except unittest.SkipTest as exc:
+        print(f"\n=== cluster leg skipped: {exc}", flush=True)
+        return LegResult("cluster", True, note=f"skipped: {exc}")
+    except Exception as exc:
+        return LegResult("cluster", False, failed=1, note=f"PostgreSQL did not start: {exc}")
+    try:
+        return run_pytest("cluster", targets, options, {**base_env(), "DATABASE_URL": url})
+    finally:
+        stop()
+
+
 def browser_leg(paths: list[str], options: list[str]) -> LegResult:
     if paths:
         targets = [p for p in paths if is_browser_path(p)]
@@ -199,7 +224,7 @@ def django_leg(paths: list[str], options: list[str]) -> LegResult:
     labels = [p.split("::")[0].removesuffix(".py").rstrip("/").replace("/", ".") for p in python_paths]
     ARTIFACTS.mkdir(exist_ok=True)
     log = ARTIFACTS / "django-runner.log"
-    command = [sys.executable, "manage.py", "test", *labels]
+    command = [sys.executable, "manage.py", "test", "--exclude-tag=cluster", *labels]
     print(f"\n=== django leg: {' '.join(command[1:])} (output in {log.relative_to(ROOT)})", flush=True)
     with log.open("w") as out:
         code = subprocess.call(command, cwd=ROOT, env=base_env(), stdout=out, stderr=subprocess.STDOUT)
@@ -272,6 +297,7 @@ def main(argv: list[str]) -> int:
         "lint": lint_leg,
         "sqlite": sqlite_leg,
         "pg": pg_leg,
+        "cluster": cluster_leg,
         "browser": browser_leg,
         "django": django_leg,
         "node": node_leg,

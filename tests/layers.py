@@ -98,3 +98,13 @@ def _committed_state(frame: dict) -> dict | None:
         "streaming": message.metadata.get("streaming"),
         "usage": usage_dict(message.usage_records.first()),
     }
+
+
+class DownChannelLayer(InMemoryChannelLayer):
+    """A layer that cannot send or receive at all, as when Redis is stopped."""
+
+    async def send(self, channel: str, message: dict) -> None:
+        raise ConnectionError("the channel layer is down")
+
+    async def receive(self, channel: str) -> dict:
+        raise ConnectionError("the channel layer is down")

@@ -242,3 +242,76 @@ def login_cookie(server: DaphneServer, username: str, password: str) -> str:
 def ws_headers(server: DaphneServer, cookie: str) -> dict[str, str]:
     """`additional_headers` for `websockets.connect` to `server` as the logged-in user."""
     return {"Cookie": cookie, "Origin": server.origin}
+
+
+class WorkerProcess:
+    """`manage.py run_agent_worker` on the test database: a process that runs queued agent turns."""
+
+    READY = "Running worker for channels"
+
+    def __init__(self, env: dict[str, str] | None = None, name: str = "worker") -> None:
+        self.env = {key: str(value) for key, value in (env or {}).items()}
+        ARTIFACTS.mkdir(exist_ok=True)
+        self.log_path = ARTIFACTS / f"{name}-{os.getpid()}.log"
+        self.process: subprocess.Popen | None = None
+
+    def start(self, timeout: float = 60) -> WorkerProcess:
+        """Start the worker and return once it listens for turns."""
+        env = {
+            **os.environ,
+            "DJANGO_SETTINGS_MODULE": "chatproject.settings",
+            "DATABASE_URL": current_database_url(),
+            "PYTHONUNBUFFERED": "1",
+            "AGENT_WORKERS": "1",
+            **self.env,
+        }
+        offset = self.log_path.stat().st_size if self.log_path.exists() else 0
+        with open(self.log_path, "ab") as log:
+            self.process = subprocess.Popen(
+                [sys.executable, "manage.py", "run_agent_worker"],
+                cwd=settings.BASE_DIR,
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+
+        def ready() -> bool:
+            if self.process.poll() is not None:
+                raise ServiceExited(f"worker exited with {self.process.returncode}; log:\n{self.log_tail()}")
+            with open(self.log_path, "rb") as log:
+                log.seek(offset)
+                return self.READY.encode() in log.read()
+
+        try:
+            wait_until(ready, timeout, f"the agent worker (log: {self.log_path})")
+        except BaseException:
+            self.kill()
+            raise
+        return self
+
+    def signal(self, signum: int) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signum)
+
+    def stop(self, timeout: float = 15) -> None:
+        """SIGTERM (the graceful stop), then SIGKILL if it does not exit in time."""
+        if self.process is None or self.process.poll() is not None:
+            return
+        self.process.send_signal(signal.SIGTERM)
+        try:
+            self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.kill()
+
+    def kill(self) -> None:
+        """SIGKILL (also of a stopped process), as a crash would."""
+        if self.process is None or self.process.poll() is not None:
+            return
+        self.process.kill()
+        self.process.wait()
+
+    def log_tail(self, lines: int = 40) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return ""

@@ -75,6 +75,8 @@ def start_postgres(
 ) -> tuple[str, Callable[[], None]]:
     """Start a throwaway PostgreSQL cluster on a free 127.0.0.1 port; return (DATABASE_URL, stop).
 
+    `stop.restart(down_seconds)` restarts it on the same port, as an outage would.
+
     PostgreSQL refuses to run as root, so as root the cluster runs as the
     `postgres` user in a folder it owns. `fsync=False` suits tests only;
     a benchmark of persistence keeps it on.
@@ -122,6 +124,16 @@ def start_postgres(
     ]
     if not fsync:
         options += ["-c synchronous_commit=off", "-c full_page_writes=off"]
+
+    def restart(down_seconds: float = 0.0) -> None:
+        """Stop the server (fast: clients are cut off), stay down `down_seconds`, start it again on the same port."""
+        run(str(bindir / "pg_ctl"), "-D", str(data), "-m", "fast", "-w", "stop")
+        time.sleep(down_seconds)  # the length of the outage itself
+        log = str(base / "server.log")
+        run(str(bindir / "pg_ctl"), "-D", str(data), "-l", log, "-o", " ".join(options), "-w", "start")
+        wait_until(lambda: _pg_accepts(port), 30, f"PostgreSQL on port {port}")
+
+    stop.restart = restart  # type: ignore[attr-defined]
     try:
         run(
             str(bindir / "initdb"),
@@ -173,12 +185,16 @@ def _pg_create_database(port: int, database: str) -> None:
 # --- Redis -------------------------------------------------------------------
 
 
-def start_redis() -> tuple[str, Callable[[], None]]:
-    """Start a throwaway redis-server on a free 127.0.0.1 port, no persistence; return (REDIS_URL, stop)."""
+def start_redis(port: int | None = None) -> tuple[str, Callable[[], None]]:
+    """Start a throwaway redis-server on 127.0.0.1 (`port`, or a free one), no persistence; return (REDIS_URL, stop).
+
+    Starting it again on the port of one stopped is a Redis restart: every
+    client connection of the first server is gone.
+    """
     binary = shutil.which("redis-server")
     if binary is None:
         raise missing("Redis (redis-server)")
-    port = free_port()
+    port = port or free_port()
     process = subprocess.Popen(
         [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--daemonize", "no"],
         stdout=subprocess.DEVNULL,

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from django.conf import settings
 from django.http import HttpResponse
-from django.test import Client
+from django.test import Client, override_settings
 from django.urls import Resolver404, resolve
 from jsonschema import Draft202012Validator, ValidationError
 from openapi_spec_validator import validate as validate_openapi
@@ -120,6 +120,10 @@ class OpenApiTests(ChatTestCase):
             return call(path, **headers)
         return call(path, body, content_type="application/json", **headers)
 
+    def health_with_the_layer_down(self) -> HttpResponse:
+        with override_settings(CHANNEL_LAYERS={"default": {"BACKEND": "tests.layers.DownChannelLayer"}}):
+            return self.anonymous.get("/healthz")
+
     def cases(self) -> list[Case]:
         alice, anonymous = self.alice_http, self.anonymous
         mine, other = f"/api/threads/{self.thread.pk}/", f"/api/threads/{self.other.pk}/"
@@ -157,6 +161,8 @@ class OpenApiTests(ChatTestCase):
             Case("get", "/", 302, lambda: anonymous.get("/"), "anonymous"),
             Case("get", "/threads/{thread_id}/", 200, lambda: alice.get(page), ""),
             Case("get", "/threads/{thread_id}/", 302, lambda: anonymous.get(page), "anonymous"),
+            Case("get", "/healthz", 200, lambda: anonymous.get("/healthz"), ""),
+            Case("get", "/healthz", 503, lambda: self.health_with_the_layer_down(), "channel layer down"),
             Case("get", "/accounts/login/", 200, lambda: anonymous.get("/accounts/login/"), ""),
             Case("post", "/accounts/login/", 200, login("wrong-password"), "wrong password"),
             Case("post", "/accounts/logout/", 302, lambda: self.send(alice, "post", "/accounts/logout/"), ""),

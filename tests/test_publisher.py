@@ -301,14 +301,14 @@ class CompletedOnceTests(PublisherTestCase):
         self.assertEqual((message.status, message.content), ("cancelled", "partial "))
         self.assertTrue(message.metadata["cancelled"])
 
-    async def test_completed_after_another_finalizer_reports_the_stored_status(self) -> None:
-        """If the message was already finalized elsewhere (e.g. the sweeper), agent_completed gives that status."""
+    async def test_completed_after_another_finalizer_sends_nothing_more(self) -> None:
+        """The sweeper finalized (and announced) the message first: completed() returns its status, sends nothing."""
         channel = await self.listen()
         message_id = await self.publisher.started("local", "local")
         await self.committed(lambda: turns.finalize_assistant_turn(message_id, "interrupted"))
         self.assertEqual(await self.publisher.completed("completed"), "interrupted")
         completed = [f for f in await self.frames_until_quiet(channel) if f["type"] == "agent_completed"]
-        self.assertEqual([f["data"]["status"] for f in completed], ["interrupted"])
+        self.assertEqual(completed, [])
 
     async def test_completed_before_started(self) -> None:
         """A turn that failed before its shell existed still sends one agent_completed (no message id)."""

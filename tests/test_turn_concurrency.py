@@ -65,6 +65,7 @@ class ConcurrentTurnTests(ChatTransactionTestCase):
         results = run_concurrently(
             [lambda u=u: turns.finalize_assistant_turn(message_id, "completed", usage=u) for u in usages]
         )
-        self.assertEqual(results, ["completed"] * 10)
+        self.assertEqual([r.status for r in results], ["completed"] * 10)
+        self.assertEqual(sum(r.closed for r in results), 1)  # one of them ended it, and only that one announces
         self.assertEqual(TokenUsage.objects.filter(message_id=message_id).count(), 1)
         self.assertEqual(Message.objects.get(pk=message_id).content, "answer")

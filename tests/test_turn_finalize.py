@@ -50,7 +50,7 @@ class FinalStatusTests(FinalizeTestCase):
         """Completing a turn stores the full text in content, drops the pieces and clears streaming."""
         for delta in ("Hello ", "wörld ", "👋"):
             turns.append_content(self.message_id, delta)
-        self.assertEqual(turns.finalize_assistant_turn(self.message_id, "completed"), "completed")
+        self.assertEqual(turns.finalize_assistant_turn(self.message_id, "completed").status, "completed")
         message = self.message()
         self.assertEqual((message.status, message.content, message.content_length), ("completed", "Hello wörld 👋", 13))
         self.assertEqual(
@@ -101,7 +101,7 @@ class FinalStatusTests(FinalizeTestCase):
         turns.append_content(self.message_id, "stopped here")
         turns.finalize_assistant_turn(self.message_id, "cancelled")
         first = self.message()
-        self.assertEqual(turns.finalize_assistant_turn(self.message_id, "completed"), "cancelled")
+        self.assertEqual(turns.finalize_assistant_turn(self.message_id, "completed").status, "cancelled")
         again = self.message()
         self.assertEqual((again.status, again.content, again.metadata), (first.status, first.content, first.metadata))
 
@@ -179,7 +179,9 @@ class UsageOnceTests(FinalizeTestCase):
     def test_usage_refused_by_the_database_is_logged(self) -> None:
         """Usage the database refuses (a negative count) is logged with the message id; the turn still ends."""
         with self.assertLogs("chat.turns", "ERROR") as logs:
-            status = turns.finalize_assistant_turn(self.message_id, "completed", usage={**USAGE, "prompt_tokens": -1})
+            status = turns.finalize_assistant_turn(
+                self.message_id, "completed", usage={**USAGE, "prompt_tokens": -1}
+            ).status
         self.assertEqual((status, self.message().status), ("completed", "completed"))
         self.assertFalse(TokenUsage.objects.exists())
         self.assertIn(str(self.message_id), "\n".join(logs.output))
@@ -190,7 +192,7 @@ class UsageOnceTests(FinalizeTestCase):
         with self.assertLogs("chat.turns", "ERROR"):
             status = turns.finalize_assistant_turn(
                 self.message_id, "completed", usage={**USAGE, "prompt_tokens": "many"}
-            )
+            ).status
         self.assertEqual(status, "completed")
         self.assertEqual((self.message().status, self.message().content), ("completed", "answer"))
         self.assertFalse(TokenUsage.objects.exists())
@@ -198,14 +200,14 @@ class UsageOnceTests(FinalizeTestCase):
     def test_usage_that_is_not_a_dict_does_not_keep_the_turn_streaming(self) -> None:
         """Usage of the wrong shape is logged and ignored; the message still ends."""
         with self.assertLogs("chat.turns", "ERROR"):
-            status = turns.finalize_assistant_turn(self.message_id, "completed", usage=[1, 2, 3])
+            status = turns.finalize_assistant_turn(self.message_id, "completed", usage=[1, 2, 3]).status
         self.assertEqual((status, self.message().status), ("completed", "completed"))
         self.assertFalse(TokenUsage.objects.exists())
 
     def test_error_that_json_cannot_store_still_ends_the_turn(self) -> None:
         """An error object with values JSON cannot hold is stored as the contract's code, message and retryable."""
         error = {"code": "provider_error", "message": ValueError("boom"), "retryable": 1, "extra": object()}
-        self.assertEqual(turns.finalize_assistant_turn(self.message_id, "failed", error=error), "failed")
+        self.assertEqual(turns.finalize_assistant_turn(self.message_id, "failed", error=error).status, "failed")
         message = self.message()
         self.assertEqual(message.status, "failed")
         self.assertEqual(message.metadata["error"], {"code": "provider_error", "message": "boom", "retryable": True})
@@ -251,6 +253,6 @@ class FinalizeDatabaseErrorTests(ChatTransactionTestCase):
         self.assertIn(f"message={self.message_id}", "\n".join(logs.output))
         # Nothing was half-written: the turn can still be finalized.
         self.assertEqual(Message.objects.get(pk=self.message_id).status, "streaming")
-        self.assertEqual(turns.finalize_assistant_turn(self.message_id, "completed", usage=USAGE), "completed")
+        self.assertEqual(turns.finalize_assistant_turn(self.message_id, "completed", usage=USAGE).status, "completed")
         self.assertEqual(Message.objects.get(pk=self.message_id).content, "partial")
         self.assertEqual(TokenUsage.objects.count(), 1)

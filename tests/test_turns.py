@@ -321,7 +321,7 @@ class AsyncTwinTests(ChatTransactionTestCase):
         self.assertEqual(await turns.aappend_content(shell.id, "hello"), 5)
         action = await turns.astart_action(shell.id, "c1", "clock", {})
         await turns.afinish_action(action.id, "success", {"now": "noon"})
-        self.assertEqual(await turns.afinalize_assistant_turn(shell.id, "completed"), "completed")
+        self.assertEqual((await turns.afinalize_assistant_turn(shell.id, "completed")).status, "completed")
         message = await Message.objects.aget(pk=shell.id)
         self.assertEqual((message.content, message.status, user_message.created), ("hello", "completed", True))
 

@@ -10,17 +10,19 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import weakref
 from typing import Any
 
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
+from django.conf import settings
 
 from agents import intake, socket_leases
 from agents.events import thread_group
 from agents.resume import SocketFeed
 from chat import selectors
 
-from . import sessions
+from . import membership, sessions
 from .frames import CancelFrame, ClientFrame, FrameError, PingFrame, UserMessageFrame, parse_frame
 from .text import encode_frame
 
@@ -29,6 +31,10 @@ logger = logging.getLogger(__name__)
 CLOSE_NOT_AUTHENTICATED = 4401
 CLOSE_NOT_FOUND = 4404
 CLOSE_TOO_MANY_SOCKETS = 4429
+
+# Sockets of this process, so that a stopping server can close them all.
+open_sockets: weakref.WeakSet[ThreadConsumer] = weakref.WeakSet()
+CLOSE_SECONDS = 2.0
 
 aown_thread = database_sync_to_async(selectors.own_thread)
 asnapshot = database_sync_to_async(selectors.thread_snapshot)
@@ -42,9 +48,11 @@ class ThreadConsumer(AsyncJsonWebsocketConsumer):
     lease: asyncio.Task | None = None
     groups_joined: tuple[str, ...] = ()
     feed: SocketFeed
+    rejoining: asyncio.Task | None = None
 
     async def connect(self) -> None:
         await self.accept()
+        open_sockets.add(self)
         user = self.scope.get("user")
         if user is None or not user.is_authenticated:
             await self.close(code=CLOSE_NOT_AUTHENTICATED)
@@ -76,8 +84,33 @@ class ThreadConsumer(AsyncJsonWebsocketConsumer):
         snapshot = await asnapshot(thread.pk)
         self.feed = SocketFeed(snapshot)
         await self.send_json(snapshot)
+        if membership.can_forget(self.channel_layer):
+            self.rejoining = asyncio.create_task(self.keep_membership())
+
+    async def keep_membership(self) -> None:
+        """Join the group again, with a fresh snapshot, whenever the layer forgot this socket (a Redis restart)."""
+        assert self.thread_id is not None
+        group = thread_group(self.thread_id)
+        while True:
+            await asyncio.sleep(settings.SOCKET_REJOIN_SECONDS)
+            try:
+                if await membership.is_member(self.channel_layer, group, self.channel_name):
+                    continue
+                for joined in self.groups_joined:  # Redis forgot all of them
+                    await self.channel_layer.group_add(joined, self.channel_name)
+                snapshot = await asnapshot(self.thread_id)
+                self.feed.reset(snapshot)
+                await self.send_json(snapshot)
+                logger.warning("socket %s rejoined thread %s after the layer forgot it", self.channel_name, group)
+            except Exception:
+                logger.exception("membership check of socket %s failed", self.channel_name)
 
     async def disconnect(self, code: int) -> None:
+        open_sockets.discard(self)
+        if self.rejoining is not None:
+            self.rejoining.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self.rejoining
         for group in self.groups_joined:
             await self.channel_layer.group_discard(group, self.channel_name)
         if self.lease is not None:
@@ -151,10 +184,34 @@ class ThreadConsumer(AsyncJsonWebsocketConsumer):
         elif isinstance(frame, PingFrame):
             await self.send_json({"type": "pong", "thread_id": self.thread_id})
 
-    # --- events from the thread's group --------------------------------------
+    # --- events from the thread's group and this process --------------------
+
+    async def socket_close(self, event: dict) -> None:
+        """The server is stopping (see close_all): close with its code."""
+        await self.close(code=event["code"])
 
     async def thread_event(self, event: dict) -> None:
         if self.thread_id is None:
             return  # closing
         for frame in await self.feed.frames(event["frame"]):
             await self.send_json(frame)
+        if event["frame"]["type"] == "thread_deleted":
+            await self.close(code=CLOSE_NOT_FOUND)
+
+
+async def close_all(code: int) -> None:
+    """Close every socket of this process with `code` and wait (bounded) until their clients answered.
+
+    The close goes through each socket's own channel, behind the events
+    already queued there, so a socket relays the last `agent_completed`
+    before it closes.
+    """
+    for consumer in list(open_sockets):
+        try:
+            await consumer.channel_layer.send(consumer.channel_name, {"type": "socket.close", "code": code})
+        except Exception:
+            logger.exception("socket %s was not asked to close", consumer.channel_name)
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + CLOSE_SECONDS
+    while open_sockets and loop.time() < deadline:
+        await asyncio.sleep(0.02)

@@ -11,6 +11,7 @@ from django.contrib.auth.models import User
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.views.decorators.http import require_http_methods
 
+from agents import control
 from chat import selectors
 from chat import threads as thread_writes
 
@@ -100,7 +101,7 @@ def thread_detail(request: HttpRequest, thread_id: int) -> HttpResponse:
     if request.method == "GET":
         return JsonResponse(selectors.thread_detail(thread))
     if request.method == "DELETE":
-        thread_writes.delete_thread(thread)
+        control.delete_thread(thread)
         return HttpResponse(status=204)
     title = _title_from(request)
     if isinstance(title, JsonResponse):

@@ -1,0 +1,53 @@
+"""Agent worker processes: Channels' own background workers run the turns of a cluster.
+
+With AGENT_WORKERS set, a web process stores the user's message and queues
+`turn.start` on runtime.TURNS_CHANNEL; `python manage.py run_agent_worker`
+(Channels' `runworker` with a graceful stop) takes it and runs the turn with
+the same runtime code as the embedded default. The queue is a channels-redis
+list: a message waits there (up to the layer's expiry) until a worker takes
+it, and is never dropped for want of a listener. A message lost anyway (a
+worker killed right after taking it, a Redis restart) is sent again by the
+sweeper: a committed user message always gets its turn or an explicit end
+(agents.sweeper.recover_unstarted).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+
+from channels.consumer import AsyncConsumer
+from channels.worker import Worker
+from django.conf import settings
+
+from . import runtime, sweeper
+
+logger = logging.getLogger(__name__)
+
+
+class TurnWorkerConsumer(AsyncConsumer):
+    """Starts each queued turn as a task of this process; the consumer itself never waits for a turn."""
+
+    async def turn_start(self, message: dict) -> None:
+        sweeper.ensure_started()
+        runtime.begin_turn(message["thread_id"], message["turn_id"])
+
+
+class AgentWorker(Worker):
+    """Channels' worker, with a SIGTERM that drains the turns (TURN_DRAIN_SECONDS) before it exits."""
+
+    async def handle(self) -> None:
+        loop = asyncio.get_running_loop()
+        sweeper.ensure_started()
+        stopping = asyncio.Event()
+        loop.add_signal_handler(signal.SIGTERM, stopping.set)
+        work = asyncio.ensure_future(super().handle())
+        stop = asyncio.ensure_future(stopping.wait())
+        await asyncio.wait([work, stop], return_when=asyncio.FIRST_COMPLETED)
+        stop.cancel()
+        work.cancel()  # take no more turns
+        if work.done() and not work.cancelled() and work.exception() is not None:
+            raise work.exception()  # the layer failed: exit with it
+        interrupted = await runtime.drain(settings.TURN_DRAIN_SECONDS)
+        logger.info("agent worker stopped; %d turn(s) ended interrupted", interrupted)

@@ -1,0 +1,24 @@
+"""Whether a socket is still a member of its thread's group, for layers that can forget members.
+
+A Redis restart without persistence empties every group: the sockets stay
+connected but no event reaches them any more. Each socket checks its
+membership now and then (settings.SOCKET_REJOIN_SECONDS) and, when it was
+forgotten, joins again and sends itself a fresh snapshot.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def can_forget(layer: Any) -> bool:
+    """True for layers whose groups live in a server that may restart (channels-redis)."""
+    return all(hasattr(layer, name) for name in ("connection", "consistent_hash", "_group_key"))
+
+
+async def is_member(layer: Any, group: str, channel: str) -> bool:
+    """True when the layer still lists `channel` in `group` (channels-redis: one ZSCORE)."""
+    if not can_forget(layer):
+        return True
+    connection = layer.connection(layer.consistent_hash(group))
+    return await connection.zscore(layer._group_key(group), channel) is not None
