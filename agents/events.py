@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -62,6 +63,8 @@ class TurnPublisher:
         self.turn_id = turn_id
         self.message_id: int | None = None
         self._pending: list[str] = []
+        # When the model produced the first pending piece (ms since the epoch): its `emitted_at`.
+        self._pending_since = 0
         self._length = 0  # committed length of the answer
         self._flusher: asyncio.Task | None = None
         self._flush_error: BaseException | None = None
@@ -106,13 +109,15 @@ class TurnPublisher:
         """Queue a piece of the answer; it is committed and sent as soon as the writer is free."""
         if not text or self._flush_error is not None:
             return  # after a failed append nothing more is written
+        if not self._pending:
+            self._pending_since = now_ms()
         self._pending.append(text)
         if self._flusher is None or self._flusher.done():
             self._flusher = asyncio.create_task(self._flush_pending())
 
     async def _flush_pending(self) -> None:
         while self._pending:
-            text = "".join(self._pending)
+            text, emitted_at = "".join(self._pending), self._pending_since
             self._pending.clear()
             try:
                 assert self.message_id is not None, "push_delta() before started()"
@@ -125,7 +130,8 @@ class TurnPublisher:
                 return
             offset = new_length - len(text)
             self._length = new_length
-            await broadcast(self.thread_id, self._frame("message_delta", {"offset": offset, "delta": text}))
+            data = {"offset": offset, "delta": text, "emitted_at": emitted_at}
+            await broadcast(self.thread_id, self._frame("message_delta", data))
 
     async def flush(self) -> None:
         """Wait until every queued delta is committed and sent; raise if a write failed."""
@@ -204,6 +210,11 @@ class TurnPublisher:
             )
             await broadcast(self.thread_id, frame)
         return finalized.status
+
+
+def now_ms() -> int:
+    """The server clock in milliseconds since the epoch, as `emitted_at` carries it."""
+    return time.time_ns() // 1_000_000
 
 
 def turn_frame(thread_id: int, turn_id: str, message_id: int | None, type_: str, data: dict) -> dict:

@@ -16,6 +16,8 @@ from channels.db import database_sync_to_async
 
 from chat import selectors
 
+from .events import now_ms
+
 # (message_id, start) -> (the message's text from `start` on, its status), or None when it is gone.
 TailReader = Callable[[int, int], Awaitable[tuple[str, str] | None]]
 
@@ -36,6 +38,8 @@ class SocketFeed:
         # Tool calls the snapshot already shows, with their status then.
         self.snapshot_actions = {a["id"]: a["status"] for m in messages for a in m["actions"]}
         self.sent = {m["id"]: len(m["content"]) for m in messages if m["status"] == "streaming"}
+        # Per message, the `emitted_at` of the last piece sent: a filled gap was produced no earlier.
+        self.emitted: dict[int, int] = {}
 
     async def frames(self, frame: dict) -> list[dict]:
         """The frames to send this socket for one event of its thread, in order (possibly none)."""
@@ -55,6 +59,7 @@ class SocketFeed:
                 self.sent.setdefault(frame["message_id"], 0)  # its agent_started and deltas were all lost
             out = await self._catch_up(frame, frame["data"].get("content_length", 0))
             self.sent.pop(frame["message_id"], None)
+            self.emitted.pop(frame["message_id"], None)
             return [*out, frame]
         return [frame]
 
@@ -80,6 +85,7 @@ class SocketFeed:
         if offset > sent:
             return await self._catch_up(frame, end)
         self.sent[message_id] = end
+        self.emitted[message_id] = frame["data"].get("emitted_at") or now_ms()
         return [{**frame, "data": {**frame["data"], "offset": sent, "delta": delta[sent - offset :]}}]
 
     async def _catch_up(self, frame: dict, length: int) -> list[dict]:
@@ -92,4 +98,6 @@ class SocketFeed:
         if not tail or not tail[0]:
             return []
         self.sent[message_id] = sent + len(tail[0])
-        return [{**frame, "type": "message_delta", "data": {"offset": sent, "delta": tail[0]}}]
+        emitted_at = self.emitted.get(message_id) or frame["data"].get("emitted_at") or now_ms()
+        data = {"offset": sent, "delta": tail[0], "emitted_at": emitted_at}
+        return [{**frame, "type": "message_delta", "data": data}]

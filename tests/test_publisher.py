@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 
 from channels.layers import get_channel_layer
 from django.db import connections
@@ -130,6 +131,22 @@ class DatabaseFirstTests(PublisherTestCase):
             text = each.committed["text"]
             self.assertGreaterEqual(len(text), offset + len(delta), f"delta at {offset} sent before its commit")
             self.assertEqual(text[offset : offset + len(delta)], delta)
+
+    async def test_a_delta_says_when_its_first_character_was_produced(self) -> None:
+        """message_delta.data.emitted_at is the server time (ms) the first piece it carries was pushed."""
+        channel = await self.listen()
+        await self.publisher.started("local", "local")
+        await self.next_frame(channel)
+        before = time.time_ns() // 1_000_000
+        self.publisher.push_delta("one ")
+        self.publisher.push_delta("two ")
+        await self.publisher.flush()
+        after = time.time_ns() // 1_000_000
+        frames = [f for f in await self.frames_until_quiet(channel) if f["type"] == "message_delta"]
+        self.assertTrue(frames)
+        for frame in frames:
+            self.assertIsInstance(frame["data"]["emitted_at"], int)
+            self.assertTrue(before <= frame["data"]["emitted_at"] <= after, frame)
 
     async def test_tool_events_after_their_action_rows_are_committed(self) -> None:
         """When tool_executing is sent its action is committed pending; when tool_completed is sent, with its result."""

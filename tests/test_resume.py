@@ -60,8 +60,16 @@ class SocketFeedTests(SimpleTestCase):
         out = await feed.frames(event("message_delta", offset=8, delta="three "))
         self.assertEqual([(f["data"]["offset"], f["data"]["delta"]) for f in out], [(4, "two three four")])
         self.assertEqual(stored.reads, [(9, 4)])
+        self.assertIsInstance(out[0]["data"]["emitted_at"], int)
         # What the gap filling sent is not sent again.
         self.assertEqual(await feed.frames(event("message_delta", offset=14, delta="four")), [])
+
+    async def test_a_filled_gap_is_dated_by_the_last_piece_sent(self):
+        """A gap-filling delta carries the emitted_at of the last piece this socket got: its text came no earlier."""
+        feed = SocketFeed(snapshot(), read_tail=StoredText("one two three"))
+        await feed.frames(event("message_delta", offset=0, delta="one ", emitted_at=1000))
+        out = await feed.frames(event("message_delta", offset=8, delta="three", emitted_at=3000))
+        self.assertEqual([(f["data"]["delta"], f["data"]["emitted_at"]) for f in out], [("two three", 1000)])
 
     async def test_agent_completed_brings_the_missing_text_first(self):
         """agent_completed with a longer content_length than sent: the rest of the text, then the event."""
