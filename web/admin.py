@@ -48,7 +48,7 @@ class CappedPaginator(Paginator):
     @cached_property
     def count(self) -> int:
         rows = cast(QuerySet, self.object_list)
-        return rows.order_by()[: COUNT_CAP + 1].count()
+        return rows.order_by().values("pk")[: COUNT_CAP + 1].count()
 
 
 def _pre(value: Any, css: str = "chat-pre") -> str:
@@ -335,6 +335,7 @@ class MessageAdmin(ReadOnlyAdmin):
         queryset = (
             super()
             .get_queryset(request)
+            .select_related("thread__owner")
             .prefetch_related(Prefetch("chunks", queryset=MessageChunk.objects.order_by("start")), "usage_records")
         )
         try:
