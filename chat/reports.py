@@ -19,14 +19,14 @@ from django.db.models.functions import Greatest, Length, Substr, TruncDate
 from django.utils import timezone
 
 from .models import AgentAction, Message, MessageChunk, Thread, TokenUsage
-from .selectors import action_dict, usage_dict
+from .selectors import USAGE_FIELDS, action_dict, usage_dict
 
 # How long a finished turn stays on the Live turns page, so staff see how it ended.
 RECENT_SECONDS = 120
 # At most this many finished turns are listed (the newest), however busy the system.
 RECENT_LIMIT = 100
 # Code points of an answer sent to the Live turns page (its end, where it grows).
-LIVE_TEXT_LIMIT = 2000
+LIVE_TEXT_LIMIT = 1000
 # Code points of the question shown above a live answer.
 QUESTION_CHARS = 300
 # Code points of a message shown in a list (the admin's message list, the thread's inline).
@@ -61,82 +61,88 @@ def _chunk_tail(limit: int) -> RawSQL:
 
 def _question() -> Subquery:
     """The start of the user message of the same turn (unique index chat_message_unique_turn_role)."""
-    user_message = Message.objects.filter(
-        thread_id=OuterRef("thread_id"), turn_id=OuterRef("turn_id"), role=Message.Role.USER
-    ).values(text=Substr("content", 1, QUESTION_CHARS))[:1]
+    user_message = (
+        Message.objects.filter(thread_id=OuterRef("thread_id"), turn_id=OuterRef("turn_id"), role=Message.Role.USER)
+        .order_by()
+        .values(text=Substr("content", 1, QUESTION_CHARS))[:1]
+    )
     return Subquery(user_message)
 
 
-def _live_queryset() -> QuerySet[Message]:
-    """Assistant messages with what a Live turns card shows, texts cut in SQL; content itself is never read."""
-    return (
-        Message.objects.select_related("thread__owner")
-        .only(
-            "id",
-            "thread_id",
-            "turn_id",
-            "status",
-            "cancel_requested",
-            "metadata",
-            "content_length",
-            "heartbeat_at",
-            "created_at",
-            "updated_at",
-            "thread__title",
-            "thread__owner__username",
-        )
-        .annotate(
-            content_chars=Length("content"),
-            content_tail=Substr("content", Greatest(Length("content") - LIVE_TEXT_LIMIT + 1, Value(1))),
-            chunk_tail=_chunk_tail(LIVE_TEXT_LIMIT),
-            question=_question(),
-        )
-        .prefetch_related(
-            Prefetch("actions", queryset=AgentAction.objects.order_by("id")),
-            "usage_records",
-        )
+_LIVE_FIELDS = (
+    "id",
+    "thread_id",
+    "turn_id",
+    "status",
+    "cancel_requested",
+    "metadata",
+    "content_length",
+    "heartbeat_at",
+    "created_at",
+    "updated_at",
+    "thread__title",
+    "thread__owner__username",
+)
+
+
+def _live_rows() -> QuerySet[Message, dict[str, Any]]:
+    """Assistant messages as what a Live turns card shows, texts cut in SQL; `content` itself is never read.
+
+    Plain rows (`values`), not model instances: at a thousand running turns
+    building instances and their related managers cost more than the SQL.
+    """
+    return Message.objects.values(*_LIVE_FIELDS).annotate(
+        content_tail=Substr("content", Greatest(Length("content") - LIVE_TEXT_LIMIT + 1, Value(1))),
+        chunk_tail=_chunk_tail(LIVE_TEXT_LIMIT),
+        question=_question(),
     )
 
 
-def _text_tail(message: Any) -> str:
-    """The last LIVE_TEXT_LIMIT code points: the tail of `content`, then the tail of the pieces."""
-    text = (message.content_tail or "") + (message.chunk_tail or "")
-    return text[-LIVE_TEXT_LIMIT:]
+def _cards(rows: list[dict[str, Any]], now: datetime) -> list[dict]:
+    """Cards of these rows, with their tool calls and usage read in one query each."""
+    ids = [row["id"] for row in rows]
+    actions: dict[int, list[dict]] = {}
+    usage: dict[int, dict] = {}
+    if ids:
+        for action in AgentAction.objects.filter(message_id__in=ids).order_by("message_id", "id"):
+            actions.setdefault(action.message_id, []).append(action_dict(action))
+        for record in TokenUsage.objects.filter(message_id__in=ids).values("message_id", *USAGE_FIELDS):
+            usage[record.pop("message_id")] = record
+    return [live_row(row, actions.get(row["id"], []), usage.get(row["id"]), now) for row in rows]
 
 
-def live_row(message: Any, now: datetime) -> dict:
-    """One card of the Live turns page (a message of `_live_queryset`)."""
-    text = _text_tail(message)
-    running = message.status == Message.Status.STREAMING
-    end = now if running else message.updated_at
-    usage = next(iter(message.usage_records.all()), None)
-    metadata = message.metadata or {}
-    length = message.content_length
+def live_row(row: dict[str, Any], actions: list[dict], usage: dict | None, now: datetime) -> dict:
+    """One card of the Live turns page, from a row of `_live_rows`."""
+    text = ((row["content_tail"] or "") + (row["chunk_tail"] or ""))[-LIVE_TEXT_LIMIT:]
+    running = row["status"] == Message.Status.STREAMING
+    end = now if running else row["updated_at"]
+    metadata = row["metadata"] if isinstance(row["metadata"], dict) else {}
+    length = row["content_length"]
     words = len(text.split())
     if length > len(text) > 0:
         words = round(words * length / len(text))  # an estimate from the tail
     return {
-        "message_id": message.pk,
-        "thread_id": message.thread_id,
-        "thread_title": message.thread.title,
-        "user": message.thread.owner.get_username(),
-        "turn_id": message.turn_id,
-        "status": message.status,
+        "message_id": row["id"],
+        "thread_id": row["thread_id"],
+        "thread_title": row["thread__title"],
+        "user": row["thread__owner__username"],
+        "turn_id": row["turn_id"],
+        "status": row["status"],
         "running": running,
-        "cancel_requested": message.cancel_requested,
+        "cancel_requested": row["cancel_requested"],
         "agent": metadata.get("agent", ""),
         "model": metadata.get("model", ""),
-        "question": message.question or "",
-        "started_at": message.created_at.isoformat(),
-        "updated_at": message.updated_at.isoformat(),
-        "elapsed_seconds": max(0.0, (end - message.created_at).total_seconds()),
-        "heartbeat_at": message.heartbeat_at.isoformat() if message.heartbeat_at else None,
+        "question": row["question"] or "",
+        "started_at": row["created_at"].isoformat(),
+        "updated_at": row["updated_at"].isoformat(),
+        "elapsed_seconds": max(0.0, (end - row["created_at"]).total_seconds()),
+        "heartbeat_at": row["heartbeat_at"].isoformat() if row["heartbeat_at"] else None,
         "length": length,
         # Models report tokens only at the end; words show progress meanwhile.
         "words": words,
         "text": text,
         "truncated": length > len(text),
-        "actions": [action_dict(a) for a in message.actions.all()],
+        "actions": actions,
         "usage": usage_dict(usage),
     }
 
@@ -145,28 +151,27 @@ def live_turns(recent_seconds: float = RECENT_SECONDS, recent_limit: int = RECEN
     """Every running turn across users, oldest first (a stuck one stays on top), then the newest finished ones.
 
     Finished means in the last `recent_seconds`, at most `recent_limit` of
-    them. Two reads, one per index: chat_message_streaming_start and
-    chat_message_role_updated.
+    them. Four queries: running turns (index chat_message_streaming_start),
+    finished ones (chat_message_role_updated), then their tool calls and usage.
     """
     now = timezone.now()
     since = now - timedelta(seconds=recent_seconds)
-    running = _live_queryset().filter(status=Message.Status.STREAMING).order_by("created_at")
-    finished = (
-        _live_queryset()
+    running = list(_live_rows().filter(status=Message.Status.STREAMING).order_by("created_at"))
+    finished = list(
+        _live_rows()
         .filter(role=Message.Role.ASSISTANT, updated_at__gte=since)
         .exclude(status=Message.Status.STREAMING)
         .order_by("-updated_at")[:recent_limit]
     )
-    return [live_row(m, now) for m in running] + [live_row(m, now) for m in finished]
+    return _cards(running + finished, now)
 
 
 def live_turn_rows(message_ids: list[int]) -> list[dict]:
     """The Live turns cards of these assistant messages (for the pushes of agents.livefeed)."""
     if not message_ids:
         return []
-    now = timezone.now()
-    messages = _live_queryset().filter(pk__in=message_ids, role=Message.Role.ASSISTANT).order_by("created_at")
-    return [live_row(m, now) for m in messages]
+    rows = _live_rows().filter(pk__in=message_ids, role=Message.Role.ASSISTANT).order_by("created_at")
+    return _cards(list(rows), timezone.now())
 
 
 def turn_of_message(message_id: int) -> tuple[int, str] | None:

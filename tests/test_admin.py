@@ -8,8 +8,8 @@ from django.test import Client
 from django.urls import reverse
 from django.utils import timezone
 
-from chat import turns
-from chat.models import Message, TokenUsage
+from chat import reports, turns
+from chat.models import Message, MessageChunk, TokenUsage
 from tests.base import ChatTestCase
 
 XSS = "<img src=x onerror=window.__xss=1><script>window.__xss=2</script>"
@@ -145,6 +145,31 @@ class LiveTurnsTests(AdminTestCase):
         self.assertEqual(turn["words"], 3)  # progress while the model has reported no tokens yet
         self.assertEqual(turn["question"], "/lorem 9")
         self.assertEqual([(a["tool"], a["status"]) for a in turn["actions"]], [("calculator", "pending")])
+
+    def test_live_text_is_the_tail_of_a_long_answer_in_order(self):
+        """A long streaming answer shows its last LIVE_TEXT_LIMIT characters in order, however its pieces are stored."""
+        turns.persist_user_turn(self.thread.pk, "t-long", "/lorem 5000")
+        message_id = turns.persist_assistant_shell(self.thread.pk, "t-long", agent="local", model="local").id
+        pieces = [f"{i:05d} " for i in range(1000)]  # 6,000 code points, each piece unique
+        starts = [6 * i for i in range(1000)]
+        # Stored newest first, so a read that does not order by `start` shows it.
+        MessageChunk.objects.bulk_create(
+            MessageChunk(message_id=message_id, start=start, text=piece)
+            for start, piece in reversed(list(zip(starts, pieces, strict=True)))
+        )
+        Message.objects.filter(pk=message_id).update(content_length=6000)
+        [turn] = self.client.get(reverse("admin:chat_message_live_data")).json()["turns"]
+        self.assertEqual(turn["text"], "".join(pieces)[-reports.LIVE_TEXT_LIMIT :])
+        self.assertEqual((turn["length"], turn["truncated"]), (6000, True))
+        self.assertEqual(turn["question"], "/lorem 5000")
+
+    def test_finished_long_answer_shows_its_tail(self):
+        """A finished answer longer than the limit shows its end, cut in SQL."""
+        text = "".join(f"{i:05d} " for i in range(1000))
+        self.finished_turn("t-done-long", text)
+        [turn] = self.client.get(reverse("admin:chat_message_live_data")).json()["turns"]
+        self.assertEqual(turn["text"], text[-reports.LIVE_TEXT_LIMIT :])
+        self.assertTrue(turn["truncated"])
 
     def test_finished_turns_stay_listed_for_a_while_with_their_tokens(self):
         """A turn that just ended is listed as not running, with its token usage."""

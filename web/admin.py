@@ -93,6 +93,7 @@ class ReadOnlyAdmin(admin.ModelAdmin):
     """Shows rows and lets staff delete them; adding and editing belong to chat.turns."""
 
     paginator = CappedPaginator
+    list_per_page = 50
     show_full_result_count = False  # a second count, of the whole table, on every filtered page
 
     def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
