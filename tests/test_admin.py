@@ -66,6 +66,18 @@ class TurnAdminTests(AdminTestCase):
         ]:
             self.assertEqual(self.client.get(reverse(name, args=[pk])).status_code, 200, name)
 
+    def test_thread_page_shows_the_latest_messages_and_links_to_all(self):
+        """A thread of 60 messages shows its latest 50 inline, newest first, and links to the list of all 60."""
+        for i in range(30):
+            self.finished_turn(f"t-{i}", f"answer {i}")
+        response = self.client.get(reverse("admin:chat_thread_change", args=[self.thread.pk]))
+        inline = response.context["inline_admin_formsets"][0]
+        self.assertEqual([form.original.seq for form in inline], list(range(60, 10, -1)))
+        url = reverse("admin:chat_message_changelist") + f"?thread__id__exact={self.thread.pk}"
+        self.assertContains(response, url.replace("&", "&amp;"))
+        self.assertContains(response, "All 60 in the message list")
+        self.assertEqual(self.client.get(url).context["cl"].result_count, 60)
+
     def test_turn_rows_cannot_be_added_or_edited_but_can_be_deleted(self):
         """Only chat.turns writes turn rows: no add or change in the admin; delete stays available."""
         message_id = self.finished_turn("t-1", "text")
