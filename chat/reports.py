@@ -61,8 +61,10 @@ def _chunk_tail(limit: int) -> RawSQL:
 
 def _question() -> Subquery:
     """The start of the user message of the same turn (unique index chat_message_unique_turn_role)."""
+    # `turn_id <> ''` is the index's own condition: without it the planner may not use it.
     user_message = (
         Message.objects.filter(thread_id=OuterRef("thread_id"), turn_id=OuterRef("turn_id"), role=Message.Role.USER)
+        .exclude(turn_id="")
         .order_by()
         .values(text=Substr("content", 1, QUESTION_CHARS))[:1]
     )
