@@ -40,6 +40,9 @@ class AdminPagesTests(BrowserTestCase):
             arg=first_length,
         )
         self.shot(staff, "live-running")
+        # The text grew through the socket's pushes: the page did not poll.
+        expect(staff.get_by_test_id("live-turns")).to_have_attribute("data-mode", "socket")
+        self.assertEqual([url for url in self.requests if "/live/data/" in url], [])
 
         # Still running when staff cancel it: the cancel, not the end of the text, stops it.
         self.assertEqual(self.api_last_answer(thread_id)["status"], "streaming")
@@ -57,6 +60,32 @@ class AdminPagesTests(BrowserTestCase):
         self.assertTrue(stored["metadata"]["cancelled"])
         self.assertLess(len(words(stored["content"])), LONG_TURN_WORDS)
         self.assertEqual(self.answer_words(page), words(stored["content"]))
+
+    def test_live_turns_polls_while_its_socket_is_down_and_still_cancels(self):
+        """With the staff socket refused, Live turns reads every second: the turn still grows and Cancel stops it."""
+        page = self.open_chat()
+        self.send(page, f"/lorem {LONG_TURN_WORDS}")
+        self.wait_answer_length(page, 30)
+        thread_id = self.thread_id(page)
+
+        staff = self.new_page()
+        staff.route_web_socket("**/ws/staff/live/", lambda ws: ws.close())
+        self.login(staff, "root", "/admin/chat/message/live/")
+        expect(staff.get_by_test_id("live-turns")).to_have_attribute("data-mode", "polling")
+        turn = staff.locator("[data-testid=live-turn][data-status=streaming]")
+        expect(turn).to_have_count(1)
+        first_length = int(turn.get_by_test_id("live-length").inner_text().split()[0])
+        staff.wait_for_function(
+            """(n) => { const el = document.querySelector('[data-testid=live-turn][data-status=streaming] [data-testid=live-length]');
+                         return el && parseInt(el.textContent) > n; }""",
+            arg=first_length,
+        )
+        self.assertTrue([url for url in self.requests if "/live/data/" in url], "the page did not poll")
+        self.shot(staff, "live-polling")
+        turn.get_by_test_id("live-cancel").click()
+        expect(self.last_answer(page)).to_have_attribute("data-status", "cancelled")
+        expect(staff.locator("[data-testid=live-turn][data-status=cancelled]")).to_have_count(1)
+        self.assertEqual(self.api_last_answer(thread_id)["status"], "cancelled")
 
     def test_usage_page_draws_its_chart_and_tables(self):
         """After a turn, the Usage page shows its tokens in a drawn chart and in the tables."""
@@ -163,3 +192,9 @@ class AdminLayoutTests(BrowserTestCase):
             staff.goto(f"/admin/chat/thread/{answer.thread_id}/change/")
             expect(staff.get_by_test_id("thread-all-messages")).to_contain_text("All 4")
             self.shot(staff, f"thread-page-{label}")
+            staff.goto("/admin/chat/message/live/")
+            expect(staff.locator("[data-testid=live-turn][data-status=streaming]")).to_have_count(1)
+            self.assertLessEqual(
+                staff.evaluate("document.documentElement.scrollWidth"), staff.evaluate("window.innerWidth") + 1
+            )
+            self.shot(staff, f"live-{label}")
