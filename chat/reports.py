@@ -34,24 +34,21 @@ PREVIEW_CHARS = 80
 
 # The last pieces of a streaming message that hold its final LIVE_TEXT_LIMIT
 # code points, joined in order: from the last piece starting at or before
-# that point, through an index range on (message_id, start). The piece
-# bound is evaluated once per message (an InitPlan on PostgreSQL), so the
-# cost follows the tail, not the message's length. SQLite before 3.44 has no
-# ORDER BY inside an aggregate: it joins the rows of an ordered subquery,
-# which SQLite does not flatten into an aggregate (its rule 16).
-_LOW_SQL = (
+# that point (its bound is evaluated once per message: an InitPlan on
+# PostgreSQL), through an index range on (message_id, start), so the cost
+# follows the tail, not the message's length. The inner ORDER BY makes both
+# databases walk chat_chunk_unique_start; SQLite before 3.44 has no ORDER BY
+# inside an aggregate and joins the rows of that ordered subquery, which it
+# does not flatten into an aggregate (its rule 16).
+_PIECES_SQL = (
+    "SELECT c.start, c.text FROM chat_messagechunk c WHERE c.message_id = chat_message.id AND c.start >= "
     "COALESCE((SELECT MAX(b.start) FROM chat_messagechunk b"
     " WHERE b.message_id = chat_message.id AND b.start <= chat_message.content_length - %s), 0)"
+    " ORDER BY c.start"
 )
 _TAIL_SQL = {
-    "postgresql": (
-        "(SELECT STRING_AGG(c.text, '' ORDER BY c.start) FROM chat_messagechunk c"
-        f" WHERE c.message_id = chat_message.id AND c.start >= {_LOW_SQL})"
-    ),
-    "sqlite": (
-        "(SELECT GROUP_CONCAT(t.text, '') FROM (SELECT c.text FROM chat_messagechunk c"
-        f" WHERE c.message_id = chat_message.id AND c.start >= {_LOW_SQL} ORDER BY c.start) t)"
-    ),
+    "postgresql": f"(SELECT STRING_AGG(t.text, '' ORDER BY t.start) FROM ({_PIECES_SQL}) t)",
+    "sqlite": f"(SELECT GROUP_CONCAT(t.text, '') FROM ({_PIECES_SQL}) t)",
 }
 
 
