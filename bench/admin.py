@@ -194,7 +194,7 @@ def build(stored: int) -> dict:
 
     if connection.vendor == "postgresql":
         with connection.cursor() as cursor:
-            cursor.execute("ANALYZE")
+            cursor.execute("VACUUM ANALYZE")  # what autovacuum does for a running system
     return {
         "messages": Message.objects.count(),
         "stored": stored,
