@@ -218,15 +218,6 @@ def with_message_counts(threads: QuerySet[Thread]) -> QuerySet[Thread]:
     return threads.annotate(message_count=Subquery(count))
 
 
-def thread_messages(thread_id: int, limit: int) -> QuerySet[Message]:
-    """The latest `limit` messages of a thread, newest first, with previews."""
-    return with_previews(Message.objects.filter(thread_id=thread_id).order_by("-seq"))[:limit]
-
-
-def message_count(thread_id: int) -> int:
-    return Message.objects.filter(thread_id=thread_id).count()
-
-
 # --- usage -------------------------------------------------------------------
 
 _SUMS = {

@@ -20,8 +20,8 @@ from django.views.decorators.http import require_GET, require_POST
 from agents.control import cancel_turn as control_cancel_turn
 from chat import reports
 
-# The staff socket of the page (web.routing, web.staff).
-LIVE_SOCKET_PATH = "/ws/staff/live/"
+from . import staff
+
 DEFAULT_USAGE_DAYS = 30
 MAX_USAGE_DAYS = 366
 
@@ -40,7 +40,7 @@ def live_turns(request: HttpRequest, admin_site: admin.AdminSite) -> HttpRespons
         "title": "Live turns",
         "data_url": reverse("admin:chat_message_live_data"),
         "cancel_url": reverse("admin:chat_message_live_cancel", args=[0]),
-        "socket_path": LIVE_SOCKET_PATH,
+        "socket_path": "/" + staff.PATH,
         "can_cancel": request.user.has_perm("chat.change_message"),
         "recent_seconds": reports.RECENT_SECONDS,
         "turns": reports.live_turns(),

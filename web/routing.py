@@ -7,7 +7,7 @@ from .origin import OriginValidator
 
 websocket_urlpatterns = [
     path("ws/threads/<int:thread_id>/", consumers.ThreadConsumer.as_asgi()),
-    path("ws/staff/live/", staff.LiveTurnsConsumer.as_asgi()),
+    path(staff.PATH, staff.LiveTurnsConsumer.as_asgi()),
 ]
 
 

@@ -18,6 +18,8 @@ from django.utils import timezone
 from agents.livefeed import STAFF_GROUP
 from chat import reports
 
+# Routed in web.routing; the Live turns page opens it (web.admin_views).
+PATH = "ws/staff/live/"
 CLOSE_NOT_AUTHENTICATED = 4401
 CLOSE_NOT_STAFF = 4403
 
