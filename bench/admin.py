@@ -355,6 +355,7 @@ def main() -> None:
                 lines += table("PostgreSQL", run(urls, args.rounds)) + [""]
             finally:
                 stop()
+    lines.append(f"Load average {os.getloadavg()[0]:.1f} at the end (2 cores: above 2, the figures are inflated).")
     print("\n".join(lines))
     if not args.no_write:
         write_readme(lines)
