@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import timedelta
+from unittest import mock
 
 from django.test import Client
 from django.urls import reverse
@@ -11,6 +12,7 @@ from django.utils import timezone
 from chat import reports, turns
 from chat.models import Message, MessageChunk, TokenUsage
 from tests.base import ChatTestCase
+from web import admin as chat_admin
 
 XSS = "<img src=x onerror=window.__xss=1><script>window.__xss=2</script>"
 
@@ -77,6 +79,19 @@ class TurnAdminTests(AdminTestCase):
         self.assertContains(response, url.replace("&", "&amp;"))
         self.assertContains(response, "All 60 in the message list")
         self.assertEqual(self.client.get(url).context["cl"].result_count, 60)
+
+    def test_a_long_list_counts_up_to_its_cap(self):
+        """Past COUNT_CAP rows the message list stops counting and says "N+", without facet counts."""
+        for i in range(3):
+            self.finished_turn(f"t-{i}", "text")
+        with (
+            mock.patch.object(chat_admin, "COUNT_CAP", 4),
+            mock.patch.object(chat_admin.MessageAdmin, "count_cap", 4),
+        ):
+            response = self.client.get(reverse("admin:chat_message_changelist"))
+        self.assertEqual(response.context["cl"].result_count, 5)  # 6 rows, counted up to cap + 1
+        self.assertContains(response, '<span data-testid="list-count">4+</span>', html=False)
+        self.assertNotContains(response, "Show counts")
 
     def test_turn_rows_cannot_be_added_or_edited_but_can_be_deleted(self):
         """Only chat.turns writes turn rows: no add or change in the admin; delete stays available."""

@@ -17,10 +17,10 @@ from agents import ratelimit, runtime
 from agents.livefeed import feed as live_feed
 from chat import turns
 from chat.models import Message
-from tests.base import ChatTransactionTestCase
+from tests.base import ChatTransactionTestCase, finish_turn
+from tests.clients import Client, completed, first_delta, recv, recv_until
 from tests.live import ws_headers
-from tests.sockets import FRAME_TIMEOUT, wait_for_turn_task
-from tests.test_e2e import Client, completed, first_delta, recv, recv_until
+from tests.sockets import FRAME_TIMEOUT
 from tests.test_scale_out import TwoProcessTestCase
 from web.routing import websocket_application, websocket_urlpatterns
 
@@ -138,8 +138,8 @@ class PushTests(LiveSocketTestCase):
                 frame = await communicator.receive_json_from(timeout=FRAME_TIMEOUT)
                 frames.append(frame)
                 ended |= {t["message_id"] for t in frame["turns"] if not t["running"]}
-        for start in starts:
-            await wait_for_turn_task(start.task)
+        for thread, start in zip(threads, starts, strict=True):
+            await finish_turn(thread.pk, start.turn_id)
         stored = await sync_to_async(lambda: dict(Message.objects.filter(pk__in=ended).values_list("id", "content")))()
         for message_id, content in stored.items():
             pushed = cards(frames, message_id)
@@ -170,7 +170,7 @@ class PushTests(LiveSocketTestCase):
         async with asyncio.timeout(60):
             while not any(not t["running"] for f in frames for t in f["turns"]):
                 frames.append(await communicator.receive_json_from(timeout=FRAME_TIMEOUT))
-        await wait_for_turn_task(start.task)
+        await finish_turn(thread.pk, start.turn_id)
         final = [t for f in frames for t in f["turns"]][-1]
         self.assertEqual([(a["tool"], a["status"]) for a in final["actions"]], [("calculator", "success")])
         self.assertIn("14", final["text"])

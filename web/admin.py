@@ -108,8 +108,10 @@ class ReadOnlyAdmin(admin.ModelAdmin):
     """Shows rows and lets staff delete them; adding and editing belong to chat.turns."""
 
     paginator = CappedPaginator
+    count_cap = COUNT_CAP  # templates/admin/chat/pagination.html says "10000+" past it
     list_per_page = 50
     show_full_result_count = False  # a second count, of the whole table, on every filtered page
+    show_facets = admin.ShowFacets.NEVER  # a count per filter choice, each over the whole table
 
     def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False
