@@ -98,14 +98,20 @@ def _live_rows() -> QuerySet[Message, dict[str, Any]]:
 
 
 def _cards(rows: list[dict[str, Any]], now: datetime) -> list[dict]:
-    """Cards of these rows, with their tool calls and usage read in one query each."""
+    """Cards of these rows, with their tool calls and (finished messages only have any) usage in one query each.
+
+    By lists of ids, so each is a lookup in the message's index whatever the
+    tables hold.
+    """
     ids = [row["id"] for row in rows]
+    finished = [row["id"] for row in rows if row["status"] != Message.Status.STREAMING]
     actions: dict[int, list[dict]] = {}
     usage: dict[int, dict] = {}
     if ids:
         for action in AgentAction.objects.filter(message_id__in=ids).order_by("message_id", "id"):
             actions.setdefault(action.message_id, []).append(action_dict(action))
-        for record in TokenUsage.objects.filter(message_id__in=ids).values("message_id", *USAGE_FIELDS):
+    if finished:
+        for record in TokenUsage.objects.filter(message_id__in=finished).values("message_id", *USAGE_FIELDS):
             usage[record.pop("message_id")] = record
     return [live_row(row, actions.get(row["id"], []), usage.get(row["id"]), now) for row in rows]
 
@@ -151,7 +157,8 @@ def live_turns(recent_seconds: float = RECENT_SECONDS, recent_limit: int = RECEN
 
     Finished means in the last `recent_seconds`, at most `recent_limit` of
     them. Four queries: running turns (index chat_message_streaming_start),
-    finished ones (chat_message_role_updated), then their tool calls and usage.
+    finished ones (chat_message_role_updated), then their tool calls and the
+    finished ones' usage.
     """
     now = timezone.now()
     since = now - timedelta(seconds=recent_seconds)
