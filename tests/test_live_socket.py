@@ -8,6 +8,7 @@ from datetime import datetime
 
 import websockets
 from asgiref.sync import sync_to_async
+from channels.layers import get_channel_layer
 from channels.routing import URLRouter
 from channels.testing import WebsocketCommunicator
 from django.contrib.auth.models import AnonymousUser, Permission
@@ -22,6 +23,7 @@ from tests.clients import Client, completed, first_delta, recv, recv_until
 from tests.live import ws_headers
 from tests.sockets import FRAME_TIMEOUT
 from tests.test_scale_out import TwoProcessTestCase
+from web import sessions
 from web.routing import websocket_application, websocket_urlpatterns
 
 PATH = "/ws/staff/live/"
@@ -91,6 +93,14 @@ class AccessTests(LiveSocketTestCase):
         communicator, first = await open_live(viewer)
         self.assertEqual(first["type"], "live_snapshot")
         await communicator.disconnect()
+
+    async def test_the_socket_closes_4401_when_the_staff_member_logs_out(self):
+        """A logout (web.sessions' close to the user's group) closes the Live turns socket 4401."""
+        communicator, first = await open_live(self.root)
+        self.assertEqual(first["type"], "live_snapshot")
+        await get_channel_layer().group_send(sessions.user_group(self.root.pk), {"type": sessions.CLOSE_EVENT})
+        closed = await communicator.receive_output(timeout=FRAME_TIMEOUT)
+        self.assertEqual(closed, {"type": "websocket.close", "code": 4401})
 
     async def test_foreign_origin_is_refused_at_the_handshake(self):
         """The served application refuses a Live turns socket from another site's page."""

@@ -2,7 +2,8 @@
 
 Checked as the admin checks its pages: a logged-in, active staff user with
 the `chat.view_message` permission (close 4401 when nobody is logged in,
-4403 otherwise). Origins are checked by the router, as for every socket.
+4403 otherwise); like the thread socket it closes 4401 when its session
+ends (web.sessions). Origins are checked by the router, as for every socket.
 Cancelling stays an HTTP POST of the page (the admin's CSRF check).
 """
 
@@ -18,12 +19,15 @@ from django.utils import timezone
 from agents.livefeed import STAFF_GROUP
 from chat import reports
 
+from . import sessions
+
 # Routed in web.routing; the Live turns page opens it (web.admin_views).
 PATH = "ws/staff/live/"
 CLOSE_NOT_AUTHENTICATED = 4401
 CLOSE_NOT_STAFF = 4403
 
 alive_turns = database_sync_to_async(reports.live_turns)
+asession_user_id = database_sync_to_async(sessions.session_user_id)
 
 
 @database_sync_to_async
@@ -34,6 +38,7 @@ def may_watch(user: Any) -> bool:
 
 class LiveTurnsConsumer(AsyncJsonWebsocketConsumer):
     joined = False
+    groups_joined: tuple[str, ...] = ()
 
     async def connect(self) -> None:
         await self.accept()
@@ -44,10 +49,22 @@ class LiveTurnsConsumer(AsyncJsonWebsocketConsumer):
         if not await may_watch(user):
             await self.close(code=CLOSE_NOT_STAFF)
             return
-        # Join before reading the snapshot: a push committed in between is
-        # queued for this socket; the page applies cards and offsets idempotently.
-        await self.channel_layer.group_add(STAFF_GROUP, self.channel_name)
+        session = self.scope.get("session")
+        session_key = session.session_key if session is not None else None
+        # The session's groups first: a logout from here on closes this socket
+        # (web.sessions). Then the staff group, before reading the snapshot: a
+        # push committed in between is queued; the page applies it idempotently.
+        groups = [sessions.user_group(user.pk)]
+        if session_key:
+            groups.append(sessions.session_group(session_key))
+        groups.append(STAFF_GROUP)
+        for group in groups:
+            await self.channel_layer.group_add(group, self.channel_name)
+        self.groups_joined = tuple(groups)
         self.joined = True
+        if session_key and await asession_user_id(session_key) != user.pk:
+            await self.close(code=CLOSE_NOT_AUTHENTICATED)  # it ended while this socket was joining
+            return
         turns = await alive_turns()
         await self.send_json(
             {
@@ -59,8 +76,13 @@ class LiveTurnsConsumer(AsyncJsonWebsocketConsumer):
         )
 
     async def disconnect(self, code: int) -> None:
-        if self.joined:
-            await self.channel_layer.group_discard(STAFF_GROUP, self.channel_name)
+        for group in self.groups_joined:
+            await self.channel_layer.group_discard(group, self.channel_name)
+
+    async def session_close(self, event: dict) -> None:
+        """The session or the user's login ended (web.sessions): close at once."""
+        self.joined = False  # no frame is answered from here on
+        await self.close(code=CLOSE_NOT_AUTHENTICATED)
 
     @classmethod
     async def encode_json(cls, content: Any) -> str:
