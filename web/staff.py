@@ -20,6 +20,7 @@ from agents.livefeed import STAFF_GROUP
 from chat import reports
 
 from . import sessions
+from .text import encode_frame
 
 # Routed in web.routing; the Live turns page opens it (web.admin_views).
 PATH = "ws/staff/live/"
@@ -86,7 +87,7 @@ class LiveTurnsConsumer(AsyncJsonWebsocketConsumer):
 
     @classmethod
     async def encode_json(cls, content: Any) -> str:
-        return json.dumps(content, ensure_ascii=False)
+        return encode_frame(content)  # a stored lone surrogate must not make the frame unsendable
 
     async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None, **kwargs: Any) -> None:
         """`{"type": "ping"}` is answered with `pong`; anything else is refused with `unknown_type`."""
