@@ -6,7 +6,8 @@ sends it to the staff group of the channel layer (every staff socket of
 the cluster is in it), from one task per process:
 
 - a turn's start and end at once: its Live turns card, read from the
-  database (chat.reports, bounded), so it holds what was committed;
+  database (chat.reports, bounded) in a thread of its own, so it holds what
+  was committed and never waits behind, or delays, the turns' writes;
 - the text committed since the last push, at most once a second per turn
   and for all of this process's turns in one message, kept in memory from
   the `message_delta` events (no database read; capped at the card's text
@@ -22,8 +23,9 @@ import asyncio
 import logging
 from dataclasses import dataclass, field
 
-from channels.db import database_sync_to_async
+from asgiref.sync import sync_to_async
 from channels.layers import get_channel_layer
+from django.db import connections
 from django.utils import timezone
 
 from chat import reports
@@ -34,7 +36,21 @@ STAFF_GROUP = "staff-live"
 EVENT_TYPE = "live.event"  # the staff consumer's handler: live_event()
 PROGRESS_SECONDS = 1.0
 
-_arows = database_sync_to_async(reports.live_turn_rows)
+
+def _rows_off_the_writers_thread(message_ids: list[int]) -> list[dict]:
+    """Cards read in a thread of their own, on a connection closed after: never queued behind a turn's writes.
+
+    Channels runs every `database_sync_to_async` call of a process on one
+    thread, the one that commits each append; a read there would hold back
+    the next append (and so the next delta) of every turn of the process.
+    """
+    try:
+        return reports.live_turn_rows(message_ids)
+    finally:
+        connections.close_all()
+
+
+_arows = sync_to_async(_rows_off_the_writers_thread, thread_sensitive=False)
 
 
 @dataclass
