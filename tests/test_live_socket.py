@@ -202,7 +202,8 @@ class ClusterTests(TwoProcessTestCase):
         async with alice.socket(thread_id) as ws, live as staff_ws:
             self.assertEqual((await recv(staff_ws))["type"], "live_snapshot")
             await recv(ws)
-            await self.send(ws, "/lorem 2000", "c-1")
+            # Long enough (200 s at 20 ms a word) to be running when the cancel comes, however slow the machine.
+            await self.send(ws, "/lorem 10000", "c-1")
             await recv_until(ws, first_delta)
             frames = await recv_until(staff_ws, lambda f: any(t["running"] for t in f.get("turns", [])))
             message_id = frames[-1]["turns"][0]["message_id"]
