@@ -8,7 +8,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('chat', '0002_message_runner'),
+        ('chat', '0003_message_user_created_index'),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 
