@@ -20,6 +20,8 @@ from channels.layers import get_channel_layer
 
 from chat import selectors, turns
 
+from .livefeed import feed as live_feed
+
 logger = logging.getLogger(__name__)
 
 EVENT_TYPE = "thread.event"  # the consumer's handler: thread_event()
@@ -30,11 +32,15 @@ def thread_group(thread_id: int) -> str:
 
 
 async def broadcast(thread_id: int, frame: dict) -> None:
-    """Send a frame to every socket of the thread; transport errors are logged, not raised."""
+    """Send a frame to every socket of the thread, and show it to the Live turns feed; errors are logged, not raised."""
     try:
         await get_channel_layer().group_send(thread_group(thread_id), {"type": EVENT_TYPE, "frame": frame})
     except Exception:
         logger.exception("broadcast failed: thread=%s type=%s", thread_id, frame.get("type"))
+    try:
+        live_feed.observe(frame)
+    except Exception:
+        logger.exception("live feed missed: thread=%s type=%s", thread_id, frame.get("type"))
 
 
 async def announce_completed(turn: dict, error: dict | None) -> None:

@@ -23,6 +23,10 @@ class Thread(models.Model):
         indexes = [
             # The thread list: one owner's threads, newest first.
             models.Index(fields=["owner", "-updated_at"], name="chat_thread_owner_recent"),
+            # The admin's thread list: every thread, newest first (ORDER BY updated_at DESC LIMIT 100).
+            models.Index(fields=["-updated_at"], name="chat_thread_recent"),
+            # The admin's thread list filtered by creation date.
+            models.Index(fields=["created_at"], name="chat_thread_created"),
         ]
 
     def __str__(self) -> str:
@@ -92,6 +96,25 @@ class Message(models.Model):
             ),
             # The recovery of lost turn starts (agents.recovery): recent user messages.
             models.Index(fields=["created_at"], condition=Q(role="user"), name="chat_message_user_created"),
+            # Live turns (chat.reports.live_turns): every running turn, oldest first.
+            models.Index(
+                fields=["created_at"],
+                condition=Q(status="streaming"),
+                name="chat_message_streaming_start",
+            ),
+            # Live turns: assistant messages that finished in the last minutes, newest
+            # first (role = 'assistant' AND updated_at >= ... ORDER BY updated_at DESC).
+            # Partial, so the appends of a streaming message (each sets updated_at)
+            # never write to it.
+            models.Index(
+                fields=["role", "-updated_at"],
+                condition=~Q(status="streaming"),
+                name="chat_message_role_updated",
+            ),
+            # The admin's message list filtered by status, newest first, and its count.
+            models.Index(fields=["status", "-id"], name="chat_message_status"),
+            # The admin's message list filtered by creation date.
+            models.Index(fields=["created_at"], name="chat_message_created"),
         ]
 
     def __str__(self) -> str:
@@ -106,7 +129,9 @@ class MessageChunk(models.Model):
     `Message.content` and deletes them.
     """
 
-    message = models.ForeignKey(Message, on_delete=models.CASCADE, related_name="chunks")
+    # No index of its own: chat_chunk_unique_start (message, start) serves every
+    # lookup by message, and one index fewer is one write fewer per append.
+    message = models.ForeignKey(Message, on_delete=models.CASCADE, related_name="chunks", db_index=False)
     # Code-point offset of this piece in the full text.
     start = models.PositiveIntegerField()
     text = models.TextField()
@@ -144,6 +169,14 @@ class AgentAction(models.Model):
             # Idempotent start_action: a retried call_id finds its row.
             models.UniqueConstraint(fields=["message", "call_id"], name="chat_action_unique_call"),
         ]
+        indexes = [
+            # The admin's tool call list filtered by status, newest first, and its count.
+            models.Index(fields=["status", "-id"], name="chat_action_status"),
+            # The admin's tool call list filtered by tool, newest first, and its count.
+            models.Index(fields=["tool", "-id"], name="chat_action_tool"),
+            # The admin's tool call list filtered by start date.
+            models.Index(fields=["started_at"], name="chat_action_started"),
+        ]
 
     def __str__(self) -> str:
         return f"{self.tool} ({self.status})"
@@ -179,6 +212,10 @@ class TokenUsage(models.Model):
             ),
         ]
         indexes = [
-            # The usage page: totals per day over a range.
+            # The usage page: totals per day over a range; the usage list, newest first.
             models.Index(fields=["created_at"], name="chat_usage_created"),
+            # The usage list filtered by model, newest first, and its count.
+            models.Index(fields=["model", "-created_at"], name="chat_usage_model"),
+            # The usage list filtered by usage type, newest first, and its count.
+            models.Index(fields=["usage_type", "-created_at"], name="chat_usage_type"),
         ]

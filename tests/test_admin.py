@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 from datetime import timedelta
+from unittest import mock
 
 from django.test import Client
 from django.urls import reverse
 from django.utils import timezone
 
-from chat import turns
-from chat.models import Message, TokenUsage
+from chat import reports, turns
+from chat.models import Message, MessageChunk, TokenUsage
 from tests.base import ChatTestCase
+from web import admin as chat_admin
 
 XSS = "<img src=x onerror=window.__xss=1><script>window.__xss=2</script>"
 
@@ -65,6 +67,31 @@ class TurnAdminTests(AdminTestCase):
             ("admin:chat_tokenusage_change", usage.pk),
         ]:
             self.assertEqual(self.client.get(reverse(name, args=[pk])).status_code, 200, name)
+
+    def test_thread_page_shows_the_latest_messages_and_links_to_all(self):
+        """A thread of 60 messages shows its latest 50 inline, newest first, and links to the list of all 60."""
+        for i in range(30):
+            self.finished_turn(f"t-{i}", f"answer {i}")
+        response = self.client.get(reverse("admin:chat_thread_change", args=[self.thread.pk]))
+        inline = response.context["inline_admin_formsets"][0]
+        self.assertEqual([form.original.seq for form in inline], list(range(60, 10, -1)))
+        url = reverse("admin:chat_message_changelist") + f"?thread__id__exact={self.thread.pk}"
+        self.assertContains(response, url.replace("&", "&amp;"))
+        self.assertContains(response, "All 60 in the message list")
+        self.assertEqual(self.client.get(url).context["cl"].result_count, 60)
+
+    def test_a_long_list_counts_up_to_its_cap(self):
+        """Past COUNT_CAP rows the message list stops counting and says "N+", without facet counts."""
+        for i in range(3):
+            self.finished_turn(f"t-{i}", "text")
+        with (
+            mock.patch.object(chat_admin, "COUNT_CAP", 4),
+            mock.patch.object(chat_admin.MessageAdmin, "count_cap", 4),
+        ):
+            response = self.client.get(reverse("admin:chat_message_changelist"))
+        self.assertEqual(response.context["cl"].result_count, 5)  # 6 rows, counted up to cap + 1
+        self.assertContains(response, '<span data-testid="list-count">4+</span>', html=False)
+        self.assertNotContains(response, "Show counts")
 
     def test_turn_rows_cannot_be_added_or_edited_but_can_be_deleted(self):
         """Only chat.turns writes turn rows: no add or change in the admin; delete stays available."""
@@ -145,6 +172,31 @@ class LiveTurnsTests(AdminTestCase):
         self.assertEqual(turn["words"], 3)  # progress while the model has reported no tokens yet
         self.assertEqual(turn["question"], "/lorem 9")
         self.assertEqual([(a["tool"], a["status"]) for a in turn["actions"]], [("calculator", "pending")])
+
+    def test_live_text_is_the_tail_of_a_long_answer_in_order(self):
+        """A long streaming answer shows its last LIVE_TEXT_LIMIT characters in order, however its pieces are stored."""
+        turns.persist_user_turn(self.thread.pk, "t-long", "/lorem 5000")
+        message_id = turns.persist_assistant_shell(self.thread.pk, "t-long", agent="local", model="local").id
+        pieces = [f"{i:05d} " for i in range(1000)]  # 6,000 code points, each piece unique
+        starts = [6 * i for i in range(1000)]
+        # Stored newest first, so a read that does not order by `start` shows it.
+        MessageChunk.objects.bulk_create(
+            MessageChunk(message_id=message_id, start=start, text=piece)
+            for start, piece in reversed(list(zip(starts, pieces, strict=True)))
+        )
+        Message.objects.filter(pk=message_id).update(content_length=6000)
+        [turn] = self.client.get(reverse("admin:chat_message_live_data")).json()["turns"]
+        self.assertEqual(turn["text"], "".join(pieces)[-reports.LIVE_TEXT_LIMIT :])
+        self.assertEqual((turn["length"], turn["truncated"]), (6000, True))
+        self.assertEqual(turn["question"], "/lorem 5000")
+
+    def test_finished_long_answer_shows_its_tail(self):
+        """A finished answer longer than the limit shows its end, cut in SQL."""
+        text = "".join(f"{i:05d} " for i in range(1000))
+        self.finished_turn("t-done-long", text)
+        [turn] = self.client.get(reverse("admin:chat_message_live_data")).json()["turns"]
+        self.assertEqual(turn["text"], text[-reports.LIVE_TEXT_LIMIT :])
+        self.assertTrue(turn["truncated"])
 
     def test_finished_turns_stay_listed_for_a_while_with_their_tokens(self):
         """A turn that just ended is listed as not running, with its token usage."""

@@ -1,4 +1,4 @@
-"""Staff pages of the admin: Live turns (polled JSON, cancel) and Usage (chart and tables).
+"""Staff pages of the admin: Live turns (socket pushes or polled JSON, cancel) and Usage (chart and tables).
 
 Wired by `get_urls` of the Message and TokenUsage admins (web.admin), which
 wrap each view in `admin_site.admin_view`: staff only, with the admin's login.
@@ -20,6 +20,8 @@ from django.views.decorators.http import require_GET, require_POST
 from agents.control import cancel_turn as control_cancel_turn
 from chat import reports
 
+from . import staff
+
 DEFAULT_USAGE_DAYS = 30
 MAX_USAGE_DAYS = 366
 
@@ -31,13 +33,14 @@ def _require(request: HttpRequest, perm: str) -> None:
 
 @require_GET
 def live_turns(request: HttpRequest, admin_site: admin.AdminSite) -> HttpResponse:
-    """The page; its script polls `live_turns_data` about once a second."""
+    """The page; its script listens on the staff socket and polls `live_turns_data` while that is down."""
     _require(request, "chat.view_message")
     context = {
         **admin_site.each_context(request),
         "title": "Live turns",
         "data_url": reverse("admin:chat_message_live_data"),
         "cancel_url": reverse("admin:chat_message_live_cancel", args=[0]),
+        "socket_path": "/" + staff.PATH,
         "can_cancel": request.user.has_perm("chat.change_message"),
         "recent_seconds": reports.RECENT_SECONDS,
         "turns": reports.live_turns(),

@@ -2,11 +2,12 @@ from channels.auth import AuthMiddlewareStack
 from channels.routing import URLRouter
 from django.urls import path
 
-from . import consumers
+from . import consumers, staff
 from .origin import OriginValidator
 
 websocket_urlpatterns = [
     path("ws/threads/<int:thread_id>/", consumers.ThreadConsumer.as_asgi()),
+    path(staff.PATH, staff.LiveTurnsConsumer.as_asgi()),
 ]
 
 

@@ -1,13 +1,17 @@
-// Admin "Live turns": polls the staff-only JSON endpoint about once a second and
-// updates each turn in place (text, actions, elapsed time), with a Cancel button.
+// Admin "Live turns": every running turn, updated in place (text, actions, elapsed time),
+// with a Cancel button. The staff socket (/ws/staff/live/) pushes starts, ends and the new
+// text once a second; while it is down the page polls the JSON endpoint once a second and
+// opens the socket again with backoff.
 
 import { requestJson } from "./api.js";
 import { el } from "./dom.js";
 import { formatDuration, formatValue } from "./format.js";
+import { applyCards, applyProgress, fromTurns, ordered, pruned } from "./live-state.js";
 
 const POLL_MS = 1000;
 const MAX_POLL_MS = 15000; // the longest wait between polls while the server cannot be reached
-const TICK_MS = 250; // elapsed times tick between polls
+const MAX_RECONNECT_MS = 30000; // the longest wait before opening the socket again
+const TICK_MS = 250; // elapsed times tick between updates
 const STICK_DISTANCE_PX = 24; // a turn's text follows new words when scrolled this close to its end
 
 const root = document.getElementById("live-turns");
@@ -16,10 +20,18 @@ const summary = document.getElementById("live-summary");
 const dot = document.getElementById("live-dot");
 const canCancel = root?.dataset.canCancel === "1";
 
+const recentSeconds = Number(root?.dataset.recentSeconds || 120);
+
 const cards = new Map(); // message id -> the card's nodes
 let clockOffset = 0; // server time minus browser time
-let turns = JSON.parse(document.getElementById("live-initial")?.textContent || "[]");
+let state = fromTurns(JSON.parse(document.getElementById("live-initial")?.textContent || "[]"));
+let turns = []; // the cards shown, in page order
 let failures = 0;
+let socket = null;
+let socketUp = false;
+let reconnects = 0;
+let polling = false;
+let resyncing = false;
 
 const cancelUrl = (id) => root.dataset.cancelUrl.replace(/\/0\/cancel\/$/, `/${id}/cancel/`);
 
@@ -125,7 +137,10 @@ function actionItem(action) {
   return item;
 }
 
+const serverNow = () => Date.now() + clockOffset;
+
 function render() {
+  turns = ordered(state, serverNow(), recentSeconds);
   const running = turns.filter((t) => t.running).length;
   summary.textContent =
     `${running} running turn${running === 1 ? "" : "s"}` +
@@ -159,21 +174,94 @@ function renderEmpty() {
   }
 }
 
-/** Fetch the turns, then poll again: every second, backing off while the server cannot be reached. */
+function setMode(mode) {
+  root.dataset.mode = mode;
+  dot.classList.toggle("stale", mode === "offline");
+  dot.classList.toggle("polling", mode === "polling");
+  note.textContent =
+    mode === "socket"
+      ? "Live: starts and ends as they happen, text every second."
+      : "Live updates are unavailable; reading every second.";
+}
+
+/** Read every card from the data endpoint; the answer replaces the page's state. */
+async function readAll() {
+  const data = await requestJson("GET", root.dataset.dataUrl);
+  clockOffset = Date.parse(data.now) - Date.now();
+  state = fromTurns(data.turns);
+  render();
+}
+
+/** Poll once a second while the socket is down, backing off while the server cannot be reached. */
 async function poll() {
+  if (socketUp) {
+    polling = false;
+    return;
+  }
+  polling = true;
   try {
-    const data = await requestJson("GET", root.dataset.dataUrl);
-    clockOffset = Date.parse(data.now) - Date.now();
-    turns = data.turns;
+    await readAll();
     failures = 0;
-    dot.classList.remove("stale");
-    render();
+    setMode("polling");
   } catch {
     failures += 1;
-    dot.classList.add("stale");
+    setMode("offline");
     summary.textContent = "Cannot reach the server; retrying…";
   }
   setTimeout(poll, Math.min(POLL_MS * 2 ** Math.min(failures, 4), MAX_POLL_MS));
+}
+
+function startPolling() {
+  if (!polling) poll();
+}
+
+/** A piece that cannot be placed (a lost start or piece): read everything once. */
+async function resync() {
+  if (resyncing) return;
+  resyncing = true;
+  try {
+    await readAll();
+  } catch {
+    // The next push or poll catches up.
+  } finally {
+    resyncing = false;
+  }
+}
+
+function onFrame(frame) {
+  if (frame.now) clockOffset = Date.parse(frame.now) - Date.now();
+  if (frame.type === "live_snapshot") {
+    state = fromTurns(frame.turns);
+  } else if (frame.type === "live_update") {
+    state = applyCards(state, frame.turns);
+    const result = applyProgress(state, frame.progress);
+    state = pruned(result.state, serverNow(), recentSeconds);
+    if (result.stale) resync();
+  } else {
+    return;
+  }
+  render();
+}
+
+/** Open the staff socket; when it closes, poll and open it again with backoff. */
+function connect() {
+  const scheme = location.protocol === "https:" ? "wss:" : "ws:";
+  socket = new WebSocket(`${scheme}//${location.host}${root.dataset.socketPath}`);
+  socket.addEventListener("message", (event) => {
+    if (!socketUp) {
+      socketUp = true;
+      reconnects = 0;
+      setMode("socket");
+    }
+    onFrame(JSON.parse(event.data));
+  });
+  socket.addEventListener("close", () => {
+    socket = null;
+    socketUp = false;
+    startPolling();
+    reconnects += 1;
+    setTimeout(connect, Math.min(POLL_MS * 2 ** Math.min(reconnects, 5), MAX_RECONNECT_MS));
+  });
 }
 
 /** Ask the server to cancel the turn; an answer other than "cancelled" means it no longer runs. */
@@ -194,14 +282,17 @@ async function cancelTurn(messageId, button) {
 }
 
 function tick() {
+  if (turns.some((t) => !t.running && serverNow() - Date.parse(t.updated_at) > recentSeconds * 1000)) render();
   for (const turn of turns) {
     const card = cards.get(turn.message_id);
     if (card && turn.running) card.time.value.textContent = formatDuration(elapsed(turn) * 1000);
   }
 }
 
+const note = root ? root.querySelector("[data-testid=live-mode]") : null;
+
 if (root) {
   setInterval(tick, TICK_MS);
   render();
-  setTimeout(poll, POLL_MS);
+  connect();
 }
