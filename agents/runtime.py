@@ -23,12 +23,11 @@ from chat import selectors, turns
 from chat.models import AgentAction, Message
 
 from . import inbox
+from .catalog import TurnAgent, aturn_agent
 from .control import acancel_turn
 from .events import TurnPublisher
-from .providers import get_provider
 from .providers.base import (
     ChatMessage,
-    Provider,
     ProviderError,
     TextDelta,
     ThinkingDelta,
@@ -66,10 +65,10 @@ def new_turn_id() -> str:
 
 @dataclass
 class TurnStart:
-    """What start_turn did: the stored user message, and whether a new turn runs for it."""
+    """What start_turn did: the stored user message (None for a regenerate), and whether a new turn runs for it."""
 
     turn_id: str
-    user_message: dict
+    user_message: dict | None
     started: bool
     task: asyncio.Task | None = None
 
@@ -79,33 +78,68 @@ async def start_turn(
     content: str,
     turn_id: str | None = None,
     mentioned_documents: object = None,
-    provider: Provider | None = None,
+    agent: TurnAgent | None = None,
+    parent: int | None | turns.Follow = turns.ACTIVE_LEAF,
 ) -> TurnStart:
-    """Store the user's message and start its turn as a task; a repeated turn_id starts nothing."""
+    """Store the user's message after `parent` and start its turn as a task; a repeated turn_id starts nothing.
+
+    The turn runs with `agent`, by default the thread's (agents.catalog).
+    """
     turn_id = turn_id or new_turn_id()
-    provider = provider or get_provider()
+    agent = agent or await aturn_agent(thread_id)  # a misconfigured agent fails here, before anything is stored
     publisher = TurnPublisher(thread_id, turn_id)
-    message, created = await publisher.user_message(content, mentioned_documents)
+    message, created = await publisher.user_message(content, mentioned_documents, parent)
     if not created:
         return TurnStart(turn_id, message, started=False)
     # The thread's running turn ends first, in this process or another one.
     await acancel_turn(thread_id)
     turn, previous = registry.register(thread_id, turn_id)
-    task = asyncio.create_task(_run(turn, publisher, provider, previous))
+    task = asyncio.create_task(_run(turn, publisher, agent, previous, message["id"]))
     turn.task = task
     return TurnStart(turn_id, message, started=True, task=task)
 
 
-async def _run(turn: RunningTurn, publisher: TurnPublisher, provider: Provider, previous: list[RunningTurn]) -> str:
-    """Run the turn and always finalize it, whatever happens to the generation."""
+async def start_regenerate(
+    thread_id: int, parent_id: int | None, turn_id: str | None = None, agent: TurnAgent | None = None
+) -> TurnStart:
+    """Start a new answer to `parent_id` (a version beside the earlier answers) that becomes the active leaf.
+
+    A turn_id this process already runs or ran starts nothing; the caller
+    has checked the database for it.
+    """
+    turn_id = turn_id or new_turn_id()
+    if registry.get(thread_id, turn_id) is not None:
+        return TurnStart(turn_id, None, started=False)
+    agent = agent or await aturn_agent(thread_id)
+    publisher = TurnPublisher(thread_id, turn_id)
+    await acancel_turn(thread_id)
+    if registry.get(thread_id, turn_id) is not None:  # the same turn_id arrived while this one cancelled
+        return TurnStart(turn_id, None, started=False)
+    turn, previous = registry.register(thread_id, turn_id)
+    task = asyncio.create_task(_run(turn, publisher, agent, previous, parent_id, activate=True))
+    turn.task = task
+    return TurnStart(turn_id, None, started=True, task=task)
+
+
+async def _run(
+    turn: RunningTurn,
+    publisher: TurnPublisher,
+    agent: TurnAgent,
+    previous: list[RunningTurn],
+    parent_id: int | None,
+    activate: bool | None = None,
+) -> str:
+    """Run the turn, answering message `parent_id`, and always finalize it, whatever happens to the generation."""
     await _wait_for(turn.thread_id, previous)
     status: str = Message.Status.FAILED
     error: dict | None = None
     usage = TurnTokenAccumulator()
     heartbeat = None
     try:
-        turn.message_id = await publisher.started(provider.name, provider.model, await inbox.channel_name())
-        generation = asyncio.create_task(_generate(turn, publisher, provider, usage))
+        turn.message_id = await publisher.started(
+            agent.name, agent.model, await inbox.channel_name(), parent_id=parent_id, activate=activate
+        )
+        generation = asyncio.create_task(_generate(turn, publisher, agent, usage))
         loop = asyncio.get_running_loop()
         turn.on_cancel = lambda: _call_soon(loop, generation.cancel)
         if turn.cancel_event.is_set():
@@ -165,16 +199,19 @@ async def _heartbeat(turn: RunningTurn, generation: asyncio.Task) -> None:
             logger.exception("heartbeat of message %s failed", turn.message_id)
 
 
-async def _generate(
-    turn: RunningTurn, publisher: TurnPublisher, provider: Provider, usage: TurnTokenAccumulator
-) -> None:
-    """Call the model, run the tools it asks for, and repeat up to AGENT_MAX_STEPS model calls."""
+async def _generate(turn: RunningTurn, publisher: TurnPublisher, agent: TurnAgent, usage: TurnTokenAccumulator) -> None:
+    """Call the model, run the tools it asks for, and repeat up to AGENT_MAX_STEPS model calls.
+
+    The model gets the agent's system prompt (followed by the thread's) and only the agent's tools.
+    """
     conversation = await _conversation(turn.thread_id, turn.message_id)
-    specs = [tool.spec for tool in TOOLS.values()]
+    if agent.system_prompt:
+        conversation.insert(0, ChatMessage("system", agent.system_prompt))
+    specs = [TOOLS[name].spec for name in agent.tools]
     for _step in range(settings.AGENT_MAX_STEPS):
         text, calls = [], []
         # aclosing: a failure in this loop closes the model's HTTP stream at once.
-        async with contextlib.aclosing(provider.stream(conversation, specs)) as events:
+        async with contextlib.aclosing(agent.provider.stream(conversation, specs)) as events:
             async for event in events:
                 if isinstance(event, TextDelta):
                     text.append(event.text)
@@ -188,7 +225,7 @@ async def _generate(
         await publisher.flush()
         if not calls:
             return
-        results = [await _run_tool(publisher, call) for call in calls]
+        results = [await _run_tool(publisher, call, agent.tools) for call in calls]
         # Arguments go back as valid JSON (servers may parse them), as history sends them.
         pairs = list(zip(calls, results, strict=True))
         sent = [ToolCall(call.call_id, call.name, json.dumps(recorded)) for call, (recorded, _) in pairs]
@@ -200,10 +237,10 @@ async def _generate(
     )
 
 
-async def _run_tool(publisher: TurnPublisher, call: ToolCall) -> tuple[dict, dict]:
+async def _run_tool(publisher: TurnPublisher, call: ToolCall, allowed: tuple[str, ...]) -> tuple[dict, dict]:
     """Record, run and record the result of one tool call; return (recorded input, output).
 
-    Failures (invalid arguments, unknown tool, a tool error) become `error` actions.
+    Failures (invalid arguments, a tool the agent may not use, a tool error) become `error` actions.
     """
     try:
         arguments = json.loads(call.arguments or "{}")
@@ -212,11 +249,12 @@ async def _run_tool(publisher: TurnPublisher, call: ToolCall) -> tuple[dict, dic
         arguments, parse_error = None, f"invalid JSON arguments: {exc}"
     recorded_input = arguments if parse_error is None else {"raw": call.arguments}
     action_id = await publisher.tool_executing(call.call_id, call.name, recorded_input)
-    tool = TOOLS.get(call.name)
+    tool = TOOLS.get(call.name) if call.name in allowed else None
     if parse_error is not None:
         status, output = AgentAction.Status.ERROR, {"error": parse_error}
     elif tool is None:
-        status, output = AgentAction.Status.ERROR, {"error": f"unknown tool {call.name!r}; known: {', '.join(TOOLS)}"}
+        known = ", ".join(allowed) or "none"
+        status, output = AgentAction.Status.ERROR, {"error": f"unknown tool {call.name!r}; known: {known}"}
     else:
         try:
             result = await asyncio.wait_for(asyncio.to_thread(tool.run, arguments), TOOL_TIMEOUT_SECONDS)

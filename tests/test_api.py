@@ -33,7 +33,7 @@ class ThreadListTests(ApiTestCase):
         response = self.post(self.http, "/api/threads/", {"title": "Plans"})
         self.assertEqual(response.status_code, 201)
         body = response.json()
-        self.assertEqual(set(body), {"id", "title", "created_at", "updated_at"})
+        self.assertEqual(set(body), {"id", "title", "agent", "system_prompt", "created_at", "updated_at"})
         self.assertEqual(body["title"], "Plans")
         self.assertEqual(Thread.objects.get(pk=body["id"]).owner, self.alice)
 
@@ -123,6 +123,8 @@ class ThreadDetailTests(ApiTestCase):
             {
                 "id",
                 "seq",
+                "parent_id",
+                "versions",
                 "role",
                 "turn_id",
                 "status",

@@ -7,4 +7,5 @@ urlpatterns = [
     path("threads/<int:thread_id>/", pages.index, name="chat-thread"),
     path("api/threads/", views.threads, name="api-threads"),
     path("api/threads/<int:thread_id>/", views.thread_detail, name="api-thread"),
+    path("api/agents/", views.agents, name="api-agents"),
 ]

@@ -11,8 +11,10 @@ from django.contrib.auth.models import User
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.views.decorators.http import require_http_methods
 
-from chat import selectors
+from agents import catalog, intake
+from chat import agent_store, selectors
 from chat import threads as thread_writes
+from chat.models import Thread
 
 from .text import all_storable
 
@@ -64,16 +66,29 @@ def _json_body(request: HttpRequest) -> dict | JsonResponse:
     return body
 
 
-def _title_from(request: HttpRequest) -> str | JsonResponse:
-    """The `title` of a JSON body (empty when absent), or the 400 answer refusing the body."""
-    body = _json_body(request)
-    if isinstance(body, JsonResponse):
-        return body
-    title = body.get("title")
-    title = "" if title is None else title
-    if not isinstance(title, str):
-        return api_error(400, "invalid_title", "title must be text.")
-    return title
+def _thread_fields(body: dict) -> dict[str, Any] | JsonResponse:
+    """The thread fields a body names (title, agent, system_prompt), checked; or the 400 answer refusing it."""
+    fields: dict[str, Any] = {}
+    if "title" in body:
+        title = "" if body["title"] is None else body["title"]
+        if not isinstance(title, str):
+            return api_error(400, "invalid_title", "title must be text.")
+        fields["title"] = title  # its length is checked by chat.threads (ThreadRefused)
+    if "agent" in body:
+        agent = body["agent"]
+        if not isinstance(agent, int) or isinstance(agent, bool) or not agent_store.agent_exists(agent):
+            return api_error(400, "invalid_agent", "agent is not the id of an agent (GET /api/agents/).")
+        fields["agent_id"] = agent
+    if "system_prompt" in body:
+        prompt = "" if body["system_prompt"] is None else body["system_prompt"]
+        if not isinstance(prompt, str) or len(prompt) > thread_writes.MAX_SYSTEM_PROMPT:
+            return api_error(
+                400,
+                "invalid_system_prompt",
+                f"system_prompt must be text of at most {thread_writes.MAX_SYSTEM_PROMPT} characters.",
+            )
+        fields["system_prompt"] = prompt
+    return fields
 
 
 @api_login_required
@@ -81,11 +96,15 @@ def _title_from(request: HttpRequest) -> str | JsonResponse:
 def threads(request: HttpRequest) -> HttpResponse:
     if request.method == "GET":
         return JsonResponse({"threads": selectors.list_threads(_owner(request))})
-    title = _title_from(request)
-    if isinstance(title, JsonResponse):
-        return title
+    body = _json_body(request)
+    if isinstance(body, JsonResponse):
+        return body
+    fields = _thread_fields(body)
+    if isinstance(fields, JsonResponse):
+        return fields
+    fields.setdefault("agent_id", catalog.default_agent().pk)
     try:
-        thread = thread_writes.create_thread(_owner(request), title)
+        thread = thread_writes.create_thread(_owner(request), **fields)
     except thread_writes.ThreadRefused as exc:
         return api_error(403 if exc.code == "too_many_threads" else 400, exc.code, exc.message)
     return JsonResponse(selectors.thread_dict(thread), status=201)
@@ -102,13 +121,41 @@ def thread_detail(request: HttpRequest, thread_id: int) -> HttpResponse:
     if request.method == "DELETE":
         thread_writes.delete_thread(thread)
         return HttpResponse(status=204)
-    title = _title_from(request)
-    if isinstance(title, JsonResponse):
-        return title
-    try:
-        return JsonResponse(selectors.thread_dict(thread_writes.rename_thread(thread, title)))
-    except thread_writes.ThreadRefused as exc:
-        return api_error(400, exc.code, exc.message)
+    return _patch_thread(request, thread)
+
+
+def _patch_thread(request: HttpRequest, thread: Thread) -> HttpResponse:
+    """Change the fields the body names (title, agent, system_prompt, active_message_id); the others stay."""
+    body = _json_body(request)
+    if isinstance(body, JsonResponse):
+        return body
+    fields = _thread_fields(body)
+    if isinstance(fields, JsonResponse):
+        return fields
+    active = body.get("active_message_id")
+    if "active_message_id" in body and (
+        not isinstance(active, int) or isinstance(active, bool) or not selectors.is_message_of(thread.pk, active)
+    ):
+        return api_error(404, intake.NOT_FOUND, "active_message_id is not a message of this thread.")
+    if fields:
+        try:
+            thread_writes.update_thread(thread, **fields)
+        except thread_writes.ThreadRefused as exc:
+            return api_error(400, exc.code, exc.message)
+    if isinstance(active, int):
+        try:
+            intake.switch_version_sync(thread.pk, active)
+        except intake.Refused as exc:
+            return api_error(404, exc.code, exc.message)
+    return JsonResponse(selectors.thread_dict(thread))
+
+
+@api_login_required
+@require_http_methods(["GET"])
+def agents(request: HttpRequest) -> HttpResponse:
+    """The agents a thread may run with, the default first (so there is always one)."""
+    catalog.default_agent()
+    return JsonResponse({"agents": agent_store.list_agents()})
 
 
 def csrf_failure(request: HttpRequest, reason: str = "") -> HttpResponse:

@@ -74,12 +74,15 @@ def _last_user_index(messages: list[ChatMessage]) -> int:
     return -1
 
 
+_CAPITALS = re.compile(r"reply in capitals", re.IGNORECASE)
+
+
 class LocalProvider:
     name = "local"
-    model = "local"
 
-    def __init__(self, delay_ms: int | None = None):
+    def __init__(self, delay_ms: int | None = None, model: str = "local"):
         self.delay = (settings.LOCAL_MODEL_DELAY_MS if delay_ms is None else delay_ms) / 1000
+        self.model = model
 
     async def stream(self, messages: list[ChatMessage], tools: list[ToolSpec]) -> AsyncGenerator[ProviderEvent]:
         index = _last_user_index(messages)
@@ -87,6 +90,7 @@ class LocalProvider:
         results = [m for m in messages[index + 1 :] if m.role == "tool"]
         prompt_tokens = sum(len(_words(m.content)) for m in messages)
         offered = {tool.name for tool in tools}
+        capitals = any(m.role == "system" and _CAPITALS.search(m.content) for m in messages)
 
         command = _COMMAND.match(text)
         if command:
@@ -107,7 +111,8 @@ class LocalProvider:
                 return
 
         yield ThinkingDelta("Writing the answer.")
-        async for event in self._say(self._answer(text, results), prompt_tokens):
+        answer = self._answer(text, results)
+        async for event in self._say(answer.upper() if capitals else answer, prompt_tokens):
             yield event
 
     def _tool_call(self, text: str, offered: set[str]) -> ToolCall | None:
