@@ -8,4 +8,5 @@ urlpatterns = [
     path("api/threads/", views.threads, name="api-threads"),
     path("api/threads/<int:thread_id>/", views.thread_detail, name="api-thread"),
     path("api/agents/", views.agents, name="api-agents"),
+    path("api/search/", views.search_messages, name="api-search"),
 ]

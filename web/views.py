@@ -12,7 +12,7 @@ from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.views.decorators.http import require_http_methods
 
 from agents import catalog, intake
-from chat import agent_store, selectors
+from chat import agent_store, search, selectors
 from chat import threads as thread_writes
 from chat.models import Thread
 
@@ -156,6 +156,19 @@ def agents(request: HttpRequest) -> HttpResponse:
     """The agents a thread may run with, the default first (so there is always one)."""
     catalog.default_agent()
     return JsonResponse({"agents": agent_store.list_agents()})
+
+
+QUERY_MIN, QUERY_MAX = 2, 200
+
+
+@api_login_required
+@require_http_methods(["GET"])
+def search_messages(request: HttpRequest) -> HttpResponse:
+    """The caller's messages holding every word of `q`."""
+    query = request.GET.get("q", "").strip()
+    if not QUERY_MIN <= len(query) <= QUERY_MAX:
+        return api_error(400, "invalid_query", f"q must be {QUERY_MIN} to {QUERY_MAX} characters once trimmed.")
+    return JsonResponse({"results": search.search_messages(request.user, query)})
 
 
 def csrf_failure(request: HttpRequest, reason: str = "") -> HttpResponse:
