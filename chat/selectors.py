@@ -218,6 +218,27 @@ def thread_detail(thread: Thread) -> dict:
     return {**thread_dict(thread), "messages": [message_dict(m, tree) for m in messages]}
 
 
+EXPORT_FORMAT, EXPORT_VERSION = "chat-export", 1
+
+
+def thread_export(thread: Thread) -> dict:
+    """The JSON export: the thread and every message of every branch in seq order, read in one transaction."""
+    with transaction.atomic():
+        messages = list(_message_queryset().filter(thread_id=thread.pk).order_by("seq"))
+        tree = Tree(thread.pk)
+    return {
+        "format": EXPORT_FORMAT,
+        "version": EXPORT_VERSION,
+        "thread": {
+            "title": thread.title,
+            "system_prompt": thread.system_prompt,
+            "created_at": _iso(thread.created_at),
+            "updated_at": _iso(thread.updated_at),
+        },
+        "messages": [message_dict(m, tree) for m in messages],
+    }
+
+
 def thread_snapshot(thread_id: int, limit: int = SNAPSHOT_MESSAGES) -> dict:
     """The `snapshot` frame: the latest messages of the active path and the running turn, read in one transaction."""
     with transaction.atomic():

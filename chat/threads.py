@@ -14,10 +14,12 @@ from django.contrib.auth import get_user_model
 from django.contrib.auth.models import User
 from django.db import transaction
 
-from .models import Thread
+from .exports import Export
+from .models import AgentAction, Message, Thread, TokenUsage
 from .selectors import Tree
 
 MAX_SYSTEM_PROMPT = 8000
+USAGE_COUNTS = {"model", "prompt_tokens", "completion_tokens", "total_tokens", "cost_micros"}
 
 
 class ThreadRefused(Exception):
@@ -87,6 +89,79 @@ def switch_version(thread_id: int, message_id: int) -> int | None:
         leaf = tree.newest_leaf_below(message_id)
         Thread.objects.filter(pk=thread_id).update(active_leaf_id=leaf)
     return leaf
+
+
+def import_thread(owner: Any, export: Export, agent_id: int | None) -> Thread:
+    """A new thread of `owner` holding a checked export: new ids, seq in the export's order, same tree and times.
+
+    A message still streaming in the export is stored `interrupted`. The
+    active path ends at the newest leaf. All or nothing: one transaction.
+    """
+    with transaction.atomic():
+        thread = create_thread(owner, export.thread.title, agent_id, export.thread.system_prompt)
+        new_ids: dict[int, int] = {}
+        for seq, item in enumerate(export.messages, start=1):
+            new_ids[item.id] = _import_message(
+                thread, seq, item, None if item.parent_id is None else new_ids[item.parent_id]
+            )
+        parents = {item.parent_id for item in export.messages}
+        leaves = [new_ids[item.id] for item in export.messages if item.id not in parents]
+        times = {"created_at": export.thread.created_at, "updated_at": export.thread.updated_at}
+        Thread.objects.filter(pk=thread.pk).update(
+            last_seq=len(export.messages),
+            active_leaf_id=leaves[-1] if leaves else None,
+            **{name: value for name, value in times.items() if value is not None},
+        )
+        thread.refresh_from_db()
+    return thread
+
+
+def _import_message(thread: Thread, seq: int, item: Any, parent_id: int | None) -> int:
+    status = Message.Status.INTERRUPTED if item.status == Message.Status.STREAMING else item.status
+    metadata = dict(item.metadata)
+    metadata.update(
+        streaming=False,
+        cancelled=status == Message.Status.CANCELLED,
+        has_error=status in (Message.Status.FAILED, Message.Status.INTERRUPTED),
+    )
+    message = Message.objects.create(
+        thread=thread,
+        role=item.role,
+        seq=seq,
+        parent_id=parent_id,
+        content=item.content,
+        content_length=len(item.content),
+        status=status,
+        metadata=metadata,
+    )
+    times = {"created_at": item.created_at, "updated_at": item.updated_at}
+    if any(times.values()):
+        Message.objects.filter(pk=message.pk).update(**{k: v for k, v in times.items() if v is not None})
+    for action in item.actions:
+        row = AgentAction.objects.create(
+            message=message,
+            call_id=action.call_id,
+            tool=action.tool,
+            input=action.input,
+            output=action.output,
+            status=action.status,
+            position=action.position,
+            finished_at=action.finished_at,
+        )
+        if action.started_at is not None:
+            AgentAction.objects.filter(pk=row.pk).update(started_at=action.started_at)
+    if item.usage is not None and item.role == Message.Role.ASSISTANT:
+        TokenUsage.objects.create(
+            message=message,
+            thread=thread,
+            user=thread.owner,
+            usage_type="import",
+            estimated=item.usage.estimated,
+            **item.usage.model_dump(
+                include={"model", "prompt_tokens", "completion_tokens", "total_tokens", "cost_micros"}
+            ),
+        )
+    return message.pk
 
 
 def delete_thread(thread: Thread) -> None:

@@ -8,11 +8,12 @@ from functools import wraps
 from typing import Any
 
 from django.contrib.auth.models import User
+from django.core.exceptions import RequestDataTooBig
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.views.decorators.http import require_http_methods
 
 from agents import catalog, intake
-from chat import agent_store, search, selectors
+from chat import agent_store, exports, search, selectors
 from chat import threads as thread_writes
 from chat.models import Thread
 
@@ -158,6 +159,46 @@ def agents(request: HttpRequest) -> HttpResponse:
     return JsonResponse({"agents": agent_store.list_agents()})
 
 
+@api_login_required
+@require_http_methods(["GET"])
+def export_thread(request: HttpRequest, thread_id: int) -> HttpResponse:
+    """The thread as a JSON export (every branch) or as Markdown (the active path), as an attachment."""
+    thread = selectors.own_thread(request.user, thread_id)
+    if thread is None:
+        return api_error(404, "not_found", "No such thread.")
+    kind = request.GET.get("format", "json")
+    if kind == "json":
+        body = json.dumps(selectors.thread_export(thread), ensure_ascii=False, indent=1)
+        response = HttpResponse(body, content_type="application/json; charset=utf-8")
+        suffix = "json"
+    elif kind == "markdown":
+        response = HttpResponse(
+            exports.markdown(selectors.thread_detail(thread)), content_type="text/markdown; charset=utf-8"
+        )
+        suffix = "md"
+    else:
+        return api_error(400, "invalid_format", "format must be json or markdown.")
+    response["Content-Disposition"] = f'attachment; filename="thread-{thread.pk}.{suffix}"'
+    return response
+
+
+@api_login_required
+@require_http_methods(["POST"])
+def import_thread(request: HttpRequest) -> HttpResponse:
+    """A new thread of the caller from a JSON export; a body that is not a valid export stores nothing."""
+    try:
+        export = exports.parse_export(request.body)
+    except RequestDataTooBig:
+        return api_error(400, "invalid_export", "The export is larger than the server accepts.")
+    except exports.InvalidExport as exc:
+        return api_error(400, "invalid_export", str(exc))
+    try:
+        thread = thread_writes.import_thread(_owner(request), export, catalog.default_agent().pk)
+    except thread_writes.ThreadRefused as exc:
+        return api_error(403 if exc.code == "too_many_threads" else 400, exc.code, exc.message)
+    return JsonResponse(selectors.thread_dict(thread), status=201)
+
+
 QUERY_MIN, QUERY_MAX = 2, 200
 
 
@@ -168,7 +209,7 @@ def search_messages(request: HttpRequest) -> HttpResponse:
     query = request.GET.get("q", "").strip()
     if not QUERY_MIN <= len(query) <= QUERY_MAX:
         return api_error(400, "invalid_query", f"q must be {QUERY_MIN} to {QUERY_MAX} characters once trimmed.")
-    return JsonResponse({"results": search.search_messages(request.user, query)})
+    return JsonResponse({"results": search.search_messages(_owner(request), query)})
 
 
 def csrf_failure(request: HttpRequest, reason: str = "") -> HttpResponse:
