@@ -210,18 +210,26 @@ async def _generate(turn: RunningTurn, publisher: TurnPublisher, agent: TurnAgen
     specs = [TOOLS[name].spec for name in agent.tools]
     for _step in range(settings.AGENT_MAX_STEPS):
         text, calls = [], []
-        # aclosing: a failure in this loop closes the model's HTTP stream at once.
-        async with contextlib.aclosing(agent.provider.stream(conversation, specs)) as events:
-            async for event in events:
-                if isinstance(event, TextDelta):
-                    text.append(event.text)
-                    publisher.push_delta(event.text)
-                elif isinstance(event, ThinkingDelta):
-                    await publisher.thinking(event.text)
-                elif isinstance(event, ToolCallRequest):
-                    calls.append(event.call)
-                elif isinstance(event, UsageReport):
-                    usage.add(event.model, event.prompt_tokens, event.completion_tokens)
+        reported = False
+        try:
+            # aclosing: a failure in this loop closes the model's HTTP stream at once.
+            async with contextlib.aclosing(agent.provider.stream(conversation, specs)) as events:
+                async for event in events:
+                    if isinstance(event, TextDelta):
+                        text.append(event.text)
+                        publisher.push_delta(event.text)
+                    elif isinstance(event, ThinkingDelta):
+                        await publisher.thinking(event.text)
+                    elif isinstance(event, ToolCallRequest):
+                        calls.append(event.call)
+                    elif isinstance(event, UsageReport):
+                        reported = True
+                        usage.add(event.model, event.prompt_tokens, event.completion_tokens)
+        except asyncio.CancelledError:
+            # Stopped mid-call: the model was billed for what it read and wrote, but reported nothing.
+            if not reported:
+                usage.estimate(agent.model, _prompt_text(conversation), "".join(text))
+            raise
         await publisher.flush()
         if not calls:
             return
@@ -268,6 +276,13 @@ async def _run_tool(publisher: TurnPublisher, call: ToolCall, allowed: tuple[str
             status, output = AgentAction.Status.ERROR, {"error": f"tool failed: {type(exc).__name__}"}
     await publisher.tool_completed(action_id, status, output)
     return recorded_input, output
+
+
+def _prompt_text(conversation: list[ChatMessage]) -> str:
+    """Everything a model call was sent, as text, for estimating its prompt tokens."""
+    parts = [message.content for message in conversation]
+    parts += [call.name + call.arguments for message in conversation for call in message.tool_calls]
+    return " ".join(parts)
 
 
 _has_live_turn = database_sync_to_async(selectors.has_live_turn)

@@ -138,12 +138,19 @@ USAGE_FIELDS = ("model", "prompt_tokens", "completion_tokens", "total_tokens", "
 
 
 def usage_dict(usage: TokenUsage | dict | None) -> dict | None:
-    """The contract's usage object from a TokenUsage row or a usage dict; None stays None."""
+    """The contract's usage object from a TokenUsage row or a usage dict; None stays None.
+
+    An estimate (a stopped turn whose provider reported nothing) adds `"estimated": true`.
+    """
     if not usage:
         return None
     if isinstance(usage, dict):
-        return {key: usage[key] for key in USAGE_FIELDS}
-    return {key: getattr(usage, key) for key in USAGE_FIELDS}
+        shown = {key: usage[key] for key in USAGE_FIELDS}
+        estimated = usage.get("estimated", False)
+    else:
+        shown = {key: getattr(usage, key) for key in USAGE_FIELDS}
+        estimated = usage.estimated
+    return {**shown, "estimated": True} if estimated else shown
 
 
 def message_text(message: Message) -> str:

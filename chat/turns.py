@@ -344,6 +344,7 @@ def _record_usage_once(message: Message, usage: dict) -> None:
                 completion_tokens=usage.get("completion_tokens", 0),
                 total_tokens=usage.get("total_tokens", 0),
                 cost_micros=usage.get("cost_micros", 0),
+                estimated=bool(usage.get("estimated", False)),
                 model_breakdown=usage.get("model_breakdown", {}),
                 call_details=usage.get("call_details", []),
             )
