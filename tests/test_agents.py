@@ -7,7 +7,7 @@ import json
 from django.test import Client, override_settings
 
 from agents.catalog import default_agent
-from chat.models import Agent, Thread
+from chat.models import Agent, Message, Thread
 from tests.base import ChatTestCase
 from tests.fake_openai import FakeOpenAI, Stream, chat_chunks
 from tests.test_socket import SocketTestCase
@@ -141,6 +141,17 @@ class AgentTurnTests(SocketTestCase):
         communicator, _ = await self.connect()
         frames = await self.turn(communicator, "hi", "t1")
         self.assertEqual(frames[1]["data"], {"agent": "local", "model": "local"})
+
+    async def test_markdown_turn_stores_the_markdown_exactly(self):
+        """/markdown through the socket: the rebuilt deltas and the stored content are the model's Markdown."""
+        from agents.providers.local import MARKDOWN
+
+        communicator, _ = await self.connect()
+        frames = await self.turn(communicator, "/markdown", "md")
+        message_id = frames[-1]["message_id"]
+        streamed = "".join(f["data"]["delta"] for f in frames if f["type"] == "message_delta")
+        self.assertEqual(streamed, MARKDOWN)
+        self.assertEqual((await Message.objects.aget(pk=message_id)).content, MARKDOWN)
 
     async def test_openai_agent_uses_its_own_server_key_model_tools_and_prompts(self):
         """An OpenAI-compatible agent: its URL, key and model, only its tools, its prompt then the thread's."""

@@ -2,7 +2,8 @@
 
 It needs no network, so the whole system runs and is tested offline: it
 answers a word at a time, calls `calculator` for arithmetic and `clock` for
-"time", and obeys `/lorem N` and `/fail N`.
+"time", and obeys `/lorem N`, `/fail N` and `/markdown` (an answer with
+headings, a table, lists, a code block and formulas, for the page).
 """
 
 from __future__ import annotations
@@ -33,6 +34,47 @@ LOREM = (
 ).split()
 MAX_WORDS = 100_000
 _COMMAND = re.compile(r"^\s*/(lorem|fail)\s+(\d+)\s*$")
+_MARKDOWN_COMMAND = re.compile(r"^\s*/markdown\s*$")
+# A word with the whitespace after it, newlines and indentation included.
+_PIECE = re.compile(r"\S+\s*")
+MARKDOWN = """# What the page renders
+
+Streamed by the offline model, **word by word**, with `inline code` too.
+
+## A table
+
+| model | tokens | cost ($) |
+| --- | ---: | ---: |
+| local | 12 | 0 |
+| remote | 340 | 0.002 |
+
+## Lists
+
+- streams one word at a time
+- runs offline
+  - nested under it
+
+1. first step
+2. second step
+
+## A code block
+
+```python
+import math
+
+
+def area(radius: float) -> float:
+    return math.pi * radius**2
+```
+
+## A formula
+
+The area of a circle is $A = \\pi r^2$, and Euler's identity reads:
+
+$$
+e^{i\\pi} + 1 = 0
+$$
+"""
 _EXPRESSION = re.compile(r"[\d.()\s+\-*/]+")
 _OPERATOR_BETWEEN = re.compile(r"[\d.)]\s*[+\-*/]\s*[\d.(\-]")
 _TIME = re.compile(r"\btime\b", re.IGNORECASE)
@@ -92,6 +134,12 @@ class LocalProvider:
         offered = {tool.name for tool in tools}
         capitals = any(m.role == "system" and _CAPITALS.search(m.content) for m in messages)
 
+        if _MARKDOWN_COMMAND.match(text):
+            yield ThinkingDelta("Writing Markdown.")
+            async for event in self._say_pieces(_PIECE.findall(MARKDOWN), prompt_tokens):
+                yield event
+            return
+
         command = _COMMAND.match(text)
         if command:
             count = min(int(command.group(2)), MAX_WORDS)
@@ -143,14 +191,18 @@ class LocalProvider:
         return " ".join(parts)
 
     async def _say(self, text: str, prompt_tokens: int) -> AsyncGenerator[ProviderEvent]:
-        words = _words(text)
-        for word in words:
+        async for event in self._say_pieces([word + " " for word in _words(text)], prompt_tokens):
+            yield event
+
+    async def _say_pieces(self, pieces: list[str], prompt_tokens: int) -> AsyncGenerator[ProviderEvent]:
+        """Stream each piece (a word and what follows it) after the delay, then report one token per piece."""
+        for piece in pieces:
             if self.delay:
                 await asyncio.sleep(self.delay)
             else:
                 await asyncio.sleep(0)
-            yield TextDelta(word + " ")
-        yield UsageReport(self.model, prompt_tokens, len(words))
+            yield TextDelta(piece)
+        yield UsageReport(self.model, prompt_tokens, len(pieces))
 
 
 def _lorem(count: int) -> str:
