@@ -1,7 +1,8 @@
 """Threads, their messages, the tool calls of assistant messages, and token usage.
 
-Turn rows are written only by `chat.turns`; see that module for the rules
-(idempotency per turn, append-only streaming content, usage once per message).
+Turn rows are written only by `chat.turns` (and, for an import, copied once
+by `chat.threads.import_thread`); see that module for the rules (idempotency
+per turn, append-only streaming content, usage once per message).
 """
 
 from django.conf import settings
