@@ -191,3 +191,13 @@ class ThreadDetailTests(ApiTestCase):
         self.assertEqual(response.status_code, 204)
         self.assertFalse(Thread.objects.filter(pk=self.thread.pk).exists())
         self.assertFalse(Message.objects.exists())
+
+
+class FaviconTests(ChatTestCase):
+    def test_favicon_ico_leads_to_the_icon(self):
+        """/favicon.ico is not a 404: it redirects to the page's SVG icon, which is served."""
+        response = Client().get("/favicon.ico")
+        self.assertEqual(response.status_code, 301)
+        self.assertTrue(response["Location"].endswith("/chat/favicon.svg"))
+        icon = Client().get(response["Location"])
+        self.assertEqual(icon.status_code, 200)

@@ -1,8 +1,11 @@
+from django.templatetags.static import static
 from django.urls import path
+from django.views.generic import RedirectView
 
 from . import pages, views
 
 urlpatterns = [
+    path("favicon.ico", RedirectView.as_view(url=static("chat/favicon.svg"), permanent=True)),
     path("", pages.index, name="chat-index"),
     path("threads/<int:thread_id>/", pages.index, name="chat-thread"),
     path("api/threads/", views.threads, name="api-threads"),

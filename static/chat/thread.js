@@ -129,13 +129,16 @@ export class OpenThread {
     this.hooks.changed();
   }
 
-  /** Send a user message as a new turn; false, with a toast saying why, when it was not sent. */
-  async send(content, { fromComposer = false, autoTitle = false } = {}) {
+  /**
+   * Send a user message as a new turn; false, with a toast saying why, when it was not sent.
+   * `parent` (an edit) is the answer it follows, null for a new first message; absent, it follows the last one.
+   */
+  async send(content, { fromComposer = false, autoTitle = false, parent } = {}) {
     if (this.socket?.state !== "connected" && this.ready) {
       await Promise.race([this.ready.promise, sleep(SNAPSHOT_WAIT_MS)]); // the thread is opening
     }
     const turnId = newTurnId();
-    const frame = store.userMessageFrame(turnId, content);
+    const frame = store.userMessageFrame(turnId, content, parent);
     if (store.frameTooLarge(frame)) {
       toast("That message is too long to send. Shorten it and try again.", { error: true });
       return false;
@@ -146,9 +149,25 @@ export class OpenThread {
       });
       return false;
     }
-    this.state = store.addPendingMessage(this.state, turnId, content, { fromComposer, autoTitle });
+    this.state = store.addPendingMessage(this.state, turnId, content, { fromComposer, autoTitle, parent });
     this.hooks.changed();
     return true;
+  }
+
+  /** Ask for a new version of an answer; it streams as a turn and becomes the one shown. */
+  regenerate(messageId) {
+    this.sendOrSay(store.regenerateFrame(newTurnId(), messageId), "the answer was not regenerated");
+  }
+
+  /** Show another version of a message: the server answers with a fresh snapshot of that path. */
+  switchVersion(messageId) {
+    this.sendOrSay(store.switchVersionFrame(messageId), "the other version could not be shown");
+  }
+
+  sendOrSay(frame, what) {
+    if (this.socket?.state !== "connected" || !this.socket.send(frame)) {
+      toast(`Not connected: ${what}. Try again when the connection is back.`, { error: true });
+    }
   }
 
   /** Ask the server to stop the running turn. */
