@@ -221,6 +221,22 @@ class RegenerateTests(VersionTestCase):
         self.assertLess(kinds.index(("agent_completed", "long")), kinds.index(("agent_started", "r1")))
         self.assertEqual((await Message.objects.aget(pk=running)).status, "cancelled")
 
+    @override_settings(CHAT_MESSAGES_PER_MINUTE=3)
+    async def test_edits_and_regenerates_count_against_the_message_limit(self):
+        """A message, a regenerate and an edit use a limit of 3; the next regenerate or edit is rate_limited."""
+        communicator, _ = await self.connect()
+        await self.turn(communicator, "question", "t1")
+        answer = (await self.detail())["messages"][-1]
+        await self.regenerate(communicator, answer["id"], "r1")
+        await self.turn(communicator, "edited", "e1", parent_id=None)
+        count = await self.message_count()
+        await self.send(communicator, {"type": "regenerate", "message_id": answer["id"], "turn_id": "r2"})
+        frame = await communicator.receive_json_from(timeout=FRAME_TIMEOUT)
+        self.assertEqual((frame["type"], frame["code"], frame["turn_id"]), ("error", "rate_limited", "r2"))
+        await self.send(communicator, {"type": "user_message", "content": "x", "turn_id": "e2", "parent_id": None})
+        await self.assert_refused(communicator, "rate_limited")
+        self.assertEqual(await self.message_count(), count)
+
     async def test_every_branch_keeps_seq_gap_free_and_usage_once(self):
         """After edits and regenerates, seq runs 1..n over all branches and each answer has one usage row."""
         communicator, _ = await self.connect()
