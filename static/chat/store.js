@@ -176,12 +176,18 @@ function applySnapshot(state, frame) {
   return {
     ...state,
     messages: [...stored, ...resent],
-    hasEarlier: firstSeq !== Infinity && (earlier.length ? earlier[0].seq : firstSeq) > 1,
+    hasEarlier: hasEarlierThan(stored[0]),
     activeTurn: frame.active_turn || null,
     thinking: Object.fromEntries(streaming.map((m) => [m.id, state.thinking[m.id]])),
     pending,
     outOfSync: false,
   };
+}
+
+/** Whether messages come before `first` on its path: it has a parent (a server without versions: its seq is not 1). */
+function hasEarlierThan(first) {
+  if (!first) return false;
+  return first.parent_id !== undefined ? first.parent_id !== null : first.seq > 1;
 }
 
 /** The earlier messages held that lead to `first` (the active path may have changed: versions). */

@@ -75,6 +75,7 @@ class ChatFeatureTests(BrowserTestCase):
         expect(question.get_by_test_id("version-label")).to_have_text("2 / 2")
         expect(self.last_answer(page)).to_have_attribute("data-status", "completed")
         expect(self.last_answer(page)).to_contain_text("edited question")
+        expect(page.get_by_test_id("load-earlier")).to_have_count(0)  # the edit is a first message
         self.shot(page, "edited")
         path = self.api_thread(thread_id)["messages"]
         self.assertEqual([m["content"] for m in path][0], "edited question")

@@ -67,5 +67,8 @@ describe("branch changes", () => {
     const held = apply(openThread(THREAD), snapshot([question, reply]));
     const other = apply(held, snapshot([userMessage({ id: 14, seq: 4, turn_id: "t3", parent_id: null, versions: [10, 14] })]));
     assert.deepEqual(other.messages.map((m) => m.id), [14]);
+    assert.equal(other.hasEarlier, false); // a first message, though its seq is 4
+    const later = apply(openThread(THREAD), snapshot([answer({ id: 20, seq: 20, parent_id: 19, versions: [20] })]));
+    assert.equal(later.hasEarlier, true);
   });
 });
