@@ -340,7 +340,7 @@ class ChatPageTests(BrowserTestCase):
         retry.click()
         users = page.locator("[data-testid=message][data-role=user]")
         expect(users).to_have_count(2)
-        expect(users.last).to_have_text("tell me a story")
+        expect(users.last.get_by_test_id("message-content")).to_have_text("tell me a story")
         expect(self.last_answer(page)).to_have_attribute("data-status", "completed")
         # Retry belongs to the newest answer only: the interrupted one keeps its notice, without the button.
         old = page.locator(f"[data-testid=message][data-message-id='{shell.id}']")
@@ -434,7 +434,7 @@ class ChatPageTests(BrowserTestCase):
         box.type("line two")
         expect(box).to_have_value("line one\nline two")
         box.press("Enter")
-        user = page.locator("[data-testid=message][data-role=user]")
+        user = page.locator("[data-testid=message][data-role=user] [data-testid=message-content]")
         expect(user).to_have_text("line one\nline two")
         expect(box).to_have_value("")
 
@@ -502,7 +502,11 @@ class ChatPageTests(BrowserTestCase):
                                   metadata: {}, actions: [], usage: null };
                 const view = new MessageView(message, { openCards: new Set(), isLast: () => true });
                 view.update(message, '');
-                document.getElementById('messages').append(view.root);
+                // Outside the message list, which the page redraws from its own state.
+                const holder = document.createElement('div');
+                holder.className = 'messages';
+                holder.append(view.root);
+                document.getElementById('scroller').append(holder);
             }""",
             "Code:\n\n```python\nprint('hi')\n```\n\n<img src=x onerror=window.__xss=1> [bad](javascript:window.__xss=3)",
         )
