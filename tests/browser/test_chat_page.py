@@ -495,6 +495,9 @@ class ChatPageTests(BrowserTestCase):
         """Code blocks get a Copy button that copies the code; raw HTML shows as text; javascript: links lose href."""
         page = self.open_chat()
         page.context.grant_permissions(["clipboard-read", "clipboard-write"])
+        # The page redraws its message list when the thread list and the agents arrive: wait for both first.
+        expect(page.get_by_test_id("thread-list")).to_contain_text("No conversations yet.")
+        expect(page.get_by_test_id("agent-picker").locator("option")).to_have_count(1)
         page.evaluate(
             """async (content) => {
                 const { MessageView } = await import('/static/chat/views.js');
@@ -502,11 +505,7 @@ class ChatPageTests(BrowserTestCase):
                                   metadata: {}, actions: [], usage: null };
                 const view = new MessageView(message, { openCards: new Set(), isLast: () => true });
                 view.update(message, '');
-                // Outside the message list, which the page redraws from its own state.
-                const holder = document.createElement('div');
-                holder.className = 'messages';
-                holder.append(view.root);
-                document.getElementById('scroller').append(holder);
+                document.getElementById('messages').append(view.root);
             }""",
             "Code:\n\n```python\nprint('hi')\n```\n\n<img src=x onerror=window.__xss=1> [bad](javascript:window.__xss=3)",
         )
