@@ -44,6 +44,7 @@ export class OpenThread {
     this.socket = null;
     this.ready = null; // {promise, resolve}: resolved by the next snapshot (true) or a fatal close (false)
     this.resyncing = false;
+    this.snapshots = 0; // snapshots received, so a resync knows when its own has come
   }
 
   /** Show another thread (null: a new chat): a fresh state and a socket of its own. */
@@ -83,6 +84,7 @@ export class OpenThread {
 
   /** Send again what the server has not stored; a send waiting for the socket may go on. */
   afterSnapshot() {
+    this.snapshots += 1;
     for (const frame of store.pendingFrames(this.state)) this.socket.send(frame);
     this.ready?.resolve(true);
     this.ready = null;
@@ -104,9 +106,12 @@ export class OpenThread {
   resync() {
     if (this.resyncing || !this.socket) return;
     this.resyncing = true;
+    const snapshots = this.snapshots;
     this.socket.restart();
     setTimeout(() => {
       this.resyncing = false;
+      // A gap found after the fresh snapshot, during the pause (an edit right after a regenerate), is not dropped.
+      if (this.state.outOfSync && this.snapshots > snapshots) this.resync();
     }, RESYNC_PAUSE_MS);
   }
 
