@@ -25,6 +25,7 @@ from .livefeed import feed as live_feed
 logger = logging.getLogger(__name__)
 
 EVENT_TYPE = "thread.event"  # the consumer's handler: thread_event()
+SWITCHED_TYPE = "thread.switched"  # the consumer's handler: thread_switched()
 
 
 def thread_group(thread_id: int) -> str:
@@ -56,6 +57,14 @@ async def announce_thread_deleted(thread_id: int) -> None:
     await broadcast(thread_id, {"type": "thread_deleted", "thread_id": thread_id})
 
 
+async def announce_switch(thread_id: int) -> None:
+    """Tell every socket of the thread that its active path changed (committed): each sends a fresh snapshot."""
+    try:
+        await get_channel_layer().group_send(thread_group(thread_id), {"type": SWITCHED_TYPE})
+    except Exception:
+        logger.exception("broadcast failed: thread=%s type=switched", thread_id)
+
+
 class TurnPublisher:
     """Writes and announces the steps of one turn, in order, each after its commit.
 
@@ -83,22 +92,37 @@ class TurnPublisher:
     def _frame(self, type_: str, data: dict) -> dict:
         return turn_frame(self.thread_id, self.turn_id, self.message_id, type_, data)
 
-    async def user_message(self, text: str, mentioned_documents: object = None) -> tuple[dict, bool]:
-        """Store the user's message; announce it only when this call created it."""
-        persisted = await turns.apersist_user_turn(self.thread_id, self.turn_id, text, mentioned_documents)
+    async def user_message(
+        self, text: str, mentioned_documents: object = None, parent: int | None | turns.Follow = turns.ACTIVE_LEAF
+    ) -> tuple[dict, bool]:
+        """Store the user's message after `parent`; announce it only when this call created it."""
+        persisted = await turns.apersist_user_turn(self.thread_id, self.turn_id, text, mentioned_documents, parent)
         message = await _auser_message_dict(persisted.id)
         if persisted.created:
             await broadcast(self.thread_id, user_message_frame(self.thread_id, self.turn_id, message))
         return message, persisted.created
 
-    async def started(self, agent: str, model: str, runner: str = "") -> int | None:
-        """Store the assistant shell (run by the process behind channel `runner`) and announce `agent_started`.
+    async def started(
+        self,
+        agent: str,
+        model: str,
+        runner: str = "",
+        parent_id: int | None | turns.Follow = turns.ACTIVE_LEAF,
+        activate: bool | None = None,
+    ) -> int | None:
+        """Store the assistant shell answering `parent_id` (run by the process behind `runner`); announce it.
 
         None when the turn already had its shell: it was started before (a
         repeated dispatch), and this start announces and runs nothing.
         """
         persisted = await turns.apersist_assistant_shell(
-            self.thread_id, self.turn_id, agent=agent, model=model, runner=runner
+            self.thread_id,
+            self.turn_id,
+            agent=agent,
+            model=model,
+            runner=runner,
+            parent_id=parent_id,
+            activate=activate,
         )
         if not persisted.created:
             self._completed = True

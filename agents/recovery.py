@@ -40,18 +40,18 @@ async def recover_unstarted() -> int:
         if turn.age < deadline and turn.latest:
             logger.warning("turn %s of thread %s had not started; starting it again", turn.turn_id, turn.thread_id)
             if settings.AGENT_WORKERS:
-                await runtime.dispatch(turn.thread_id, turn.turn_id)
+                await runtime.dispatch(turn.thread_id, turn.turn_id, turn.message_id)
             else:
-                runtime.begin_turn(turn.thread_id, turn.turn_id)
+                runtime.begin_turn(turn.thread_id, turn.turn_id, turn.message_id)
         else:
-            await end_unstarted(turn.thread_id, turn.turn_id)
+            await end_unstarted(turn.thread_id, turn.turn_id, turn.message_id)
     return len(found)
 
 
-async def end_unstarted(thread_id: int, turn_id: str) -> None:
+async def end_unstarted(thread_id: int, turn_id: str, parent_id: int) -> None:
     """Give a turn that will not run its explicit end: an empty `interrupted` answer, announced."""
     publisher = TurnPublisher(thread_id, turn_id)
-    if await publisher.started("", "") is None:
+    if await publisher.started("", "", parent_id=parent_id) is None:
         return  # it started after all
     logger.warning("turn %s of thread %s never started; ended interrupted", turn_id, thread_id)
     await publisher.completed("interrupted", None, NOT_STARTED_ERROR)

@@ -24,13 +24,12 @@ from chat import selectors, turns
 from chat.models import AgentAction, Message
 
 from . import inbox
+from .catalog import TurnAgent, aturn_agent
 from .control import acancel_turn
 from .errors import INTERRUPTED_ERROR
 from .events import TurnPublisher
-from .providers import get_provider
 from .providers.base import (
     ChatMessage,
-    Provider,
     ProviderError,
     TextDelta,
     ThinkingDelta,
@@ -77,10 +76,10 @@ def new_turn_id() -> str:
 
 @dataclass
 class TurnStart:
-    """What start_turn did: the stored user message, and whether a new turn runs for it."""
+    """What start_turn did: the stored user message (None for a regenerate), and whether a new turn runs for it."""
 
     turn_id: str
-    user_message: dict
+    user_message: dict | None
     started: bool
     task: asyncio.Task | None = None
 
@@ -90,38 +89,71 @@ async def start_turn(
     content: str,
     turn_id: str | None = None,
     mentioned_documents: object = None,
-    provider: Provider | None = None,
+    agent: TurnAgent | None = None,
+    parent: int | None | turns.Follow = turns.ACTIVE_LEAF,
 ) -> TurnStart:
-    """Store the user's message and start its turn; a repeated turn_id starts nothing.
+    """Store the user's message after `parent` and start its turn; a repeated turn_id starts nothing.
 
-    The turn runs here as a task, or with AGENT_WORKERS in a worker process
+    The turn runs with `agent`, by default the thread's (agents.catalog):
+    here as a task, or with AGENT_WORKERS in a worker process
     (agents.worker), which receives it through the TURNS_CHANNEL queue.
     """
     turn_id = turn_id or new_turn_id()
     if not settings.AGENT_WORKERS:
-        provider = provider or get_provider()  # a misconfigured provider fails before anything is stored
+        agent = agent or await aturn_agent(thread_id)  # a misconfigured agent fails here, before anything is stored
     publisher = TurnPublisher(thread_id, turn_id)
-    message, created = await publisher.user_message(content, mentioned_documents)
+    message, created = await publisher.user_message(content, mentioned_documents, parent)
     if not created:
         return TurnStart(turn_id, message, started=False)
     # The thread's running turn ends first, in this process or another one.
     await acancel_turn(thread_id)
     if settings.AGENT_WORKERS:
-        await dispatch(thread_id, turn_id)
+        await dispatch(thread_id, turn_id, message["id"])
         return TurnStart(turn_id, message, started=True)
-    task = begin_turn(thread_id, turn_id, provider, publisher)
+    task = begin_turn(thread_id, turn_id, message["id"], agent, publisher)
     return TurnStart(turn_id, message, started=True, task=task)
 
 
-async def dispatch(thread_id: int, turn_id: str) -> None:
-    """Queue the turn for a worker process. Safe to repeat: a turn runs once (its shell is made once)."""
-    await get_channel_layer().send(TURNS_CHANNEL, {"type": "turn.start", "thread_id": thread_id, "turn_id": turn_id})
+async def start_regenerate(
+    thread_id: int, parent_id: int | None, turn_id: str | None = None, agent: TurnAgent | None = None
+) -> TurnStart:
+    """Start a new answer to `parent_id` (a version beside the earlier answers) that becomes the active leaf.
+
+    A turn_id this process already runs or ran starts nothing; the caller
+    has checked the database for it.
+    """
+    turn_id = turn_id or new_turn_id()
+    if registry.get(thread_id, turn_id) is not None:
+        return TurnStart(turn_id, None, started=False)
+    if not settings.AGENT_WORKERS:
+        agent = agent or await aturn_agent(thread_id)
+    await acancel_turn(thread_id)
+    if registry.get(thread_id, turn_id) is not None:  # the same turn_id arrived while this one cancelled
+        return TurnStart(turn_id, None, started=False)
+    if settings.AGENT_WORKERS:
+        await dispatch(thread_id, turn_id, parent_id, activate=True)
+        return TurnStart(turn_id, None, started=True)
+    task = begin_turn(thread_id, turn_id, parent_id, agent, activate=True)
+    return TurnStart(turn_id, None, started=True, task=task)
+
+
+async def dispatch(thread_id: int, turn_id: str, parent_id: int | None, activate: bool | None = None) -> None:
+    """Queue the turn answering `parent_id` for a worker process. Safe to repeat: a turn runs once (one shell)."""
+    message: dict = {"type": "turn.start", "thread_id": thread_id, "turn_id": turn_id, "parent_id": parent_id}
+    if activate is not None:
+        message["activate"] = activate
+    await get_channel_layer().send(TURNS_CHANNEL, message)
 
 
 def begin_turn(
-    thread_id: int, turn_id: str, provider: Provider | None = None, publisher: TurnPublisher | None = None
+    thread_id: int,
+    turn_id: str,
+    parent_id: int | None,
+    agent: TurnAgent | None = None,
+    publisher: TurnPublisher | None = None,
+    activate: bool | None = None,
 ) -> asyncio.Task:
-    """Run the turn of a stored user message in this process, as a task registered here.
+    """Run the turn answering message `parent_id` in this process, as a task registered here.
 
     A repeated start of a turn that runs here already returns its task: it
     must not cancel the turn as a new turn of the thread would.
@@ -131,24 +163,34 @@ def begin_turn(
         return running.task
     turn, previous = registry.register(thread_id, turn_id)
     publisher = publisher or TurnPublisher(thread_id, turn_id)
-    task = asyncio.create_task(_run(turn, publisher, provider or get_provider(), previous))
+    task = asyncio.create_task(_run(turn, publisher, agent, previous, parent_id, activate))
     turn.task = task
     return task
 
 
-async def _run(turn: RunningTurn, publisher: TurnPublisher, provider: Provider, previous: list[RunningTurn]) -> str:
-    """Run the turn and always finalize it, whatever happens to the generation."""
+async def _run(
+    turn: RunningTurn,
+    publisher: TurnPublisher,
+    agent: TurnAgent | None,
+    previous: list[RunningTurn],
+    parent_id: int | None,
+    activate: bool | None = None,
+) -> str:
+    """Run the turn, answering message `parent_id`, and always finalize it, whatever happens to the generation."""
     await _wait_for(turn.thread_id, previous)
     status: str = Message.Status.FAILED
     error: dict | None = None
     usage = TurnTokenAccumulator()
     heartbeat = None
     try:
-        turn.message_id = await publisher.started(provider.name, provider.model, await inbox.channel_name())
+        agent = agent or await aturn_agent(turn.thread_id)
+        turn.message_id = await publisher.started(
+            agent.name, agent.model, await inbox.channel_name(), parent_id=parent_id, activate=activate
+        )
         if turn.message_id is None:  # started before: a repeated dispatch
             registry.mark_completed(turn.thread_id, turn.turn_id)
             return Message.Status.CANCELLED
-        generation = asyncio.create_task(_generate(turn, publisher, provider, usage))
+        generation = asyncio.create_task(_generate(turn, publisher, agent, usage))
         write_errors: list[BaseException] = []
 
         def stop_generating(exc: BaseException) -> None:
@@ -244,30 +286,41 @@ async def _heartbeat(turn: RunningTurn, generation: asyncio.Task) -> None:
             logger.exception("heartbeat of message %s failed", turn.message_id)
 
 
-async def _generate(
-    turn: RunningTurn, publisher: TurnPublisher, provider: Provider, usage: TurnTokenAccumulator
-) -> None:
-    """Call the model, run the tools it asks for, and repeat up to AGENT_MAX_STEPS model calls."""
+async def _generate(turn: RunningTurn, publisher: TurnPublisher, agent: TurnAgent, usage: TurnTokenAccumulator) -> None:
+    """Call the model, run the tools it asks for, and repeat up to AGENT_MAX_STEPS model calls.
+
+    The model gets the agent's system prompt (followed by the thread's) and only the agent's tools.
+    """
     conversation = await _conversation(turn.thread_id, turn.message_id)
-    specs = [tool.spec for tool in TOOLS.values()]
+    if agent.system_prompt:
+        conversation.insert(0, ChatMessage("system", agent.system_prompt))
+    specs = [TOOLS[name].spec for name in agent.tools]
     for _step in range(settings.AGENT_MAX_STEPS):
         text, calls = [], []
-        # aclosing: a failure in this loop closes the model's HTTP stream at once.
-        async with contextlib.aclosing(provider.stream(conversation, specs)) as events:
-            async for event in events:
-                if isinstance(event, TextDelta):
-                    text.append(event.text)
-                    publisher.push_delta(event.text)
-                elif isinstance(event, ThinkingDelta):
-                    await publisher.thinking(event.text)
-                elif isinstance(event, ToolCallRequest):
-                    calls.append(event.call)
-                elif isinstance(event, UsageReport):
-                    usage.add(event.model, event.prompt_tokens, event.completion_tokens)
+        reported = False
+        try:
+            # aclosing: a failure in this loop closes the model's HTTP stream at once.
+            async with contextlib.aclosing(agent.provider.stream(conversation, specs)) as events:
+                async for event in events:
+                    if isinstance(event, TextDelta):
+                        text.append(event.text)
+                        publisher.push_delta(event.text)
+                    elif isinstance(event, ThinkingDelta):
+                        await publisher.thinking(event.text)
+                    elif isinstance(event, ToolCallRequest):
+                        calls.append(event.call)
+                    elif isinstance(event, UsageReport):
+                        reported = True
+                        usage.add(event.model, event.prompt_tokens, event.completion_tokens)
+        except asyncio.CancelledError:
+            # Stopped mid-call: the model was billed for what it read and wrote, but reported nothing.
+            if not reported:
+                usage.estimate(agent.model, _prompt_text(conversation), "".join(text))
+            raise
         await publisher.flush()
         if not calls:
             return
-        results = [await _run_tool(publisher, call) for call in calls]
+        results = [await _run_tool(publisher, call, agent.tools) for call in calls]
         # Arguments go back as valid JSON (servers may parse them), as history sends them.
         pairs = list(zip(calls, results, strict=True))
         sent = [ToolCall(call.call_id, call.name, json.dumps(recorded)) for call, (recorded, _) in pairs]
@@ -279,10 +332,10 @@ async def _generate(
     )
 
 
-async def _run_tool(publisher: TurnPublisher, call: ToolCall) -> tuple[dict, dict]:
+async def _run_tool(publisher: TurnPublisher, call: ToolCall, allowed: tuple[str, ...]) -> tuple[dict, dict]:
     """Record, run and record the result of one tool call; return (recorded input, output).
 
-    Failures (invalid arguments, unknown tool, a tool error) become `error` actions.
+    Failures (invalid arguments, a tool the agent may not use, a tool error) become `error` actions.
     """
     try:
         arguments = json.loads(call.arguments or "{}")
@@ -291,11 +344,12 @@ async def _run_tool(publisher: TurnPublisher, call: ToolCall) -> tuple[dict, dic
         arguments, parse_error = None, f"invalid JSON arguments: {exc}"
     recorded_input = arguments if parse_error is None else {"raw": call.arguments}
     action_id = await publisher.tool_executing(call.call_id, call.name, recorded_input)
-    tool = TOOLS.get(call.name)
+    tool = TOOLS.get(call.name) if call.name in allowed else None
     if parse_error is not None:
         status, output = AgentAction.Status.ERROR, {"error": parse_error}
     elif tool is None:
-        status, output = AgentAction.Status.ERROR, {"error": f"unknown tool {call.name!r}; known: {', '.join(TOOLS)}"}
+        known = ", ".join(allowed) or "none"
+        status, output = AgentAction.Status.ERROR, {"error": f"unknown tool {call.name!r}; known: {known}"}
     else:
         try:
             result = await asyncio.wait_for(asyncio.to_thread(tool.run, arguments), TOOL_TIMEOUT_SECONDS)
@@ -309,6 +363,13 @@ async def _run_tool(publisher: TurnPublisher, call: ToolCall) -> tuple[dict, dic
             status, output = AgentAction.Status.ERROR, {"error": f"tool failed: {type(exc).__name__}"}
     await publisher.tool_completed(action_id, status, output)
     return recorded_input, output
+
+
+def _prompt_text(conversation: list[ChatMessage]) -> str:
+    """Everything a model call was sent, as text, for estimating its prompt tokens."""
+    parts = [message.content for message in conversation]
+    parts += [call.name + call.arguments for message in conversation for call in message.tool_calls]
+    return " ".join(parts)
 
 
 _has_live_turn = database_sync_to_async(selectors.has_live_turn)

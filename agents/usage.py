@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 from django.conf import settings
@@ -17,24 +18,38 @@ def price_micros(model: str, prompt_tokens: int, completion_tokens: int) -> int:
     return max(0, round(total / 1_000_000))
 
 
+# A common rule of thumb for English text and code: about four characters per token.
+CHARS_PER_TOKEN = 4
+
+
+def estimate_tokens(text: str) -> int:
+    """Tokens a model would count for `text`, estimated from its length."""
+    return math.ceil(len(text) / CHARS_PER_TOKEN)
+
+
 @dataclass
 class TurnTokenAccumulator:
     """Sums the usage of every model call in one turn, with a per-model breakdown."""
 
     calls: list[dict] = field(default_factory=list)
 
-    def add(self, model: str, prompt_tokens: int, completion_tokens: int) -> None:
+    def add(self, model: str, prompt_tokens: int, completion_tokens: int, estimated: bool = False) -> None:
         prompt_tokens = max(0, int(prompt_tokens or 0))
         completion_tokens = max(0, int(completion_tokens or 0))
-        self.calls.append(
-            {
-                "model": model,
-                "prompt_tokens": prompt_tokens,
-                "completion_tokens": completion_tokens,
-                "total_tokens": prompt_tokens + completion_tokens,
-                "cost_micros": price_micros(model, prompt_tokens, completion_tokens),
-            }
-        )
+        call = {
+            "model": model,
+            "prompt_tokens": prompt_tokens,
+            "completion_tokens": completion_tokens,
+            "total_tokens": prompt_tokens + completion_tokens,
+            "cost_micros": price_micros(model, prompt_tokens, completion_tokens),
+        }
+        if estimated:
+            call["estimated"] = True
+        self.calls.append(call)
+
+    def estimate(self, model: str, prompt: str, completion: str) -> None:
+        """Count a model call that was stopped before its provider reported usage, from the text sent and received."""
+        self.add(model, estimate_tokens(prompt), estimate_tokens(completion), estimated=True)
 
     def __bool__(self) -> bool:
         return bool(self.calls)
@@ -63,4 +78,5 @@ class TurnTokenAccumulator:
             "cost_micros": sum(c["cost_micros"] for c in self.calls),
             "model_breakdown": self.breakdown(),
             "call_details": list(self.calls),
+            **({"estimated": True} if any(c.get("estimated") for c in self.calls) else {}),
         }

@@ -31,7 +31,9 @@ class TurnWorkerConsumer(AsyncConsumer):
 
     async def turn_start(self, message: dict) -> None:
         sweeper.ensure_started()
-        runtime.begin_turn(message["thread_id"], message["turn_id"])
+        runtime.begin_turn(
+            message["thread_id"], message["turn_id"], message.get("parent_id"), activate=message.get("activate")
+        )
 
 
 class AgentWorker(Worker):

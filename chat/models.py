@@ -1,7 +1,8 @@
 """Threads, their messages, the tool calls of assistant messages, and token usage.
 
-Turn rows are written only by `chat.turns`; see that module for the rules
-(idempotency per turn, append-only streaming content, usage once per message).
+Turn rows are written only by `chat.turns` (and, for an import, copied once
+by `chat.threads.import_thread`); see that module for the rules (idempotency
+per turn, append-only streaming content, usage once per message).
 """
 
 from django.conf import settings
@@ -9,9 +10,53 @@ from django.db import models
 from django.db.models import Q
 
 
+class Agent(models.Model):
+    """A model and its instructions that a thread runs with, configured by staff in the admin.
+
+    Exactly one row is the default (`is_default`): it follows the
+    environment's provider settings (see agents.catalog) and cannot be deleted.
+    """
+
+    class Provider(models.TextChoices):
+        LOCAL = "local"
+        OPENAI = "openai", "OpenAI-compatible"
+
+    name = models.CharField(max_length=100)
+    description = models.CharField(max_length=300, blank=True, default="")
+    provider = models.CharField(max_length=16, choices=Provider.choices, default=Provider.LOCAL)
+    # OpenAI-compatible servers only; empty means the public OpenAI API.
+    base_url = models.URLField(max_length=500, blank=True, default="")
+    # Secret: never shown by the API, the admin's pages or logs.
+    api_key = models.CharField(max_length=500, blank=True, default="")
+    model = models.CharField(max_length=100, blank=True, default="")
+    # Sent to the model before the thread's own system prompt.
+    system_prompt = models.TextField(blank=True, default="")
+    # Names of the tools (agents.tools.TOOLS) this agent may call.
+    tools = models.JSONField(default=list, blank=True)
+    is_default = models.BooleanField(default=False, editable=False)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-is_default", "name", "id"]
+        constraints = [
+            # One default agent, whatever two processes syncing it at once do.
+            models.UniqueConstraint(fields=["is_default"], condition=Q(is_default=True), name="chat_agent_one_default"),
+        ]
+
+    def __str__(self) -> str:
+        return self.name
+
+
 class Thread(models.Model):
     owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="threads")
     title = models.CharField(max_length=200, blank=True, default="")
+    # The agent its turns run with; null (or deleted) means the default agent.
+    agent = models.ForeignKey(Agent, null=True, blank=True, on_delete=models.SET_NULL, related_name="threads")
+    # Sent to the model after the agent's system prompt.
+    system_prompt = models.TextField(blank=True, default="")
+    # The last message of the active path (see chat.selectors.active_path);
+    # null only while the thread has no message.
+    active_leaf = models.ForeignKey("Message", null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
     # Highest `Message.seq` handed out in this thread. Incremented with
     # UPDATE ... RETURNING in the inserting transaction, so the row lock
     # serializes concurrent writers and a rolled-back insert gives its number back.
@@ -47,6 +92,10 @@ class Message(models.Model):
 
     thread = models.ForeignKey(Thread, on_delete=models.CASCADE, related_name="messages")
     role = models.CharField(max_length=16, choices=Role.choices)
+    # The message this one follows (null: a first message); messages with the
+    # same parent are versions of one another. The FK's index serves the
+    # sibling and child reads of chat.selectors.
+    parent = models.ForeignKey("self", null=True, blank=True, on_delete=models.CASCADE, related_name="children")
     # The client's (or server's) id of the turn this message belongs to; one
     # user and one assistant message share it. Empty only for imported rows.
     turn_id = models.CharField(max_length=64, blank=True, default="")
@@ -196,6 +245,8 @@ class TokenUsage(models.Model):
     total_tokens = models.PositiveIntegerField(default=0)
     # Cost in millionths of a dollar, from settings.MODEL_PRICES.
     cost_micros = models.PositiveBigIntegerField(default=0)
+    # The provider reported nothing (a stopped turn): the counts are estimated from the text.
+    estimated = models.BooleanField(default=False)
     # {"model": {"prompt_tokens", "completion_tokens", "total_tokens", "cost_micros", "calls"}}
     model_breakdown = models.JSONField(default=dict, blank=True)
     # One entry per model call: model, tokens, cost.

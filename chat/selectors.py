@@ -7,6 +7,7 @@ full text committed so far.
 
 from __future__ import annotations
 
+from collections import defaultdict
 from datetime import datetime, timedelta
 from typing import NamedTuple
 
@@ -15,7 +16,7 @@ from django.db import connection, transaction
 from django.db.models import Exists, OuterRef, Prefetch, QuerySet
 from django.utils import timezone
 
-from .models import AgentAction, Message, MessageChunk, Thread, TokenUsage
+from .models import Agent, AgentAction, Message, MessageChunk, Thread, TokenUsage
 
 SNAPSHOT_MESSAGES = 50
 
@@ -24,13 +25,99 @@ def _iso(value: datetime | None) -> str | None:
     return value.isoformat() if value else None
 
 
-def thread_dict(thread: Thread) -> dict:
+def default_agent_id() -> int | None:
+    return Agent.objects.filter(is_default=True).values_list("pk", flat=True).first()
+
+
+_LOOK_UP = -1  # thread_dict's default_agent when the caller has not read it
+
+
+def thread_dict(thread: Thread, default_agent: int | None = _LOOK_UP) -> dict:
+    """A thread object; a thread without an agent (its agent was deleted) shows the default one.
+
+    A caller listing many threads reads the default agent once and passes it
+    (None when there is none yet).
+    """
+    agent = thread.agent_id
+    if agent is None:
+        agent = default_agent_id() if default_agent == _LOOK_UP else default_agent
     return {
         "id": thread.pk,
         "title": thread.title,
+        "agent": agent,
+        "system_prompt": thread.system_prompt,
         "created_at": _iso(thread.created_at),
         "updated_at": _iso(thread.updated_at),
     }
+
+
+# --- the message tree ----------------------------------------------------------
+
+
+class Tree:
+    """A thread's messages as parent links, read in one query, in seq (creation) order."""
+
+    def __init__(self, thread_id: int) -> None:
+        rows = Message.objects.filter(thread_id=thread_id).order_by("seq").values_list("pk", "parent_id")
+        self.parents: dict[int, int | None] = dict(rows)
+        self.children: dict[int | None, list[int]] = defaultdict(list)
+        for message_id, parent_id in self.parents.items():
+            self.children[parent_id].append(message_id)
+
+    def versions(self, message_id: int) -> list[int]:
+        """The ids of the messages sharing this one's parent, itself included, oldest first."""
+        return list(self.children[self.parents.get(message_id)])
+
+    def path_to(self, leaf: int | None) -> list[int]:
+        """The ids from the first message down to `leaf`, in order."""
+        path: list[int] = []
+        while leaf is not None and leaf in self.parents and leaf not in path:
+            path.append(leaf)
+            leaf = self.parents[leaf]
+        path.reverse()
+        return path
+
+    def newest_leaf_below(self, message_id: int) -> int:
+        """The leaf reached from `message_id` by taking the newest child at each step."""
+        while self.children.get(message_id):
+            message_id = self.children[message_id][-1]
+        return message_id
+
+    def active_path(self, active_leaf: int | None) -> list[int]:
+        """The active path; a thread without a leaf (never the case once it has messages) ends at its newest one."""
+        if active_leaf not in self.parents:
+            active_leaf = next(reversed(self.parents), None)
+        return self.path_to(active_leaf)
+
+
+def _active_leaf(thread_id: int) -> int | None:
+    return Thread.objects.filter(pk=thread_id).values_list("active_leaf_id", flat=True).first()
+
+
+def _path_messages(thread_id: int, limit: int | None = None) -> tuple[list[Message], Tree]:
+    """The messages of the active path (the last `limit` of them), in order, with the tree. Call in a transaction."""
+    tree = Tree(thread_id)
+    path = tree.active_path(_active_leaf(thread_id))
+    if limit is not None:
+        path = path[-limit:]
+    return list(_message_queryset().filter(pk__in=path).order_by("seq")), tree
+
+
+def is_message_of(thread_id: int, message_id: int) -> bool:
+    return Message.objects.filter(pk=message_id, thread_id=thread_id).exists()
+
+
+def answered_message(thread_id: int, message_id: int, finished: bool = False) -> Message | None:
+    """An assistant message of the thread (only a finished one when `finished`), or None."""
+    found = Message.objects.filter(pk=message_id, thread_id=thread_id, role=Message.Role.ASSISTANT)
+    if finished:
+        found = found.exclude(status=Message.Status.STREAMING)
+    return found.first()
+
+
+def turn_exists(thread_id: int, turn_id: str) -> bool:
+    """Whether any message of the thread (user or assistant) belongs to this turn_id."""
+    return Message.objects.filter(thread_id=thread_id, turn_id=turn_id).exists()
 
 
 def duration_ms(action: AgentAction) -> int | None:
@@ -59,12 +146,19 @@ USAGE_FIELDS = ("model", "prompt_tokens", "completion_tokens", "total_tokens", "
 
 
 def usage_dict(usage: TokenUsage | dict | None) -> dict | None:
-    """The contract's usage object from a TokenUsage row or a usage dict; None stays None."""
+    """The contract's usage object from a TokenUsage row or a usage dict; None stays None.
+
+    An estimate (a stopped turn whose provider reported nothing) adds `"estimated": true`.
+    """
     if not usage:
         return None
     if isinstance(usage, dict):
-        return {key: usage[key] for key in USAGE_FIELDS}
-    return {key: getattr(usage, key) for key in USAGE_FIELDS}
+        shown = {key: usage[key] for key in USAGE_FIELDS}
+        estimated = usage.get("estimated", False)
+    else:
+        shown = {key: getattr(usage, key) for key in USAGE_FIELDS}
+        estimated = usage.estimated
+    return {**shown, "estimated": True} if estimated else shown
 
 
 def message_text(message: Message) -> str:
@@ -84,12 +178,22 @@ def message_text(message: Message) -> str:
     return text
 
 
-def message_dict(message: Message) -> dict:
-    """A message object of the contract; expects `_message_queryset`'s prefetches."""
+def message_dict(message: Message, tree: Tree | None = None) -> dict:
+    """A message object of the contract; expects `_message_queryset`'s prefetches (reads siblings without `tree`)."""
     usage = message.usage_records.all()
+    if tree is not None:
+        versions = tree.versions(message.pk)
+    else:
+        versions = list(
+            Message.objects.filter(thread_id=message.thread_id, parent_id=message.parent_id)
+            .order_by("seq")
+            .values_list("pk", flat=True)
+        )
     return {
         "id": message.pk,
         "seq": message.seq,
+        "parent_id": message.parent_id,
+        "versions": versions,
         "role": message.role,
         "turn_id": message.turn_id,
         "status": message.status,
@@ -118,31 +222,52 @@ def own_thread(user: User | AnonymousUser, thread_id: int) -> Thread | None:
 
 
 def list_threads(user: User) -> list[dict]:
-    return [thread_dict(t) for t in Thread.objects.filter(owner=user).order_by("-updated_at", "-id")]
+    default = default_agent_id()
+    return [thread_dict(t, default) for t in Thread.objects.filter(owner=user).order_by("-updated_at", "-id")]
 
 
 def thread_detail(thread: Thread) -> dict:
-    """The thread with every message in seq order, read in one transaction."""
+    """The thread with the messages of its active path in order, read in one transaction."""
     with transaction.atomic():
-        messages = list(_message_queryset().filter(thread=thread).order_by("seq"))
-    return {**thread_dict(thread), "messages": [message_dict(m) for m in messages]}
+        messages, tree = _path_messages(thread.pk)
+    return {**thread_dict(thread), "messages": [message_dict(m, tree) for m in messages]}
+
+
+EXPORT_FORMAT, EXPORT_VERSION = "chat-export", 1
+
+
+def thread_export(thread: Thread) -> dict:
+    """The JSON export: the thread and every message of every branch in seq order, read in one transaction."""
+    with transaction.atomic():
+        messages = list(_message_queryset().filter(thread_id=thread.pk).order_by("seq"))
+        tree = Tree(thread.pk)
+    return {
+        "format": EXPORT_FORMAT,
+        "version": EXPORT_VERSION,
+        "thread": {
+            "title": thread.title,
+            "system_prompt": thread.system_prompt,
+            "created_at": _iso(thread.created_at),
+            "updated_at": _iso(thread.updated_at),
+        },
+        "messages": [message_dict(m, tree) for m in messages],
+    }
 
 
 def thread_snapshot(thread_id: int, limit: int = SNAPSHOT_MESSAGES) -> dict:
-    """The `snapshot` frame: the latest messages and the running turn, read in one transaction."""
+    """The `snapshot` frame: the latest messages of the active path and the running turn, read in one transaction."""
     with transaction.atomic():
-        messages = list(_message_queryset().filter(thread_id=thread_id).order_by("-seq")[:limit])
+        messages, tree = _path_messages(thread_id, limit)
         active = (
             Message.objects.filter(thread_id=thread_id, role=Message.Role.ASSISTANT, status=Message.Status.STREAMING)
             .order_by("-seq")
             .values("pk", "turn_id")
             .first()
         )
-    messages.reverse()
     return {
         "type": "snapshot",
         "thread_id": thread_id,
-        "messages": [message_dict(m) for m in messages],
+        "messages": [message_dict(m, tree) for m in messages],
         "active_turn": {"turn_id": active["turn_id"], "message_id": active["pk"]} if active else None,
     }
 
@@ -188,13 +313,10 @@ HISTORY_MESSAGES = 200
 
 
 def history_entries(thread_id: int, before_message_id: int, limit: int = HISTORY_MESSAGES) -> list[dict]:
-    """The latest earlier messages of the thread, oldest first, for a model's history: role, content, actions."""
-    before = Message.objects.filter(pk=before_message_id).values_list("seq", flat=True).first()
-    messages = _message_queryset().filter(thread_id=thread_id)
-    if before is not None:
-        messages = messages.filter(seq__lt=before)
-    latest = list(messages.order_by("-seq")[:limit])
-    latest.reverse()
+    """The latest ancestors of a message (the path it answers, no other branch), oldest first, for a model."""
+    tree = Tree(thread_id)
+    ancestors = tree.path_to(tree.parents.get(before_message_id))[-limit:]
+    latest = list(_message_queryset().filter(pk__in=ancestors).order_by("seq"))
     return [
         {
             "role": m.role,
@@ -236,6 +358,7 @@ def database_answers() -> bool:
 class UnstartedTurn(NamedTuple):
     thread_id: int
     turn_id: str
+    message_id: int  # the user message its answer follows
     age: float  # seconds since the user message was stored
     latest: bool  # no newer user message in its thread
 
@@ -259,6 +382,6 @@ def unstarted_turns(older_than: float, newer_than: float) -> list[UnstartedTurn]
         .exclude(turn_id="")
         .filter(~Exists(answered))
         .annotate(superseded=Exists(newer))
-        .values_list("thread_id", "turn_id", "created_at", "superseded")
+        .values_list("thread_id", "turn_id", "pk", "created_at", "superseded")
     )
-    return [UnstartedTurn(t, turn, (now - at).total_seconds(), not sup) for t, turn, at, sup in rows]
+    return [UnstartedTurn(t, turn, pk, (now - at).total_seconds(), not sup) for t, turn, pk, at, sup in rows]

@@ -11,13 +11,14 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from datetime import timedelta
+from enum import Enum
 from typing import Any, NamedTuple
 
 from channels.db import database_sync_to_async
 from django.db import DatabaseError, IntegrityError, connection, transaction
 from django.utils import timezone
 
-from .models import AgentAction, Message, TokenUsage
+from .models import AgentAction, Message, Thread, TokenUsage
 from .retry import aretrying
 
 logger = logging.getLogger(__name__)
@@ -37,6 +38,15 @@ class Persisted(NamedTuple):
 
     id: int
     created: bool
+
+
+class Follow(Enum):
+    """Where a new user message goes when the client names no parent."""
+
+    ACTIVE_LEAF = "active_leaf"
+
+
+ACTIVE_LEAF = Follow.ACTIVE_LEAF
 
 
 class MessageClosed(Exception):
@@ -84,14 +94,34 @@ def _insert_once(find: Callable[[], int | None], insert: Callable[[], int]) -> P
         return Persisted(existing, False)
 
 
-def _insert_turn_message(thread_id: int, turn_id: str, role: str, **fields: Any) -> Persisted:
-    """Insert the (thread, turn_id, role) message once; later calls return the first id."""
+def _insert_turn_message(
+    thread_id: int,
+    turn_id: str,
+    role: str,
+    parent: int | None | Follow,
+    activate: bool | None,
+    **fields: Any,
+) -> Persisted:
+    """Insert the (thread, turn_id, role) message once; later calls return the first id.
+
+    `parent` ACTIVE_LEAF means the thread's active leaf at insert time. The
+    new message becomes the active leaf when `activate` is True, or (None)
+    when the active path ends at its parent: an answer then extends the
+    path, and does not pull it back from a version the user switched to.
+    """
     if not turn_id:
         raise ValueError("turn_id must not be empty")
 
     def insert() -> int:
-        seq = _next_seq(thread_id)
-        return Message.objects.create(thread_id=thread_id, turn_id=turn_id, role=role, seq=seq, **fields).pk
+        seq = _next_seq(thread_id)  # locks the thread row: the active leaf read below stays current
+        leaf = Thread.objects.filter(pk=thread_id).values_list("active_leaf_id", flat=True).get()
+        parent_id = leaf if parent is ACTIVE_LEAF else parent
+        message_id = Message.objects.create(
+            thread_id=thread_id, turn_id=turn_id, role=role, seq=seq, parent_id=parent_id, **fields
+        ).pk
+        if activate or (activate is None and leaf == parent_id):
+            Thread.objects.filter(pk=thread_id).update(active_leaf_id=message_id)
+        return message_id
 
     return _insert_once(lambda: _find_turn_message(thread_id, turn_id, role), insert)
 
@@ -114,8 +144,17 @@ def clean_documents(documents: object) -> list[dict]:
 # --- turn writes -------------------------------------------------------------
 
 
-def persist_user_turn(thread_id: int, turn_id: str, text: str, mentioned_documents: object = None) -> Persisted:
-    """Store the user's message of a turn; the same turn_id returns the first id and stores nothing."""
+def persist_user_turn(
+    thread_id: int,
+    turn_id: str,
+    text: str,
+    mentioned_documents: Any = None,
+    parent: int | None | Follow = ACTIVE_LEAF,
+) -> Persisted:
+    """Store the user's message of a turn after `parent` and make it the active leaf.
+
+    The same turn_id returns the first id and stores nothing.
+    """
     metadata: dict[str, Any] = {"streaming": False, "cancelled": False, "has_error": False}
     documents = clean_documents(mentioned_documents)
     if documents:
@@ -124,6 +163,8 @@ def persist_user_turn(thread_id: int, turn_id: str, text: str, mentioned_documen
         thread_id,
         turn_id,
         Message.Role.USER,
+        parent,
+        True,
         content=text,
         content_length=len(text),
         status=Message.Status.COMPLETED,
@@ -132,13 +173,26 @@ def persist_user_turn(thread_id: int, turn_id: str, text: str, mentioned_documen
 
 
 def persist_assistant_shell(
-    thread_id: int, turn_id: str, agent: str = "", model: str = "", runner: str = ""
+    thread_id: int,
+    turn_id: str,
+    agent: str = "",
+    model: str = "",
+    runner: str = "",
+    parent_id: int | None | Follow = ACTIVE_LEAF,
+    activate: bool | None = None,
 ) -> Persisted:
-    """Create the empty streaming assistant message of a turn, once per turn_id (`runner`: its process's channel)."""
+    """Create the empty streaming assistant message of a turn, once per turn_id (`runner`: its process's channel).
+
+    It answers `parent_id` (the turn's user message; for a regenerate, the
+    user message of the answer it is a version of). A regenerate passes
+    `activate=True`: its answer becomes the active leaf whatever the path.
+    """
     return _insert_turn_message(
         thread_id,
         turn_id,
         Message.Role.ASSISTANT,
+        parent_id,
+        activate,
         status=Message.Status.STREAMING,
         metadata={"streaming": True, "cancelled": False, "has_error": False, "agent": agent, "model": model},
         heartbeat_at=timezone.now(),
@@ -320,6 +374,7 @@ def _record_usage_once(message: Message, usage: dict) -> None:
                 completion_tokens=usage.get("completion_tokens", 0),
                 total_tokens=usage.get("total_tokens", 0),
                 cost_micros=usage.get("cost_micros", 0),
+                estimated=bool(usage.get("estimated", False)),
                 model_breakdown=usage.get("model_breakdown", {}),
                 call_details=usage.get("call_details", []),
             )

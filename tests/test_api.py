@@ -33,7 +33,7 @@ class ThreadListTests(ApiTestCase):
         response = self.post(self.http, "/api/threads/", {"title": "Plans"})
         self.assertEqual(response.status_code, 201)
         body = response.json()
-        self.assertEqual(set(body), {"id", "title", "created_at", "updated_at"})
+        self.assertEqual(set(body), {"id", "title", "agent", "system_prompt", "created_at", "updated_at"})
         self.assertEqual(body["title"], "Plans")
         self.assertEqual(Thread.objects.get(pk=body["id"]).owner, self.alice)
 
@@ -123,6 +123,8 @@ class ThreadDetailTests(ApiTestCase):
             {
                 "id",
                 "seq",
+                "parent_id",
+                "versions",
                 "role",
                 "turn_id",
                 "status",
@@ -189,3 +191,13 @@ class ThreadDetailTests(ApiTestCase):
         self.assertEqual(response.status_code, 204)
         self.assertFalse(Thread.objects.filter(pk=self.thread.pk).exists())
         self.assertFalse(Message.objects.exists())
+
+
+class FaviconTests(ChatTestCase):
+    def test_favicon_ico_leads_to_the_icon(self):
+        """/favicon.ico is not a 404: it redirects to the page's SVG icon, which is served."""
+        response = Client().get("/favicon.ico")
+        self.assertEqual(response.status_code, 301)
+        self.assertTrue(response["Location"].endswith("/chat/favicon.svg"))
+        icon = Client().get(response["Location"])
+        self.assertEqual(icon.status_code, 200)

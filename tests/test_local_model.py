@@ -302,3 +302,29 @@ class FindExpressionTests(SimpleTestCase):
         events, _ = await collect(LocalProvider(delay_ms=0), user("what is 2+2 (roughly)?"))
         call = events[1].call
         self.assertEqual(run_tool(call), {"expression": "2+2", "result": 4})
+
+
+class MarkdownCommandTests(LocalModelTestCase):
+    async def test_markdown_streams_headings_a_table_lists_code_and_formulas(self) -> None:
+        """/markdown streams a Markdown answer a word at a time, newlines and indentation kept."""
+        events, error = await collect(LocalProvider(delay_ms=0), user("/markdown"))
+        self.assertIsNone(error)
+        pieces = [e.text for e in events if isinstance(e, TextDelta)]
+        text = "".join(pieces)
+        self.assertEqual(text, local.MARKDOWN)
+        self.assertTrue(all(len(piece.split()) == 1 for piece in pieces))
+        for part in ("# ", "\n## A table\n", "| --- | ---: |", "\n- ", "\n  - ", "\n1. ", "```python\n", "    return"):
+            self.assertIn(part, text)
+        self.assertIn("$$\ne^{i\\pi} + 1 = 0\n$$", text)
+        self.assertEqual(events[-1], UsageReport("local", 1, len(pieces)))
+
+
+class SystemPromptTests(LocalModelTestCase):
+    async def test_reply_in_capitals_in_a_system_prompt_answers_in_upper_case(self) -> None:
+        """A system prompt holding 'reply in capitals' (any case) makes the answer upper case."""
+        messages = [ChatMessage("system", "Always Reply In Capitals."), ChatMessage("user", "hello you")]
+        events, _ = await collect(LocalProvider(delay_ms=0), messages)
+        text = "".join(e.text for e in events if isinstance(e, TextDelta))
+        self.assertIn("YOU WROTE: HELLO YOU", text)
+        plain, _ = await collect(LocalProvider(delay_ms=0), user("hello you"))
+        self.assertIn("You wrote: hello you", "".join(e.text for e in plain if isinstance(e, TextDelta)))

@@ -113,6 +113,15 @@ class OpenApiTests(ChatTestCase):
         turns.append_content(running, "The current ")
         turns.start_action(running, "call_clock", "clock", {})
 
+    def first_message(self) -> str:
+        """A PATCH body switching to the thread's first message."""
+        first = self.thread.messages.order_by("seq").values_list("pk", flat=True).first()
+        return json.dumps({"active_message_id": first})
+
+    def export_body(self) -> str:
+        """The JSON export of Alice's thread, as an import body."""
+        return self.send(self.alice_http, "get", f"/api/threads/{self.thread.pk}/export/").content.decode()
+
     def send(self, client: Client, method: str, path: str, body: str | None = None, csrf: bool = True):
         headers = {"HTTP_X_CSRFTOKEN": client.cookies["csrftoken"].value} if csrf and method != "get" else {}
         call = getattr(client, method)
@@ -129,6 +138,7 @@ class OpenApiTests(ChatTestCase):
         mine, other = f"/api/threads/{self.thread.pk}/", f"/api/threads/{self.other.pk}/"
         listed, detail, page = "/api/threads/", "/api/threads/{thread_id}/", f"/threads/{self.thread.pk}/"
         long_title = json.dumps({"title": "x" * 201})
+        exported, imported = "/api/threads/{thread_id}/export/", "/api/threads/import/"
 
         def login(password: str) -> Callable[[], HttpResponse]:
             token = anonymous.cookies["csrftoken"].value
@@ -153,6 +163,30 @@ class OpenApiTests(ChatTestCase):
             Case("patch", detail, 401, lambda: self.send(anonymous, "patch", mine, "{}"), "anonymous"),
             Case("patch", detail, 403, lambda: self.send(alice, "patch", mine, "{}", False), "no CSRF"),
             Case("patch", detail, 404, lambda: self.send(alice, "patch", other, '{"title": "mine now"}'), "other's"),
+            Case("patch", detail, 400, lambda: self.send(alice, "patch", mine, '{"agent": 999999}'), "unknown agent"),
+            Case(
+                "patch",
+                detail,
+                404,
+                lambda: self.send(alice, "patch", mine, '{"active_message_id": 0}'),
+                "no such message",
+            ),
+            Case("patch", detail, 200, lambda: self.send(alice, "patch", mine, self.first_message()), "switch version"),
+            Case("get", "/api/agents/", 200, lambda: self.send(alice, "get", "/api/agents/"), ""),
+            Case("get", "/api/agents/", 401, lambda: self.send(anonymous, "get", "/api/agents/"), "anonymous"),
+            Case("get", "/api/search/", 200, lambda: self.send(alice, "get", "/api/search/?q=result"), ""),
+            Case("get", "/api/search/", 400, lambda: self.send(alice, "get", "/api/search/?q=x"), "too short"),
+            Case("get", "/api/search/", 401, lambda: self.send(anonymous, "get", "/api/search/?q=result"), "anonymous"),
+            Case("get", exported, 200, lambda: self.send(alice, "get", f"{mine}export/"), "JSON"),
+            Case("get", exported, 200, lambda: self.send(alice, "get", f"{mine}export/?format=markdown"), "Markdown"),
+            Case("get", exported, 400, lambda: self.send(alice, "get", f"{mine}export/?format=pdf"), "format"),
+            Case("get", exported, 401, lambda: self.send(anonymous, "get", f"{mine}export/"), "anonymous"),
+            Case("get", exported, 404, lambda: self.send(alice, "get", f"{other}export/"), "another user's thread"),
+            Case("post", imported, 201, lambda: self.send(alice, "post", imported, self.export_body()), ""),
+            Case("post", imported, 400, lambda: self.send(alice, "post", imported, '{"format": "x"}'), "not an export"),
+            Case("post", imported, 401, lambda: self.send(anonymous, "post", imported, "{}"), "anonymous"),
+            Case("post", imported, 403, lambda: self.send(alice, "post", imported, "{}", False), "no CSRF"),
+            Case("get", "/favicon.ico", 301, lambda: anonymous.get("/favicon.ico"), ""),
             Case("delete", detail, 401, lambda: self.send(anonymous, "delete", mine), "anonymous"),
             Case("delete", detail, 403, lambda: self.send(alice, "delete", mine, csrf=False), "no CSRF"),
             Case("delete", detail, 404, lambda: self.send(alice, "delete", other), "another user's thread"),
@@ -221,7 +255,14 @@ class OpenApiTests(ChatTestCase):
     def test_a_body_unlike_the_description_is_caught(self):
         """The schemas are strict: an unknown field, a missing one or a bad time in a thread fails validation."""
         check = validator(pointer("components", "schemas", "Thread"))
-        good = {"id": 1, "title": "t", "created_at": "2026-12-01T10:00:00+00:00", "updated_at": "2026-12-01T10:00:00Z"}
+        good = {
+            "id": 1,
+            "title": "t",
+            "agent": 1,
+            "system_prompt": "",
+            "created_at": "2026-12-01T10:00:00+00:00",
+            "updated_at": "2026-12-01T10:00:00Z",
+        }
         check.validate(good)
         for bad in ({**good, "extra": 1}, {"id": 1, "title": "t"}, {**good, "created_at": "yesterday"}):
             with self.subTest(bad=bad), self.assertRaises(ValidationError):

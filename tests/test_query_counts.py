@@ -38,6 +38,11 @@ class QueryCountTests(ChatTestCase):
             )
             for seq in range(1, BIG_THREAD + 1)
         )
+        chain = list(Message.objects.filter(thread=cls.big).order_by("seq"))
+        for before, message in zip(chain, chain[1:], strict=False):
+            message.parent = before  # one path: each message follows the one before it
+        Message.objects.bulk_update(chain, ["parent"])
+        Thread.objects.filter(pk=cls.big.pk).update(active_leaf=chain[-1])
         answers = list(Message.objects.filter(thread=cls.big, role=Message.Role.ASSISTANT))
         AgentAction.objects.bulk_create(
             AgentAction(message=m, call_id="c-1", tool="calculator", input={"expression": "1+1"}, status="success")
@@ -84,15 +89,15 @@ class QueryCountTests(ChatTestCase):
         self.assertEqual(response.status_code, 200, url)
 
     def test_snapshot_of_a_long_thread(self):
-        """The snapshot of a 500-message thread: the latest 50 with actions, pieces and usage in 7 queries."""
-        with self.assertNumQueries(7):  # with the savepoint of its transaction
+        """The snapshot of a 500-message thread: the tree, the leaf, the latest 50 with actions, pieces, usage: 9 queries."""
+        with self.assertNumQueries(9):  # with the savepoint of its transaction
             snapshot = selectors.thread_snapshot(self.big.pk)
         self.assertEqual(len(snapshot["messages"]), 50)
 
     def test_thread_api_list_and_detail(self):
         """GET /api/threads/ and GET /api/threads/<id>/ of a 500-message thread: a fixed number of queries."""
-        self.get(self.user_client, "/api/threads/", 3)
-        with self.assertNumQueries(9):
+        self.get(self.user_client, "/api/threads/", 4)  # session, user, the default agent once, threads
+        with self.assertNumQueries(12):  # session, user, thread, the tree and leaf, 4 message reads, the default agent
             body = self.user_client.get(f"/api/threads/{self.big.pk}/").json()
         self.assertEqual(len(body["messages"]), BIG_THREAD)
 

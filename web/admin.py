@@ -32,7 +32,7 @@ from chat.models import AgentAction, Message, MessageChunk, Thread, TokenUsage
 from chat.reports import dollars
 from chat.selectors import duration_ms, message_text
 
-from . import admin_views
+from . import admin_agents, admin_views  # noqa: F401  (admin_agents registers the Agent admin)
 
 admin.site.site_header = "Chat administration"
 admin.site.site_title = "Chat admin"

@@ -23,7 +23,16 @@ from agents.resume import SocketFeed
 from chat import selectors
 
 from . import membership, sessions
-from .frames import CancelFrame, ClientFrame, FrameError, PingFrame, UserMessageFrame, parse_frame
+from .frames import (
+    CancelFrame,
+    ClientFrame,
+    FrameError,
+    PingFrame,
+    RegenerateFrame,
+    SwitchVersionFrame,
+    UserMessageFrame,
+    parse_frame,
+)
 from .text import encode_frame
 
 logger = logging.getLogger(__name__)
@@ -174,11 +183,16 @@ class ThreadConsumer(AsyncJsonWebsocketConsumer):
         """Delegate one valid frame and send this socket its direct answer, if any."""
         assert self.thread_id is not None and self.user_id is not None
         if isinstance(frame, UserMessageFrame):
+            parent = intake.ACTIVE_LEAF if frame.follows_active_leaf else frame.parent_id
             reply = await intake.user_message(
-                self.user_id, self.thread_id, frame.content, frame.turn_id, frame.mentioned_documents
+                self.user_id, self.thread_id, frame.content, frame.turn_id, frame.mentioned_documents, parent
             )
             if reply is not None:
                 await self.send_json(reply)
+        elif isinstance(frame, RegenerateFrame):
+            await intake.regenerate(self.user_id, self.thread_id, frame.message_id, frame.turn_id)
+        elif isinstance(frame, SwitchVersionFrame):
+            await intake.switch_version(self.thread_id, frame.message_id)
         elif isinstance(frame, CancelFrame):
             await intake.cancel(self.thread_id, frame.turn_id)
         elif isinstance(frame, PingFrame):
@@ -197,6 +211,14 @@ class ThreadConsumer(AsyncJsonWebsocketConsumer):
             await self.send_json(frame)
         if event["frame"]["type"] == "thread_deleted":
             await self.close(code=CLOSE_NOT_FOUND)
+
+    async def thread_switched(self, event: dict) -> None:
+        """The active path changed: send a fresh snapshot and resume from it, as after a reconnect."""
+        if self.thread_id is None:
+            return  # closing
+        snapshot = await asnapshot(self.thread_id)
+        self.feed.reset(snapshot)
+        await self.send_json(snapshot)
 
 
 async def close_all(code: int) -> None:

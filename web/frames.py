@@ -6,7 +6,7 @@ import json
 import re
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StrictStr, TypeAdapter, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, TypeAdapter, ValidationError, field_validator
 
 from .text import all_storable, is_storable
 
@@ -27,6 +27,13 @@ class UserMessageFrame(_Frame):
     content: StrictStr
     turn_id: TurnId | None = None
     mentioned_documents: list | None = None
+    # Edit and resend: the answer this message follows (null: a new first
+    # message). Absent (see `follows_active_leaf`) differs from null.
+    parent_id: StrictInt | None = None
+
+    @property
+    def follows_active_leaf(self) -> bool:
+        return "parent_id" not in self.model_fields_set
 
     @field_validator("content")
     @classmethod
@@ -45,9 +52,21 @@ class PingFrame(_Frame):
     type: Literal["ping"]
 
 
-ClientFrame = Annotated[UserMessageFrame | CancelFrame | PingFrame, Field(discriminator="type")]
+class RegenerateFrame(_Frame):
+    type: Literal["regenerate"]
+    message_id: StrictInt
+    turn_id: TurnId | None = None
+
+
+class SwitchVersionFrame(_Frame):
+    type: Literal["switch_version"]
+    message_id: StrictInt
+
+
+AnyFrame = UserMessageFrame | CancelFrame | PingFrame | RegenerateFrame | SwitchVersionFrame
+ClientFrame = Annotated[AnyFrame, Field(discriminator="type")]
 _adapter = TypeAdapter(ClientFrame)
-KNOWN_TYPES = {"user_message", "cancel", "ping"}
+KNOWN_TYPES = {"user_message", "cancel", "ping", "regenerate", "switch_version"}
 
 
 class FrameError(Exception):
@@ -60,7 +79,7 @@ class FrameError(Exception):
         self.turn_id = turn_id
 
 
-def parse_frame(text: str) -> UserMessageFrame | CancelFrame | PingFrame:
+def parse_frame(text: str) -> AnyFrame:
     """Parse one text frame or raise FrameError with the contract's error code."""
     if len(text.encode("utf-8", "surrogatepass")) > MAX_FRAME_BYTES:
         found = _TURN_ID_IN_TEXT.search(text)

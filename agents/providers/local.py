@@ -2,7 +2,8 @@
 
 It needs no network, so the whole system runs and is tested offline: it
 answers a word at a time, calls `calculator` for arithmetic and `clock` for
-"time", and obeys `/lorem N` and `/fail N`.
+"time", and obeys `/lorem N`, `/fail N` and `/markdown` (an answer with
+headings, a table, lists, a code block and formulas, for the page).
 """
 
 from __future__ import annotations
@@ -33,6 +34,47 @@ LOREM = (
 ).split()
 MAX_WORDS = 100_000
 _COMMAND = re.compile(r"^\s*/(lorem|fail)\s+(\d+)\s*$")
+_MARKDOWN_COMMAND = re.compile(r"^\s*/markdown\s*$")
+# A word with the whitespace after it, newlines and indentation included.
+_PIECE = re.compile(r"\S+\s*")
+MARKDOWN = """# What the page renders
+
+Streamed by the offline model, **word by word**, with `inline code` too.
+
+## A table
+
+| model | tokens | cost ($) |
+| --- | ---: | ---: |
+| local | 12 | 0 |
+| remote | 340 | 0.002 |
+
+## Lists
+
+- streams one word at a time
+- runs offline
+  - nested under it
+
+1. first step
+2. second step
+
+## A code block
+
+```python
+import math
+
+
+def area(radius: float) -> float:
+    return math.pi * radius**2
+```
+
+## A formula
+
+The area of a circle is $A = \\pi r^2$, and Euler's identity reads:
+
+$$
+e^{i\\pi} + 1 = 0
+$$
+"""
 _EXPRESSION = re.compile(r"[\d.()\s+\-*/]+")
 _OPERATOR_BETWEEN = re.compile(r"[\d.)]\s*[+\-*/]\s*[\d.(\-]")
 _TIME = re.compile(r"\btime\b", re.IGNORECASE)
@@ -74,12 +116,15 @@ def _last_user_index(messages: list[ChatMessage]) -> int:
     return -1
 
 
+_CAPITALS = re.compile(r"reply in capitals", re.IGNORECASE)
+
+
 class LocalProvider:
     name = "local"
-    model = "local"
 
-    def __init__(self, delay_ms: int | None = None):
+    def __init__(self, delay_ms: int | None = None, model: str = "local"):
         self.delay = (settings.LOCAL_MODEL_DELAY_MS if delay_ms is None else delay_ms) / 1000
+        self.model = model
 
     async def stream(self, messages: list[ChatMessage], tools: list[ToolSpec]) -> AsyncGenerator[ProviderEvent]:
         index = _last_user_index(messages)
@@ -87,6 +132,13 @@ class LocalProvider:
         results = [m for m in messages[index + 1 :] if m.role == "tool"]
         prompt_tokens = sum(len(_words(m.content)) for m in messages)
         offered = {tool.name for tool in tools}
+        capitals = any(m.role == "system" and _CAPITALS.search(m.content) for m in messages)
+
+        if _MARKDOWN_COMMAND.match(text):
+            yield ThinkingDelta("Writing Markdown.")
+            async for event in self._say_pieces(_PIECE.findall(MARKDOWN), prompt_tokens):
+                yield event
+            return
 
         command = _COMMAND.match(text)
         if command:
@@ -107,7 +159,8 @@ class LocalProvider:
                 return
 
         yield ThinkingDelta("Writing the answer.")
-        async for event in self._say(self._answer(text, results), prompt_tokens):
+        answer = self._answer(text, results)
+        async for event in self._say(answer.upper() if capitals else answer, prompt_tokens):
             yield event
 
     def _tool_call(self, text: str, offered: set[str]) -> ToolCall | None:
@@ -138,14 +191,18 @@ class LocalProvider:
         return " ".join(parts)
 
     async def _say(self, text: str, prompt_tokens: int) -> AsyncGenerator[ProviderEvent]:
-        words = _words(text)
-        for word in words:
+        async for event in self._say_pieces([word + " " for word in _words(text)], prompt_tokens):
+            yield event
+
+    async def _say_pieces(self, pieces: list[str], prompt_tokens: int) -> AsyncGenerator[ProviderEvent]:
+        """Stream each piece (a word and what follows it) after the delay, then report one token per piece."""
+        for piece in pieces:
             if self.delay:
                 await asyncio.sleep(self.delay)
             else:
                 await asyncio.sleep(0)
-            yield TextDelta(word + " ")
-        yield UsageReport(self.model, prompt_tokens, len(words))
+            yield TextDelta(piece)
+        yield UsageReport(self.model, prompt_tokens, len(pieces))
 
 
 def _lorem(count: int) -> str:

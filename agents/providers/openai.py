@@ -60,14 +60,24 @@ class OpenAIProvider:
 
     name = "openai"
 
-    def __init__(self, model: str | None = None, *, retry_base_delay: float = 0.5):
+    def __init__(
+        self,
+        model: str | None = None,
+        *,
+        base_url: str | None = None,
+        api_key: str | None = None,
+        retry_base_delay: float = 0.5,
+    ):
         self.model = model or settings.OPENAI_MODEL
+        # An agent's own server and key; None reads the settings at each call.
+        self.base_url = base_url
+        self.api_key = api_key
         # First backoff pause in seconds, doubled each retry; tests make it small.
         self.retry_base_delay = retry_base_delay
 
     async def stream(self, messages: list[ChatMessage], tools: list[ToolSpec]) -> AsyncGenerator[ProviderEvent]:
         """See Provider.stream(). Settings are read per call, so overrides apply at once."""
-        key = settings.OPENAI_API_KEY
+        key = settings.OPENAI_API_KEY if self.api_key is None else self.api_key
         request: dict = {
             "model": self.model,
             "messages": [wire_message(message) for message in messages],
@@ -76,7 +86,7 @@ class OpenAIProvider:
         }
         if tools:
             request["tools"] = [wire_tool(tool) for tool in tools]
-        async with _client(key) as client:
+        async with _client(key, self.base_url) as client:
             chunks = await self._open(client, request, key)
             async with chunks:
                 assembly = _Assembly()
@@ -112,11 +122,11 @@ class OpenAIProvider:
                 await asyncio.sleep(delay)
 
 
-def _client(key: str) -> AsyncOpenAI:
+def _client(key: str, base_url: str | None = None) -> AsyncOpenAI:
     """A client for one call: connection pools belong to one event loop, calls may not."""
     return AsyncOpenAI(
         api_key=key or PLACEHOLDER_KEY,
-        base_url=settings.OPENAI_BASE_URL or OPENAI_API_URL,
+        base_url=(settings.OPENAI_BASE_URL if base_url is None else base_url) or OPENAI_API_URL,
         max_retries=0,
         # `read` is the longest silence between two chunks of the stream.
         timeout=Timeout(settings.AGENT_READ_TIMEOUT, connect=settings.AGENT_CONNECT_TIMEOUT),

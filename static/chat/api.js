@@ -50,9 +50,27 @@ export async function requestJson(method, url, body) {
   return data;
 }
 
+/** POST a body that is already JSON text (an export file), as it is. */
+async function requestRaw(method, url, text) {
+  const response = await fetch(url, {
+    method,
+    headers: { Accept: "application/json", "Content-Type": "application/json", "X-CSRFToken": csrfToken() },
+    credentials: "same-origin",
+    body: text,
+  }).catch(() => null);
+  if (!response) throw new ApiError(0, "The server cannot be reached. Check your connection.");
+  const data = await response.json().catch(() => null);
+  if (!response.ok) throw new ApiError(response.status, data?.error?.message || `Request failed (${response.status}).`);
+  return data;
+}
+
 export const api = {
   listThreads: () => requestJson("GET", "/api/threads/"),
-  createThread: (title) => requestJson("POST", "/api/threads/", title ? { title } : {}),
+  createThread: (title, fields = {}) => requestJson("POST", "/api/threads/", title ? { title, ...fields } : { ...fields }),
+  updateThread: (id, fields) => requestJson("PATCH", `/api/threads/${id}/`, fields),
+  listAgents: () => requestJson("GET", "/api/agents/"),
+  search: (q) => requestJson("GET", `/api/search/?q=${encodeURIComponent(q)}`),
+  importThread: (text) => requestRaw("POST", "/api/threads/import/", text),
   getThread: (id) => requestJson("GET", `/api/threads/${id}/`),
   renameThread: (id, title) => requestJson("PATCH", `/api/threads/${id}/`, { title }),
   deleteThread: (id) => requestJson("DELETE", `/api/threads/${id}/`),

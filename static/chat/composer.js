@@ -10,6 +10,7 @@ export class Composer {
     this.form = document.getElementById("composer");
     this.input = document.getElementById("input");
     this.sendButton = document.getElementById("send");
+    this.hint = document.getElementById("composer-hint");
     this.stopButton = document.getElementById("stop");
     this.form.addEventListener("submit", (event) => {
       event.preventDefault();
@@ -72,9 +73,18 @@ export class Composer {
     this.sendButton.disabled = !this.input.value.trim();
   }
 
-  /** Send follows the text; Stop shows while a turn runs. */
+  /** Send follows the text; Stop shows while a turn runs, and Send then says that it stops the answer. */
   draw(state) {
     this.drawSend();
-    this.stopButton.hidden = !state.activeTurn;
+    const streaming = Boolean(state.activeTurn);
+    this.stopButton.hidden = !streaming;
+    const label = streaming ? "Stop the answer and send" : "Send message";
+    if (this.sendButton.getAttribute("aria-label") !== label) {
+      this.sendButton.setAttribute("aria-label", label);
+      this.sendButton.title = streaming ? "Stop the answer and send (Enter)" : "Send (Enter)";
+      this.hint.textContent = streaming
+        ? "An answer is being written: sending now stops it · Shift+Enter for a new line"
+        : "Enter to send · Shift+Enter for a new line";
+    }
   }
 }

@@ -1,7 +1,38 @@
 // Markdown to safe HTML: marked renders, raw HTML in the text is shown as text,
 // and DOMPurify removes anything executable that could still get through.
 
+import bash from "../vendor/highlight/languages/bash.js";
+import c from "../vendor/highlight/languages/c.js";
+import cpp from "../vendor/highlight/languages/cpp.js";
+import css from "../vendor/highlight/languages/css.js";
+import diff from "../vendor/highlight/languages/diff.js";
+import go from "../vendor/highlight/languages/go.js";
+import java from "../vendor/highlight/languages/java.js";
+import javascript from "../vendor/highlight/languages/javascript.js";
+import json from "../vendor/highlight/languages/json.js";
+import markdown from "../vendor/highlight/languages/markdown.js";
+import plaintext from "../vendor/highlight/languages/plaintext.js";
+import python from "../vendor/highlight/languages/python.js";
+import rust from "../vendor/highlight/languages/rust.js";
+import shell from "../vendor/highlight/languages/shell.js";
+import sql from "../vendor/highlight/languages/sql.js";
+import typescript from "../vendor/highlight/languages/typescript.js";
+import xml from "../vendor/highlight/languages/xml.js";
+import yaml from "../vendor/highlight/languages/yaml.js";
 import { escapeHtml } from "./format.js";
+
+const LANGUAGES = { bash, c, cpp, css, diff, go, java, javascript, json, markdown, plaintext, python, rust, shell, sql, typescript, xml, yaml };
+const hljs = window.hljs;
+if (hljs) {
+  for (const [name, language] of Object.entries(LANGUAGES)) hljs.registerLanguage(name, language);
+}
+// Math as the model writes it: $$display$$ and $inline$ (KaTeX's auto-render).
+const MATH_DELIMITERS = [
+  { left: "$$", right: "$$", display: true },
+  { left: "\\[", right: "\\]", display: true },
+  { left: "$", right: "$", display: false },
+  { left: "\\(", right: "\\)", display: false },
+];
 
 const parser = new window.marked.Marked({
   gfm: true,
@@ -63,6 +94,23 @@ export function enhanceCodeBlocks(root) {
     head.append(label, button);
     pre.replaceWith(frame);
     frame.append(head, pre);
+  }
+}
+
+/** Syntax colours for code blocks in a language highlight.js knows, and math typeset by KaTeX. */
+export function renderRich(root) {
+  if (hljs) {
+    for (const code of root.querySelectorAll("pre code[class*=language-]")) {
+      const language = (code.className.match(/language-([\w+#.-]+)/) || [])[1];
+      if (language && hljs.getLanguage(language)) hljs.highlightElement(code);
+    }
+  }
+  if (window.renderMathInElement) {
+    window.renderMathInElement(root, {
+      delimiters: MATH_DELIMITERS,
+      throwOnError: false,
+      ignoredTags: ["script", "noscript", "style", "textarea", "pre", "code"],
+    });
   }
 }
 

@@ -53,6 +53,7 @@ export class ThreadView {
     this.openCards = new Set(); // ids of the tool cards the reader opened
     this.newestId = null;
     this.stick = true; // follow new text at the bottom
+    this.focusId = null; // a message to scroll to once drawn (a search result)
     this.context = { openCards: this.openCards, isLast: (message) => message.id === this.newestId };
     this.earlier = el("div", "load-earlier");
     const button = el("button", "btn btn-small", { type: "button", text: "Show earlier messages", "data-testid": "load-earlier" });
@@ -92,8 +93,24 @@ export class ThreadView {
     const stick = this.stick;
     this.drawMessages(state);
     this.drawPage(state, thread);
-    if (stick) this.dom.scroller.scrollTop = this.dom.scroller.scrollHeight;
+    const found = this.focusId === null ? null : this.views.get(this.focusId);
+    if (found) {
+      this.focusId = null;
+      this.stick = false;
+      found.view.root.classList.add("found");
+      found.view.root.scrollIntoView({ block: "center" });
+    } else if (stick) this.dom.scroller.scrollTop = this.dom.scroller.scrollHeight;
     this.drawJumpButton();
+  }
+
+  /** Scroll to this message when it is drawn, and mark it. */
+  focusMessage(messageId) {
+    this.focusId = messageId;
+  }
+
+  /** The view of a message, for editing in place. */
+  viewOf(messageId) {
+    return this.views.get(messageId)?.view ?? null;
   }
 
   /** Draw at once, keeping in place what the reader sees: messages were added above it. */

@@ -90,11 +90,13 @@ function omit(object, keys) {
 // --- changes the page makes ---------------------------------------------------
 
 /** The state after sending a user message: shown as "sending", pending until stored. */
-export function addPendingMessage(state, turnId, content, { fromComposer = false, autoTitle = false } = {}) {
+export function addPendingMessage(state, turnId, content, { fromComposer = false, autoTitle = false, parent } = {}) {
+  const entry = { content, fromComposer, autoTitle };
+  if (parent !== undefined) entry.parent = parent; // an edit: the answer it follows (null: a new first message)
   return {
     ...state,
     messages: [...state.messages, optimisticMessage(turnId, content)],
-    pending: { ...state.pending, [turnId]: { content, fromComposer, autoTitle } },
+    pending: { ...state.pending, [turnId]: entry },
   };
 }
 
@@ -117,8 +119,27 @@ export function markNotFound(state) {
 
 // --- frames to the server -------------------------------------------------------
 
-export function userMessageFrame(turnId, content) {
-  return { type: "user_message", content, turn_id: turnId };
+/** A user_message frame; `parent` (an edit: an answer's id, or null) is sent only when given. */
+export function userMessageFrame(turnId, content, parent) {
+  const frame = { type: "user_message", content, turn_id: turnId };
+  if (parent !== undefined) frame.parent_id = parent;
+  return frame;
+}
+
+export function regenerateFrame(turnId, messageId) {
+  return { type: "regenerate", message_id: messageId, turn_id: turnId };
+}
+
+export function switchVersionFrame(messageId) {
+  return { type: "switch_version", message_id: messageId };
+}
+
+/** "2 / 3": the message's place among its versions, or null when it has no other version. */
+export function versionPosition(message) {
+  const versions = message.versions || [];
+  const index = versions.indexOf(message.id);
+  if (versions.length < 2 || index < 0) return null;
+  return { index, count: versions.length, previous: versions[index - 1] ?? null, next: versions[index + 1] ?? null };
 }
 
 /** Whether the server would refuse `frame` as over 8192 bytes of UTF-8. */
@@ -128,7 +149,7 @@ export function frameTooLarge(frame) {
 
 /** The user_message frames to send again after a snapshot: those the server has not stored. */
 export function pendingFrames(state) {
-  return Object.entries(state.pending).map(([turnId, entry]) => userMessageFrame(turnId, entry.content));
+  return Object.entries(state.pending).map(([turnId, entry]) => userMessageFrame(turnId, entry.content, entry.parent));
 }
 
 // --- frames from the server ------------------------------------------------------
@@ -144,7 +165,7 @@ export function applyFrame(state, frame) {
 function applySnapshot(state, frame) {
   const incoming = (frame.messages || []).map(storedMessage);
   const firstSeq = incoming.length ? incoming[0].seq : Infinity;
-  const earlier = state.messages.filter((m) => !m.local && m.seq < firstSeq);
+  const earlier = earlierOnPath(state.messages.filter((m) => !m.local && m.seq < firstSeq), incoming[0]);
   const stored = [...earlier, ...incoming];
   const acknowledged = incoming.filter((m) => m.role === "user").map((m) => m.turn_id);
   const pending = omit(state.pending, acknowledged);
@@ -155,7 +176,7 @@ function applySnapshot(state, frame) {
   return {
     ...state,
     messages: [...stored, ...resent],
-    hasEarlier: firstSeq !== Infinity && (earlier.length ? earlier[0].seq : firstSeq) > 1,
+    hasEarlier: hasEarlierThan(stored[0]),
     activeTurn: frame.active_turn || null,
     thinking: Object.fromEntries(streaming.map((m) => [m.id, state.thinking[m.id]])),
     pending,
@@ -163,17 +184,39 @@ function applySnapshot(state, frame) {
   };
 }
 
-/** The stored user message replaces its optimistic copy (same turn_id), once. */
+/** Whether messages come before `first` on its path: it has a parent (a server without versions: its seq is not 1). */
+function hasEarlierThan(first) {
+  if (!first) return false;
+  return first.parent_id !== undefined ? first.parent_id !== null : first.seq > 1;
+}
+
+/** The earlier messages held that lead to `first` (the active path may have changed: versions). */
+function earlierOnPath(earlier, first) {
+  if (!first || first.parent_id === undefined) return earlier;
+  const byId = new Map(earlier.map((m) => [m.id, m]));
+  const path = [];
+  for (let id = first.parent_id; id != null && byId.has(id); id = byId.get(id).parent_id) path.unshift(byId.get(id));
+  return path;
+}
+
+/** The stored user message replaces its optimistic copy (same turn_id), once.
+ *
+ * A message that does not follow the last message held (an edit, from this
+ * page or another) starts another branch: only a fresh snapshot shows the path.
+ */
 function applyUserMessage(state, frame, data) {
   const raw = data.message || frame.message;
   if (!raw) return state;
   const message = storedMessage(raw);
   const messages = state.messages.filter((m) => m.id !== localId(message.turn_id));
   const known = messages.some((m) => m.id === message.id);
+  const leaf = messages.filter((m) => !m.local).at(-1)?.id ?? null;
+  const branched = !known && message.parent_id !== undefined && message.parent_id !== leaf;
   return {
     ...state,
-    messages: known ? messages : insertBySeq(messages, message),
+    messages: known || branched ? messages : insertBySeq(messages, message),
     pending: omit(state.pending, [message.turn_id]),
+    outOfSync: state.outOfSync || branched,
   };
 }
 
@@ -183,7 +226,9 @@ function withAnswer(state, frame) {
   const stored = state.messages.filter((m) => !m.local);
   const question = stored.find((m) => m.role === "user" && m.turn_id === frame.turn_id);
   const seq = (question ? question.seq : stored.at(-1)?.seq ?? 0) + 1;
-  const answer = newMessage({ id: frame.message_id, seq, role: "assistant", turn_id: frame.turn_id, status: "streaming" });
+  // The page's clock until a snapshot brings the stored time (events carry none).
+  const created_at = new Date().toISOString();
+  const answer = newMessage({ id: frame.message_id, seq, role: "assistant", turn_id: frame.turn_id, status: "streaming", created_at });
   return { ...state, messages: insertBySeq(state.messages, answer) };
 }
 
@@ -198,8 +243,13 @@ function endThinking(state, messageId) {
   return { ...state, thinking: omit(state.thinking, [messageId]) };
 }
 
+/** A new answer; one whose question the page does not hold by turn_id is a regenerate: take a fresh snapshot. */
 function applyAgentStarted(state, frame) {
-  return { ...withAnswer(state, frame), activeTurn: { turn_id: frame.turn_id, message_id: frame.message_id } };
+  const activeTurn = { turn_id: frame.turn_id, message_id: frame.message_id };
+  const known = state.messages.some((m) => m.id === frame.message_id);
+  const question = state.messages.some((m) => m.role === "user" && m.turn_id === frame.turn_id);
+  if (!known && !question && state.messages.some((m) => !m.local)) return { ...state, activeTurn, outOfSync: true };
+  return { ...withAnswer(state, frame), activeTurn };
 }
 
 function applyThinking(state, frame, data) {

@@ -44,6 +44,7 @@ export class OpenThread {
     this.socket = null;
     this.ready = null; // {promise, resolve}: resolved by the next snapshot (true) or a fatal close (false)
     this.resyncing = false;
+    this.snapshots = 0; // snapshots received, so a resync knows when its own has come
   }
 
   /** Show another thread (null: a new chat): a fresh state and a socket of its own. */
@@ -83,6 +84,7 @@ export class OpenThread {
 
   /** Send again what the server has not stored; a send waiting for the socket may go on. */
   afterSnapshot() {
+    this.snapshots += 1;
     for (const frame of store.pendingFrames(this.state)) this.socket.send(frame);
     this.ready?.resolve(true);
     this.ready = null;
@@ -104,9 +106,12 @@ export class OpenThread {
   resync() {
     if (this.resyncing || !this.socket) return;
     this.resyncing = true;
+    const snapshots = this.snapshots;
     this.socket.restart();
     setTimeout(() => {
       this.resyncing = false;
+      // A gap found after the fresh snapshot, during the pause (an edit right after a regenerate), is not dropped.
+      if (this.state.outOfSync && this.snapshots > snapshots) this.resync();
     }, RESYNC_PAUSE_MS);
   }
 
@@ -129,13 +134,16 @@ export class OpenThread {
     this.hooks.changed();
   }
 
-  /** Send a user message as a new turn; false, with a toast saying why, when it was not sent. */
-  async send(content, { fromComposer = false, autoTitle = false } = {}) {
+  /**
+   * Send a user message as a new turn; false, with a toast saying why, when it was not sent.
+   * `parent` (an edit) is the answer it follows, null for a new first message; absent, it follows the last one.
+   */
+  async send(content, { fromComposer = false, autoTitle = false, parent } = {}) {
     if (this.socket?.state !== "connected" && this.ready) {
       await Promise.race([this.ready.promise, sleep(SNAPSHOT_WAIT_MS)]); // the thread is opening
     }
     const turnId = newTurnId();
-    const frame = store.userMessageFrame(turnId, content);
+    const frame = store.userMessageFrame(turnId, content, parent);
     if (store.frameTooLarge(frame)) {
       toast("That message is too long to send. Shorten it and try again.", { error: true });
       return false;
@@ -146,9 +154,25 @@ export class OpenThread {
       });
       return false;
     }
-    this.state = store.addPendingMessage(this.state, turnId, content, { fromComposer, autoTitle });
+    this.state = store.addPendingMessage(this.state, turnId, content, { fromComposer, autoTitle, parent });
     this.hooks.changed();
     return true;
+  }
+
+  /** Ask for a new version of an answer; it streams as a turn and becomes the one shown. */
+  regenerate(messageId) {
+    this.sendOrSay(store.regenerateFrame(newTurnId(), messageId), "the answer was not regenerated");
+  }
+
+  /** Show another version of a message: the server answers with a fresh snapshot of that path. */
+  switchVersion(messageId) {
+    this.sendOrSay(store.switchVersionFrame(messageId), "the other version could not be shown");
+  }
+
+  sendOrSay(frame, what) {
+    if (this.socket?.state !== "connected" || !this.socket.send(frame)) {
+      toast(`Not connected: ${what}. Try again when the connection is back.`, { error: true });
+    }
   }
 
   /** Ask the server to stop the running turn. */

@@ -21,6 +21,11 @@ export class Threads {
     this.unlisted = new Set();
   }
 
+  /** Show a thread the server changed (its agent or prompt). */
+  update(thread) {
+    this.sidebar.upsert(thread);
+  }
+
   get(id) {
     return id === null ? null : this.sidebar.get(id);
   }
@@ -46,9 +51,9 @@ export class Threads {
   }
 
   /** A new thread, listed; null when the server could not make it. */
-  async create(title) {
+  async create(title, fields = {}) {
     try {
-      const thread = await api.createThread(title);
+      const thread = await api.createThread(title, fields);
       this.unlisted.add(thread.id);
       this.sidebar.upsert(thread);
       return thread;

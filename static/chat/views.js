@@ -4,7 +4,8 @@
 
 import { el } from "./dom.js";
 import { answerParts, cpLen, formatDuration, formatValue, inputSummary } from "./format.js";
-import { enhanceCodeBlocks, markdownToHtml } from "./markdown.js";
+import { enhanceCodeBlocks, markdownToHtml, renderRich } from "./markdown.js";
+import { versionPosition } from "./store.js";
 
 const svg = (markup) => {
   const span = el("span", "tool-icon");
@@ -33,9 +34,11 @@ export class MessageView {
     this.role = message.role;
     this.root = el("article", `msg msg-${message.role}`, { "data-testid": "message" });
     this.parts = new Map(); // key -> {node, signature}
+    this.tools = el("div", "msg-tools", { "data-testid": "message-tools" });
     if (message.role === "user") {
       this.body = el("div", "msg-body", { "data-testid": "message-content" });
-      this.root.append(this.body);
+      this.editor = null;
+      this.root.append(this.body, this.tools);
     } else {
       const avatar = el("span", "avatar avatar-bot", { "aria-hidden": "true", text: "AI" });
       this.main = el("div", "msg-main");
@@ -55,7 +58,7 @@ export class MessageView {
       });
       this.copyButton.innerHTML = ICONS.copy;
       this.usage = el("span", "usage", { "data-testid": "usage" });
-      this.footer.append(this.copyButton, this.usage);
+      this.footer.append(this.tools, this.copyButton, this.usage);
       this.main.append(this.thinking, this.body, this.notice, this.footer);
       this.root.append(avatar, this.main);
     }
@@ -70,6 +73,7 @@ export class MessageView {
     root.dataset.length = String(message.length ?? cpLen(message.content || ""));
     root.classList.toggle("streaming", message.status === "streaming");
     root.classList.toggle("sending", message.status === "sending");
+    this.updateTools(message);
     if (message.role === "user") {
       if (this.body.textContent !== message.content) this.body.textContent = message.content;
       return;
@@ -78,6 +82,76 @@ export class MessageView {
     this.updateBody(message);
     this.updateNotice(message);
     this.updateFooter(message);
+  }
+
+  /** Time, version arrows ("2 / 3"), and Edit (questions) or Regenerate (finished answers). */
+  updateTools(message) {
+    const stored = !message.local;
+    const position = stored ? versionPosition(message) : null;
+    const canRegenerate = stored && message.role === "assistant" && message.status !== "streaming";
+    const canEdit = stored && message.role === "user" && !this.editor;
+    const signature = JSON.stringify([message.created_at, position, canRegenerate, canEdit]);
+    if (this.tools.dataset.signature === signature) return;
+    this.tools.dataset.signature = signature;
+    this.tools.replaceChildren();
+    if (position) {
+      const nav = el("span", "versions", { "data-testid": "versions" });
+      const previous = el("button", "icon-btn version-btn", {
+        type: "button", text: "‹", title: "Previous version", "aria-label": "Previous version",
+        "data-action": "version", "data-target": String(position.previous ?? ""), "data-testid": "version-previous",
+      });
+      const next = el("button", "icon-btn version-btn", {
+        type: "button", text: "›", title: "Next version", "aria-label": "Next version",
+        "data-action": "version", "data-target": String(position.next ?? ""), "data-testid": "version-next",
+      });
+      previous.disabled = position.previous === null;
+      next.disabled = position.next === null;
+      const label = el("span", "version-label", { text: `${position.index + 1} / ${position.count}`, "data-testid": "version-label" });
+      nav.append(previous, label, next);
+      this.tools.append(nav);
+    }
+    if (canEdit) {
+      this.tools.append(el("button", "btn-link", { type: "button", text: "Edit", "data-action": "edit", "data-testid": "edit" }));
+    }
+    if (canRegenerate) {
+      this.tools.append(
+        el("button", "btn-link", { type: "button", text: "Regenerate", "data-action": "regenerate", "data-testid": "regenerate" }),
+      );
+    }
+    if (message.created_at) {
+      const when = new Date(message.created_at);
+      const time = el("time", "msg-time", {
+        dateTime: message.created_at,
+        title: when.toLocaleString(),
+        text: when.toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" }),
+        "data-testid": "message-time",
+      });
+      this.tools.append(time);
+    }
+  }
+
+  /** Edit in place: the question becomes a box with Save and Cancel (user messages only). */
+  startEdit(message) {
+    if (this.role !== "user" || this.editor) return null;
+    const editor = el("form", "edit-form", { "data-testid": "edit-form" });
+    const area = el("textarea", "edit-input", { "data-testid": "edit-input", "aria-label": "Edit message", rows: "3" });
+    area.value = message.content;
+    const save = el("button", "btn btn-small btn-primary", { type: "submit", text: "Save and send", "data-testid": "edit-save" });
+    const cancel = el("button", "btn btn-small", { type: "button", text: "Cancel", "data-testid": "edit-cancel" });
+    editor.append(area, save, cancel);
+    this.editor = editor;
+    this.body.hidden = true;
+    this.body.after(editor);
+    this.tools.dataset.signature = "";
+    area.focus();
+    return { editor, area, cancel };
+  }
+
+  stopEdit() {
+    this.editor?.remove();
+    this.editor = null;
+    this.body.hidden = false;
+    this.tools.dataset.signature = "";
   }
 
   updateThinking(message, thinkingText) {
@@ -104,6 +178,7 @@ export class MessageView {
         if (entry.signature !== part.text) {
           entry.node.innerHTML = markdownToHtml(part.text);
           enhanceCodeBlocks(entry.node);
+          renderRich(entry.node);
           entry.signature = part.text;
         }
       } else {

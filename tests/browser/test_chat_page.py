@@ -47,8 +47,8 @@ DROP_SOCKET_JS = """() => {
 
 
 class ChatPageTests(BrowserTestCase):
-    def test_login_then_new_chat_opens_an_empty_thread_in_the_url(self):
-        """Logging in leads to the chat page; New chat creates a thread, puts it in the URL and the sidebar."""
+    def test_login_then_the_first_message_opens_its_thread_in_the_url(self):
+        """Logging in leads to the chat page; the first message creates the thread, in the URL and the sidebar."""
         page = self.new_page()
         page.goto("/")
         expect(page).to_have_url(re.compile(r"/accounts/login/"))
@@ -59,6 +59,7 @@ class ChatPageTests(BrowserTestCase):
         self.shot(page, "logged-in")
 
         page.get_by_test_id("new-chat").click()
+        self.send(page, "hello")
         expect(page).to_have_url(re.compile(r"/threads/\d+/$"))
         self.wait_connected(page)
         thread_id = self.thread_id(page)
@@ -289,7 +290,9 @@ class ChatPageTests(BrowserTestCase):
 
         page.locator(f"[data-testid=thread-item][data-thread-id='{older}'] [data-testid=thread-link]").click()
         expect(page).to_have_url(re.compile(rf"/threads/{older}/$"))
-        expect(page.locator("[data-testid=message][data-role=user]")).to_have_text("older thread")
+        expect(page.locator("[data-testid=message][data-role=user] [data-testid=message-content]")).to_have_text(
+            "older thread"
+        )
         self.send(page, "back to the older one")
         expect(items.first).to_have_attribute("data-thread-id", str(older))
         self.assertEqual(items.evaluate_all(order), [older, newer])
@@ -337,7 +340,7 @@ class ChatPageTests(BrowserTestCase):
         retry.click()
         users = page.locator("[data-testid=message][data-role=user]")
         expect(users).to_have_count(2)
-        expect(users.last).to_have_text("tell me a story")
+        expect(users.last.get_by_test_id("message-content")).to_have_text("tell me a story")
         expect(self.last_answer(page)).to_have_attribute("data-status", "completed")
         # Retry belongs to the newest answer only: the interrupted one keeps its notice, without the button.
         old = page.locator(f"[data-testid=message][data-message-id='{shell.id}']")
@@ -352,7 +355,8 @@ class ChatPageTests(BrowserTestCase):
     def test_sending_while_offline_keeps_the_text_in_the_composer(self):
         """A message that cannot be sent stays in the input, with an error shown."""
         page = self.open_chat()
-        page.get_by_test_id("new-chat").click()
+        self.send(page, "first")
+        expect(self.last_answer(page)).to_have_attribute("data-status", "completed")
         self.wait_connected(page)
         page.context.set_offline(True)
         expect(page.get_by_test_id("connection-status")).to_have_attribute("data-state", "offline")
@@ -363,7 +367,9 @@ class ChatPageTests(BrowserTestCase):
         page.context.set_offline(False)
         self.wait_connected(page)
         page.get_by_test_id("send").click()
-        expect(page.locator("[data-testid=message][data-role=user]")).to_have_text("this must not be lost")
+        expect(page.locator("[data-testid=message][data-role=user] [data-testid=message-content]").last).to_have_text(
+            "this must not be lost"
+        )
         expect(page.get_by_test_id("composer-input")).to_have_value("")
 
     def test_html_in_a_message_is_shown_as_text_and_never_runs(self):
@@ -428,7 +434,7 @@ class ChatPageTests(BrowserTestCase):
         box.type("line two")
         expect(box).to_have_value("line one\nline two")
         box.press("Enter")
-        user = page.locator("[data-testid=message][data-role=user]")
+        user = page.locator("[data-testid=message][data-role=user] [data-testid=message-content]")
         expect(user).to_have_text("line one\nline two")
         expect(box).to_have_value("")
 
@@ -471,18 +477,27 @@ class ChatPageTests(BrowserTestCase):
         second = self.thread_id(page)
         page.go_back()
         expect(page).to_have_url(re.compile(rf"/threads/{first}/$"))
-        expect(page.locator("[data-testid=message][data-role=user]")).to_have_text("first thread")
+        expect(page.locator("[data-testid=message][data-role=user] [data-testid=message-content]")).to_have_text(
+            "first thread"
+        )
         page.go_forward()
         expect(page).to_have_url(re.compile(rf"/threads/{second}/$"))
-        expect(page.locator("[data-testid=message][data-role=user]")).to_have_text("second thread")
+        expect(page.locator("[data-testid=message][data-role=user] [data-testid=message-content]")).to_have_text(
+            "second thread"
+        )
         page.reload()
-        expect(page.locator("[data-testid=message][data-role=user]")).to_have_text("second thread")
+        expect(page.locator("[data-testid=message][data-role=user] [data-testid=message-content]")).to_have_text(
+            "second thread"
+        )
         self.shot(page, "second-thread")
 
     def test_markdown_answers_get_code_blocks_with_copy_and_lose_raw_html_and_script_links(self):
         """Code blocks get a Copy button that copies the code; raw HTML shows as text; javascript: links lose href."""
         page = self.open_chat()
         page.context.grant_permissions(["clipboard-read", "clipboard-write"])
+        # The page redraws its message list when the thread list and the agents arrive: wait for both first.
+        expect(page.get_by_test_id("thread-list")).to_contain_text("No conversations yet.")
+        expect(page.get_by_test_id("agent-picker").locator("option")).to_have_count(1)
         page.evaluate(
             """async (content) => {
                 const { MessageView } = await import('/static/chat/views.js');

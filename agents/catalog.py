@@ -1,0 +1,79 @@
+"""Which agent a turn runs with: its provider, model, tools and system prompt.
+
+The default agent is a row kept in step with the environment's provider
+settings (settings.AGENT_PROVIDER, OPENAI_*) each time it is read, so it
+follows the configuration a process starts with; a thread without an agent
+runs with it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from channels.db import database_sync_to_async
+from django.conf import settings
+
+from chat import agent_store
+from chat.models import Agent
+
+from .providers.base import Provider
+from .tools import TOOLS
+
+
+@dataclass(frozen=True)
+class TurnAgent:
+    """What a turn needs of its agent. `name` and `model` are what agent_started shows."""
+
+    name: str
+    model: str
+    provider: Provider
+    tools: tuple[str, ...]
+    system_prompt: str
+
+
+def default_agent() -> Agent:
+    """The default agent row, created or updated from the environment's provider settings."""
+    provider = settings.AGENT_PROVIDER
+    if provider not in Agent.Provider.values:
+        raise ValueError(f"unknown AGENT_PROVIDER {provider!r}: use 'local' or 'openai'")
+    if provider == "openai":
+        base_url, api_key, model = settings.OPENAI_BASE_URL, settings.OPENAI_API_KEY, settings.OPENAI_MODEL
+    else:
+        base_url, api_key, model = "", "", "local"
+    return agent_store.sync_default_agent(provider, base_url, api_key, model, list(TOOLS))
+
+
+def build_provider(agent: Agent) -> Provider:
+    """The model provider an agent names, with its own server, key and model."""
+    if agent.provider == Agent.Provider.LOCAL:
+        from .providers.local import LocalProvider
+
+        return LocalProvider(model=agent.model or "local")
+    if agent.provider == Agent.Provider.OPENAI:
+        from .providers.openai import OpenAIProvider
+
+        return OpenAIProvider(agent.model or None, base_url=agent.base_url, api_key=agent.api_key)
+    raise ValueError(f"agent {agent.pk} names an unknown provider {agent.provider!r}: use 'local' or 'openai'")
+
+
+def join_prompts(*prompts: str) -> str:
+    return "\n\n".join(prompt.strip() for prompt in prompts if prompt and prompt.strip())
+
+
+def turn_agent(thread_id: int) -> TurnAgent:
+    """The agent a new turn of the thread runs with: the thread's, or the default one."""
+    default = default_agent()
+    agent, thread_prompt = agent_store.thread_agent(thread_id)
+    agent = agent or default
+    tools = tuple(name for name in agent.tools or () if name in TOOLS)
+    provider = build_provider(agent)
+    return TurnAgent(
+        name=agent.name,
+        model=provider.model,
+        provider=provider,
+        tools=tools,
+        system_prompt=join_prompts(agent.system_prompt, thread_prompt),
+    )
+
+
+aturn_agent = database_sync_to_async(turn_agent)
