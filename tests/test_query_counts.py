@@ -89,7 +89,7 @@ class QueryCountTests(ChatTestCase):
         self.assertEqual(response.status_code, 200, url)
 
     def test_snapshot_of_a_long_thread(self):
-        """The snapshot of a 500-message thread: the tree, the leaf, the latest 50 with actions, pieces, usage: 9 queries."""
+        """A 500-message thread's snapshot: the tree, the leaf, the latest 50 with actions, pieces, usage: 9 queries."""
         with self.assertNumQueries(9):  # with the savepoint of its transaction
             snapshot = selectors.thread_snapshot(self.big.pk)
         self.assertEqual(len(snapshot["messages"]), 50)
