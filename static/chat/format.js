@@ -93,3 +93,11 @@ export function refusalText(frame) {
       return frame.message || "Something went wrong.";
   }
 }
+
+/** "2 / 3": the message's place among its versions, or null when it has no other version. */
+export function versionPosition(message) {
+  const versions = message.versions || [];
+  const index = versions.indexOf(message.id);
+  if (versions.length < 2 || index < 0) return null;
+  return { index, count: versions.length, previous: versions[index - 1] ?? null, next: versions[index + 1] ?? null };
+}

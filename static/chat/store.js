@@ -1,12 +1,8 @@
-// The open thread's state and every change the chat page makes to it, as pure
-// functions: each takes a state and returns a new one, never changing the one
-// it was given and never touching the DOM. The server's snapshot is the truth
-// after every (re)connect; the live frames that follow are applied on top of
-// it exactly once (docs/protocol.md, "Exactly once on resume").
+// The open thread's state and every change the page makes to it, as pure functions
+// (a new state each time, no DOM). The snapshot is the truth after every (re)connect;
+// later frames apply on top of it exactly once (docs/protocol.md, "Exactly once on resume").
 
 import { cpLen, cpSliceFrom } from "./format.js";
-
-export const MAX_FRAME_BYTES = 8192;
 
 /** The state of a thread just opened (`null`: the empty "new chat" page). */
 export function openThread(threadId = null) {
@@ -115,41 +111,6 @@ export function setConnection(state, connection) {
 /** The state once the server said the thread does not exist or is not the user's. */
 export function markNotFound(state) {
   return { ...state, notFound: true, connection: "idle" };
-}
-
-// --- frames to the server -------------------------------------------------------
-
-/** A user_message frame; `parent` (an edit: an answer's id, or null) is sent only when given. */
-export function userMessageFrame(turnId, content, parent) {
-  const frame = { type: "user_message", content, turn_id: turnId };
-  if (parent !== undefined) frame.parent_id = parent;
-  return frame;
-}
-
-export function regenerateFrame(turnId, messageId) {
-  return { type: "regenerate", message_id: messageId, turn_id: turnId };
-}
-
-export function switchVersionFrame(messageId) {
-  return { type: "switch_version", message_id: messageId };
-}
-
-/** "2 / 3": the message's place among its versions, or null when it has no other version. */
-export function versionPosition(message) {
-  const versions = message.versions || [];
-  const index = versions.indexOf(message.id);
-  if (versions.length < 2 || index < 0) return null;
-  return { index, count: versions.length, previous: versions[index - 1] ?? null, next: versions[index + 1] ?? null };
-}
-
-/** Whether the server would refuse `frame` as over 8192 bytes of UTF-8. */
-export function frameTooLarge(frame) {
-  return new TextEncoder().encode(JSON.stringify(frame)).length > MAX_FRAME_BYTES;
-}
-
-/** The user_message frames to send again after a snapshot: those the server has not stored. */
-export function pendingFrames(state) {
-  return Object.entries(state.pending).map(([turnId, entry]) => userMessageFrame(turnId, entry.content, entry.parent));
 }
 
 // --- frames from the server ------------------------------------------------------

@@ -8,6 +8,7 @@ import { refusalText } from "./format.js";
 import { goToLogin } from "./navigation.js";
 import { toast } from "./notify.js";
 import { ThreadSocket } from "./socket.js";
+import * as outgoing from "./outgoing.js";
 import * as store from "./store.js";
 
 const SNAPSHOT_WAIT_MS = 5000; // a message sent while the thread opens waits this long for the socket
@@ -85,7 +86,7 @@ export class OpenThread {
   /** Send again what the server has not stored; a send waiting for the socket may go on. */
   afterSnapshot() {
     this.snapshots += 1;
-    for (const frame of store.pendingFrames(this.state)) this.socket.send(frame);
+    for (const frame of outgoing.pendingFrames(this.state)) this.socket.send(frame);
     this.ready?.resolve(true);
     this.ready = null;
   }
@@ -143,8 +144,8 @@ export class OpenThread {
       await Promise.race([this.ready.promise, sleep(SNAPSHOT_WAIT_MS)]); // the thread is opening
     }
     const turnId = newTurnId();
-    const frame = store.userMessageFrame(turnId, content, parent);
-    if (store.frameTooLarge(frame)) {
+    const frame = outgoing.userMessageFrame(turnId, content, parent);
+    if (outgoing.frameTooLarge(frame)) {
       toast("That message is too long to send. Shorten it and try again.", { error: true });
       return false;
     }
@@ -161,12 +162,12 @@ export class OpenThread {
 
   /** Ask for a new version of an answer; it streams as a turn and becomes the one shown. */
   regenerate(messageId) {
-    this.sendOrSay(store.regenerateFrame(newTurnId(), messageId), "the answer was not regenerated");
+    this.sendOrSay(outgoing.regenerateFrame(newTurnId(), messageId), "the answer was not regenerated");
   }
 
   /** Show another version of a message: the server answers with a fresh snapshot of that path. */
   switchVersion(messageId) {
-    this.sendOrSay(store.switchVersionFrame(messageId), "the other version could not be shown");
+    this.sendOrSay(outgoing.switchVersionFrame(messageId), "the other version could not be shown");
   }
 
   sendOrSay(frame, what) {

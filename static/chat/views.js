@@ -3,9 +3,8 @@
 // streaming answer re-renders only its last piece of text.
 
 import { el } from "./dom.js";
-import { answerParts, cpLen, formatDuration, formatValue, inputSummary } from "./format.js";
+import { answerParts, cpLen, formatDuration, formatValue, inputSummary, versionPosition } from "./format.js";
 import { enhanceCodeBlocks, markdownToHtml, renderRich } from "./markdown.js";
-import { versionPosition } from "./store.js";
 
 const svg = (markup) => {
   const span = el("span", "tool-icon");

@@ -7,17 +7,16 @@ import {
   addPendingMessage,
   applyFrame,
   findMessage,
-  frameTooLarge,
   markNotFound,
   newestStored,
   openThread,
   pendingEntry,
-  pendingFrames,
   prependEarlier,
   questionOf,
   setConnection,
   storedMessage,
 } from "../../static/chat/store.js";
+import { frameTooLarge, pendingFrames } from "../../static/chat/outgoing.js";
 import {
   THREAD,
   answer,

@@ -1,18 +1,11 @@
-// Versions on the chat page (static/chat/store.js): edit and regenerate frames, "2 / 3", branch changes.
+// Versions on the chat page (static/chat/store.js, outgoing.js, format.js): edit and regenerate frames, "2 / 3", branch changes.
 
 import assert from "node:assert/strict";
 import { describe, test } from "node:test";
 
-import {
-  addPendingMessage,
-  applyFrame,
-  openThread,
-  pendingFrames,
-  regenerateFrame,
-  switchVersionFrame,
-  userMessageFrame,
-  versionPosition,
-} from "../../static/chat/store.js";
+import { versionPosition } from "../../static/chat/format.js";
+import { pendingFrames, regenerateFrame, switchVersionFrame, userMessageFrame } from "../../static/chat/outgoing.js";
+import { addPendingMessage, applyFrame, openThread } from "../../static/chat/store.js";
 import { THREAD, answer, deepFreeze, snapshot, started, userMessage, userMessageEvent } from "./frames.mjs";
 
 function apply(state, ...frames) {
