@@ -49,7 +49,45 @@ def _daphne_command() -> list[str]:
     return [sys.executable, "-m", "daphne"]
 
 
-class DaphneServer:
+class ChildProcess:
+    """A process a test started: its Popen, its log, and a bounded stop (SIGTERM, then SIGKILL)."""
+
+    process: subprocess.Popen | None = None
+    log_path: Path
+
+    def is_running(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def signal(self, signum: int) -> None:
+        if self.is_running():
+            assert self.process is not None
+            self.process.send_signal(signum)
+
+    def stop(self, timeout: float = 15) -> None:
+        """SIGTERM (the graceful stop), then SIGKILL if it does not exit in time."""
+        if self.process is None or self.process.poll() is not None:
+            return
+        self.process.send_signal(signal.SIGTERM)
+        try:
+            self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.kill()
+
+    def kill(self) -> None:
+        """SIGKILL (also of a stopped process), as a crash would: nothing in it gets to clean up."""
+        if self.process is None or self.process.poll() is not None:
+            return
+        self.process.kill()
+        self.process.wait()
+
+    def log_tail(self, lines: int = 40) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return ""
+
+
+class DaphneServer(ChildProcess):
     """`daphne chatproject.asgi:application` on 127.0.0.1 and a free port, on the test database.
 
     `env` adds or overrides environment variables of the server process
@@ -129,36 +167,10 @@ class DaphneServer:
         socket.create_connection(("127.0.0.1", self.port), timeout=2).close()
         return True
 
-    def is_running(self) -> bool:
-        return self.process is not None and self.process.poll() is None
-
-    def stop(self, timeout: float = 15) -> None:
-        """Stop gracefully (SIGTERM), killing it if it does not exit in time."""
-        if self.process is None or self.process.poll() is not None:
-            return
-        self.process.send_signal(signal.SIGTERM)
-        try:
-            self.process.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.kill()
-
-    def kill(self) -> None:
-        """SIGKILL, as a crash would: nothing in the process gets to clean up."""
-        if self.process is None or self.process.poll() is not None:
-            return
-        self.process.kill()
-        self.process.wait()
-
     def restart(self, timeout: float = 60) -> DaphneServer:
         """Stop (if running) and start again on the same port."""
         self.stop()
         return self.start(timeout)
-
-    def log_tail(self, lines: int = 40) -> str:
-        try:
-            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
-        except OSError:
-            return ""
 
     def __enter__(self) -> DaphneServer:
         return self.start()
@@ -244,7 +256,7 @@ def ws_headers(server: DaphneServer, cookie: str) -> dict[str, str]:
     return {"Cookie": cookie, "Origin": server.origin}
 
 
-class WorkerProcess:
+class WorkerProcess(ChildProcess):
     """`manage.py run_agent_worker` on the test database: a process that runs queued agent turns."""
 
     READY = "Running worker for channels"
@@ -288,30 +300,3 @@ class WorkerProcess:
             self.kill()
             raise
         return self
-
-    def signal(self, signum: int) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.send_signal(signum)
-
-    def stop(self, timeout: float = 15) -> None:
-        """SIGTERM (the graceful stop), then SIGKILL if it does not exit in time."""
-        if self.process is None or self.process.poll() is not None:
-            return
-        self.process.send_signal(signal.SIGTERM)
-        try:
-            self.process.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.kill()
-
-    def kill(self) -> None:
-        """SIGKILL (also of a stopped process), as a crash would."""
-        if self.process is None or self.process.poll() is not None:
-            return
-        self.process.kill()
-        self.process.wait()
-
-    def log_tail(self, lines: int = 40) -> str:
-        try:
-            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
-        except OSError:
-            return ""
