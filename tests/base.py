@@ -65,6 +65,18 @@ class ChatTransactionTestCase(ChatHelpers, TransactionTestCase):
         super()._post_teardown()
 
 
+async def read_committed(read: Callable[[], Any]) -> Any:
+    """Run `read` in a thread with its own database connection: it sees only committed rows."""
+
+    def in_own_connection() -> Any:
+        try:
+            return read()
+        finally:
+            connections.close_all()
+
+    return await asyncio.to_thread(in_own_connection)
+
+
 def run_concurrently(functions: list[Callable[[], Any]], timeout: float = 120) -> list[Any]:
     """Run each function in its own thread, all released at once; return results (or the exceptions raised) in order.
 

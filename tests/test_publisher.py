@@ -6,13 +6,12 @@ import asyncio
 import time
 
 from channels.layers import get_channel_layer
-from django.db import connections
 from django.test import override_settings
 
 from agents.events import EVENT_TYPE, TurnPublisher, thread_group
 from chat import turns
 from chat.models import AgentAction, Message
-from tests.base import ChatTransactionTestCase
+from tests.base import ChatTransactionTestCase, read_committed
 from tests.layers import Sent
 
 TIMEOUT = 10
@@ -52,13 +51,7 @@ class PublisherTestCase(ChatTransactionTestCase):
     # --- reads through another connection: they see only committed rows ---
 
     async def committed(self, read):
-        def in_own_connection():
-            try:
-                return read()
-            finally:
-                connections.close_all()
-
-        return await asyncio.to_thread(in_own_connection)
+        return await read_committed(read)
 
     async def committed_text(self, message_id: int) -> str:
         return await self.committed(lambda: self.full_text(message_id))

@@ -5,14 +5,14 @@ from __future__ import annotations
 import asyncio
 
 from channels.layers import get_channel_layer
-from django.db import connection, connections
+from django.db import connection
 from django.test import override_settings
 
 from agents import runtime
 from agents.events import EVENT_TYPE, thread_group
 from chat import turns
 from chat.models import Message
-from tests.base import ChatTransactionTestCase
+from tests.base import ChatTransactionTestCase, read_committed
 
 TIMEOUT = 10
 
@@ -39,13 +39,7 @@ class TurnLifecycleTestCase(ChatTransactionTestCase):
         return frames
 
     async def committed(self, read):
-        def in_own_connection():
-            try:
-                return read()
-            finally:
-                connections.close_all()
-
-        return await asyncio.to_thread(in_own_connection)
+        return await read_committed(read)
 
 
 class ClosedMessageTests(TurnLifecycleTestCase):
