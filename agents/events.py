@@ -1,41 +1,41 @@
 """The one way turn events leave the server: commit first, then broadcast.
 
 `TurnPublisher` pairs each step of a turn with its write in chat.turns and
-sends the event only after that write returned (committed); the sweeper
-announces the turns it ends through `announce_completed`. Broadcasting goes
-through the channel layer to the thread's group; a failing layer is logged
-and never stops the turn, since sockets rebuild from the database.
+sends the event only after that write returned (committed); the pieces of
+the answer go through the process's group-committing writer
+(agents.writer). The sweeper announces the turns it ends through
+`announce_completed`. Events reach this process's sockets directly and the
+other processes through the events layer (agents.fanout); a failing layer
+is logged and never stops the turn, since sockets rebuild from the database.
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
-import time
 from collections.abc import Callable
 from typing import Any
 
-from channels.db import database_sync_to_async
-from channels.layers import get_channel_layer
-
 from chat import selectors, turns
 
+from . import fanout
+from .fanout import EVENT_TYPE, thread_group
 from .livefeed import feed as live_feed
+from .writer import now_ms, writer
 
 logger = logging.getLogger(__name__)
 
-EVENT_TYPE = "thread.event"  # the consumer's handler: thread_event()
-SWITCHED_TYPE = "thread.switched"  # the consumer's handler: thread_switched()
+__all__ = ["EVENT_TYPE", "TurnPublisher", "announce_completed", "broadcast", "now_ms", "thread_group"]
 
 
-def thread_group(thread_id: int) -> str:
-    return f"thread-{thread_id}"
+async def broadcast(thread_id: int, frame: dict, seq: int | None = None) -> None:
+    """Send a frame to every socket of the thread, in every process, and show it to the Live turns feed.
 
-
-async def broadcast(thread_id: int, frame: dict) -> None:
-    """Send a frame to every socket of the thread, and show it to the Live turns feed; errors are logged, not raised."""
+    Errors are logged, not raised. `seq` numbers the events of one turn sent
+    by this process, so that a receiving process can tell a gap.
+    """
+    fanout.deliver(thread_id, frame)
     try:
-        await get_channel_layer().group_send(thread_group(thread_id), {"type": EVENT_TYPE, "frame": frame})
+        await fanout.publish(thread_id, frame, seq)
     except Exception:
         logger.exception("broadcast failed: thread=%s type=%s", thread_id, frame.get("type"))
     try:
@@ -60,7 +60,7 @@ async def announce_thread_deleted(thread_id: int) -> None:
 async def announce_switch(thread_id: int) -> None:
     """Tell every socket of the thread that its active path changed (committed): each sends a fresh snapshot."""
     try:
-        await get_channel_layer().group_send(thread_group(thread_id), {"type": SWITCHED_TYPE})
+        await fanout.publish_switch(thread_id)
     except Exception:
         logger.exception("broadcast failed: thread=%s type=switched", thread_id)
 
@@ -68,20 +68,20 @@ async def announce_switch(thread_id: int) -> None:
 class TurnPublisher:
     """Writes and announces the steps of one turn, in order, each after its commit.
 
-    Deltas are batched: while one append is being committed, newer deltas
-    gather and go out together in the next append and `message_delta`, so a
-    slow database or layer never falls behind a fast model.
+    Deltas are batched by the process's writer: while one commit is in
+    flight, newer pieces of every stream gather and go together in the next
+    commit, and each message gets one `message_delta` per commit, so a slow
+    database or layer never falls behind a fast model.
     """
 
     def __init__(self, thread_id: int, turn_id: str):
         self.thread_id = thread_id
         self.turn_id = turn_id
         self.message_id: int | None = None
-        self._pending: list[str] = []
-        # When the model produced the first pending piece (ms since the epoch): its `emitted_at`.
-        self._pending_since = 0
-        self._length = 0  # committed length of the answer
-        self._flusher: asyncio.Task | None = None
+        self.pending: list[str] = []  # pieces queued in the writer, not yet committed
+        self.pending_since = 0  # when the model produced the first of them (ms since the epoch)
+        self.length = 0  # committed length of the answer
+        self._sent = 0  # events this publisher has sent: their sequence numbers
         self._flush_error: BaseException | None = None
         self._completed = False
         self._stored_status: str | None = None
@@ -92,15 +92,20 @@ class TurnPublisher:
     def _frame(self, type_: str, data: dict) -> dict:
         return turn_frame(self.thread_id, self.turn_id, self.message_id, type_, data)
 
+    async def _send(self, frame: dict) -> None:
+        self._sent += 1
+        await broadcast(self.thread_id, frame, self._sent)
+
     async def user_message(
         self, text: str, mentioned_documents: object = None, parent: int | None | turns.Follow = turns.ACTIVE_LEAF
     ) -> tuple[dict, bool]:
-        """Store the user's message after `parent`; announce it only when this call created it."""
-        persisted = await turns.apersist_user_turn(self.thread_id, self.turn_id, text, mentioned_documents, parent)
-        message = await _auser_message_dict(persisted.id)
-        if persisted.created:
-            await broadcast(self.thread_id, user_message_frame(self.thread_id, self.turn_id, message))
-        return message, persisted.created
+        """Store the user's message after `parent` and read it back, in one hop; announce it only when created."""
+        message, created = await turns.astore_user_message(
+            self.thread_id, self.turn_id, text, mentioned_documents, parent
+        )
+        if created:
+            await self._send(user_message_frame(self.thread_id, self.turn_id, message))
+        return message, created
 
     async def started(
         self,
@@ -128,45 +133,39 @@ class TurnPublisher:
             self._completed = True
             return None
         self.message_id = persisted.id
-        await broadcast(self.thread_id, self._frame("agent_started", {"agent": agent, "model": model}))
+        await self._send(self._frame("agent_started", {"agent": agent, "model": model}))
         return persisted.id
 
     async def thinking(self, text: str) -> None:
         await self.flush()
-        await broadcast(self.thread_id, self._frame("agent_thinking", {"text": text}))
+        await self._send(self._frame("agent_thinking", {"text": text}))
 
     def push_delta(self, text: str) -> None:
-        """Queue a piece of the answer; it is committed and sent as soon as the writer is free."""
+        """Queue a piece of the answer, produced now; it is committed and sent with the writer's next commit."""
         if not text or self._flush_error is not None:
             return  # after a failed append nothing more is written
-        if not self._pending:
-            self._pending_since = now_ms()
-        self._pending.append(text)
-        if self._flusher is None or self._flusher.done():
-            self._flusher = asyncio.create_task(self._flush_pending())
+        assert self.message_id is not None, "push_delta() before started()"
+        if not self.pending:
+            self.pending_since = now_ms()
+        self.pending.append(text)
+        writer().queue(self)
 
-    async def _flush_pending(self) -> None:
-        while self._pending:
-            text, emitted_at = "".join(self._pending), self._pending_since
-            self._pending.clear()
-            try:
-                assert self.message_id is not None, "push_delta() before started()"
-                new_length = await turns.aappend_content(self.message_id, text, self._length)
-            except BaseException as exc:  # surfaced by flush(); the turn then fails
-                self._flush_error = exc
-                self._pending.clear()
-                if self.on_write_error is not None:
-                    self.on_write_error(exc)
-                return
-            offset = new_length - len(text)
-            self._length = new_length
-            data = {"offset": offset, "delta": text, "emitted_at": emitted_at}
-            await broadcast(self.thread_id, self._frame("message_delta", data))
+    async def committed(self, offset: int, text: str, emitted_at: int) -> None:
+        """Called by the writer once `text` is committed at `offset`: announce it."""
+        self.length = offset + len(text)
+        await self._send(self._frame("message_delta", {"offset": offset, "delta": text, "emitted_at": emitted_at}))
+
+    def failed(self, error: BaseException) -> None:
+        """Called by the writer when an append failed; flush() raises it and the runtime stops the model."""
+        self._flush_error = error
+        self.pending.clear()
+        if self.on_write_error is not None:
+            self.on_write_error(error)
 
     async def flush(self) -> None:
         """Wait until every queued delta is committed and sent; raise if a write failed."""
-        while self._flusher is not None and not self._flusher.done():
-            await asyncio.shield(self._flusher)
+        if self.message_id is not None:
+            await writer().settled(self)
         if self._flush_error is not None:
             error, self._flush_error = self._flush_error, None
             raise error
@@ -175,8 +174,7 @@ class TurnPublisher:
         await self.flush()
         assert self.message_id is not None, "tool_executing() before started()"
         persisted = await turns.astart_action(self.message_id, call_id, tool, tool_input)
-        await broadcast(
-            self.thread_id,
+        await self._send(
             self._frame(
                 "tool_executing",
                 {
@@ -184,7 +182,7 @@ class TurnPublisher:
                     "call_id": call_id,
                     "tool": tool,
                     "input": tool_input,
-                    "position": self._length,
+                    "position": self.length,
                 },
             ),
         )
@@ -192,8 +190,7 @@ class TurnPublisher:
 
     async def tool_completed(self, action_id: int, status: str, output: Any) -> None:
         action = await turns.afinish_action(action_id, status, output)
-        await broadcast(
-            self.thread_id,
+        await self._send(
             self._frame(
                 "tool_completed",
                 {
@@ -225,9 +222,7 @@ class TurnPublisher:
         except Exception:
             logger.exception("last deltas of message %s were not stored", self.message_id)
         if self.message_id is None:  # no shell: nothing to finalize, only the end to announce
-            await broadcast(
-                self.thread_id, completed_frame(self.thread_id, self.turn_id, None, status, usage, error, 0)
-            )
+            await self._send(completed_frame(self.thread_id, self.turn_id, None, status, usage, error, 0))
             return status
         finalized = await turns.afinalize_assistant_turn(self.message_id, status, usage, error)
         if finalized is None:
@@ -238,13 +233,8 @@ class TurnPublisher:
             frame = completed_frame(
                 self.thread_id, self.turn_id, self.message_id, finalized.status, usage, error, finalized.content_length
             )
-            await broadcast(self.thread_id, frame)
+            await self._send(frame)
         return finalized.status
-
-
-def now_ms() -> int:
-    """The server clock in milliseconds since the epoch, as `emitted_at` carries it."""
-    return time.time_ns() // 1_000_000
 
 
 def turn_frame(thread_id: int, turn_id: str, message_id: int | None, type_: str, data: dict) -> dict:
@@ -267,6 +257,3 @@ def completed_frame(
 
 def user_message_frame(thread_id: int, turn_id: str, message: dict) -> dict:
     return {"type": "user_message", "thread_id": thread_id, "turn_id": turn_id, "data": {"message": message}}
-
-
-_auser_message_dict = database_sync_to_async(selectors.user_message_dict)

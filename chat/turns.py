@@ -18,6 +18,7 @@ from channels.db import database_sync_to_async
 from django.db import DatabaseError, IntegrityError, connection, transaction
 from django.utils import timezone
 
+from . import selectors
 from .models import AgentAction, Message, Thread, TokenUsage
 from .retry import aretrying
 
@@ -172,6 +173,16 @@ def persist_user_turn(
     )
 
 
+def store_user_message(
+    thread_id: int, turn_id: str, text: str, mentioned_documents: Any = None, parent: int | None | Follow = ACTIVE_LEAF
+) -> tuple[dict, bool]:
+    """persist_user_turn(), then the stored message as the contract's dict, in one database hop."""
+    persisted = persist_user_turn(thread_id, turn_id, text, mentioned_documents, parent)
+    message = selectors.user_message_dict(persisted.id)
+    assert message is not None  # just stored or found; a user message lives as long as its thread
+    return message, persisted.created
+
+
 def persist_assistant_shell(
     thread_id: int,
     turn_id: str,
@@ -200,35 +211,66 @@ def persist_assistant_shell(
     )
 
 
-def append_content(message_id: int, delta: str, start: int | None = None) -> int:
-    """Append `delta` to a streaming message and return the new length.
+INSERT_PIECE = "INSERT INTO chat_messagechunk (message_id, start, text) VALUES (%s, %s, %s)"
 
-    One UPDATE of fixed-size columns and one INSERT of the piece, so the cost
-    does not grow with the message. Raises MessageClosed once the message is
-    final. With `start` (the length the caller last committed) the append is
-    keyed by offset: a retry whose first attempt did commit finds its piece
-    (chat_chunk_unique_start) and adds nothing again.
+
+def append_content(message_id: int, delta: str, start: int | None = None) -> int:
+    """Append `delta` to a streaming message and return the new length; MessageClosed once it is final.
+
+    With `start` (the length the caller last committed) the append is keyed
+    by offset, as in append_contents(); without it, it goes at the end.
     """
     with transaction.atomic(), connection.cursor() as cursor:
-        now = timezone.now()
-        at_start = "" if start is None else " AND content_length = %s"
-        cursor.execute(
-            "UPDATE chat_message SET content_length = content_length + %s, heartbeat_at = %s, updated_at = %s"
-            " WHERE id = %s AND status = 'streaming'" + at_start + " RETURNING content_length",
-            [len(delta), now, now, message_id, *([] if start is None else [start])],
-        )
-        row = cursor.fetchone()
-        if row is None:
-            if start is not None and _has_piece(cursor, message_id, start, delta):
-                return start + len(delta)
+        appended = _append(cursor, message_id, delta, start, timezone.now())
+        if appended is None:
             raise MessageClosed(f"message {message_id} is not streaming at length {start}")
-        new_length = row[0]
-        if delta:
-            cursor.execute(
-                "INSERT INTO chat_messagechunk (message_id, start, text) VALUES (%s, %s, %s)",
-                [message_id, new_length - len(delta), delta],
-            )
-    return new_length
+        length, fresh = appended
+        if fresh and delta:
+            cursor.execute(INSERT_PIECE, [message_id, length - len(delta), delta])
+    return length
+
+
+def append_contents(pieces: list[tuple[int, str, int]]) -> list[int | None]:
+    """Append each (message_id, delta, start) to its streaming message, all in one transaction.
+
+    Returns each message's new length, or None for a message that is no
+    longer streaming at `start` (its piece is not stored). Per piece, one
+    UPDATE of fixed-size columns and one INSERT, so the cost does not grow
+    with the message. Keyed by offset: a retry whose first attempt did
+    commit finds its pieces (chat_chunk_unique_start) and adds nothing again.
+    """
+    lengths: list[int | None] = []
+    inserts = []
+    with transaction.atomic(), connection.cursor() as cursor:
+        now = timezone.now()
+        for message_id, delta, start in pieces:
+            appended = _append(cursor, message_id, delta, start, now)
+            lengths.append(None if appended is None else appended[0])
+            if appended is not None and appended[1] and delta:
+                inserts.append((message_id, appended[0] - len(delta), delta))
+        if inserts:
+            cursor.executemany(INSERT_PIECE, inserts)
+    return lengths
+
+
+def _append(cursor: Any, message_id: int, delta: str, start: int | None, now: Any) -> tuple[int, bool] | None:
+    """Grow the message's length by `delta` (at `start`, if given): (new length, whether this call grew it).
+
+    None when the message is not streaming at `start` and the piece is not
+    already stored there by an earlier attempt.
+    """
+    at_start = "" if start is None else " AND content_length = %s"
+    cursor.execute(
+        "UPDATE chat_message SET content_length = content_length + %s, heartbeat_at = %s, updated_at = %s"
+        " WHERE id = %s AND status = 'streaming'" + at_start + " RETURNING content_length",
+        [len(delta), now, now, message_id, *([] if start is None else [start])],
+    )
+    row = cursor.fetchone()
+    if row is not None:
+        return row[0], True
+    if start is not None and _has_piece(cursor, message_id, start, delta):
+        return start + len(delta), False
+    return None
 
 
 def _has_piece(cursor: Any, message_id: int, start: int, delta: str) -> bool:
@@ -431,8 +473,10 @@ def turn_summary(message_id: int) -> dict[str, Any] | None:
 # Async twins. The writes are idempotent (keyed by turn_id, call_id, offset
 # or state), so the retried ones ride out a database restart (chat.retry).
 apersist_user_turn = aretrying(persist_user_turn)
+astore_user_message = aretrying(store_user_message)
 apersist_assistant_shell = aretrying(persist_assistant_shell)
 aappend_content = aretrying(append_content)
+aappend_contents = aretrying(append_contents)
 astart_action = aretrying(start_action)
 afinish_action = aretrying(finish_action)
 atouch_turn = database_sync_to_async(touch_turn)

@@ -112,11 +112,13 @@ if _db["ENGINE"] == "django.db.backends.sqlite3":
     # one per test process, so concurrent runs do not share it.
     _db["TEST"] = {"NAME": str(Path(tempfile.gettempdir()) / f"chat-test-{os.getpid()}.sqlite3")}
 else:
-    # Persistent connections: Channels runs every database call of a process
-    # through one thread, and reconnecting per call caps it near 200 ops/s.
-    _db["CONN_MAX_AGE"] = env.int("CONN_MAX_AGE", default=60)
     _db["CONN_HEALTH_CHECKS"] = True
     _db.setdefault("TEST", {})["NAME"] = "test_" + _db["NAME"]
+# Persistent connections, on SQLite too: Channels runs every database call of
+# a process through one thread and closes obsolete connections around each;
+# with CONN_MAX_AGE=0 it reconnects on every call (~200 ops/s on PostgreSQL,
+# half the database thread's time on SQLite).
+_db["CONN_MAX_AGE"] = env.int("CONN_MAX_AGE", default=600)
 
 # How long a database outage (a PostgreSQL restart) each turn write rides
 # out, retrying with backoff, before the turn gives up on it.
@@ -154,10 +156,19 @@ if REDIS_URL:
         "default": {
             "BACKEND": "channels_redis.core.RedisChannelLayer",
             "CONFIG": {"hosts": [{"address": REDIS_URL, **REDIS_OPTIONS}], "capacity": 1000},
-        }
+        },
+        # Turn events between processes (agents.fanout): one PUBLISH per event,
+        # received once per process holding sockets of the thread.
+        "events": {
+            "BACKEND": "channels_redis.pubsub.RedisPubSubChannelLayer",
+            "CONFIG": {"hosts": [{"address": REDIS_URL, **REDIS_OPTIONS}]},
+        },
     }
 else:
     CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer", "CONFIG": {"capacity": 1000}}}
+# The layer alias turn events cross processes on; without it ("default" too
+# when that layer is in memory) events only reach this process's sockets.
+EVENTS_CHANNEL_LAYER = env.str("EVENTS_CHANNEL_LAYER", default="events" if REDIS_URL else "default")
 
 # --- Agents ---------------------------------------------------------------
 
@@ -167,6 +178,12 @@ OPENAI_API_KEY = env.str("OPENAI_API_KEY", default="")
 OPENAI_MODEL = env.str("OPENAI_MODEL", default="gpt-4o-mini")
 LOCAL_MODEL_DELAY_MS = env.int("LOCAL_MODEL_DELAY_MS", default=30)
 CHAT_MESSAGES_PER_MINUTE = env.int("CHAT_MESSAGES_PER_MINUTE", default=30)
+# A process's delta writer starts a commit at most this often (agents.writer):
+# under load each commit carries the pieces of many streams.
+DELTA_COMMIT_INTERVAL_MS = env.float("DELTA_COMMIT_INTERVAL_MS", default=40)
+# The GIL switch interval of a serving process (agents.process): each
+# database hop waits up to this long for a busy event loop.
+GIL_SWITCH_INTERVAL_MS = env.float("GIL_SWITCH_INTERVAL_MS", default=0.5)
 
 # Turns run in worker processes (`manage.py run_agent_worker`, needs
 # REDIS_URL) instead of the web process that received the message.

@@ -284,6 +284,47 @@ class DeltaBatchingTests(PublisherTestCase):
         self.assertEqual(types, ["agent_started", "message_delta", "agent_thinking", "message_delta", "tool_executing"])
         self.assertEqual(frames[-1]["data"]["position"], len("before tool "))  # where the call sits in the text
 
+    async def test_streams_of_the_process_share_commits(self) -> None:
+        """Pieces of two turns pushed while a commit is in flight go in one transaction; each message gets one delta."""
+        from agents.writer import writer
+
+        channel = await self.listen()
+        other = TurnPublisher(self.thread.pk, "t-2")
+        await self.publisher.started("local", "local")
+        await other.started("local", "local")
+        before = writer().commits
+        self.publisher.push_delta("a ")
+        other.push_delta("x ")
+        await asyncio.sleep(0)  # one commit takes "a " and "x "
+        for text in ("b ", "c "):
+            self.publisher.push_delta(text)
+            other.push_delta(text.upper())
+        await self.publisher.flush()
+        await other.flush()
+        self.assertEqual(writer().commits - before, 2)
+        self.assertEqual(await self.committed_text(self.publisher.message_id), "a b c ")
+        self.assertEqual(await self.committed_text(other.message_id), "x B C ")
+        deltas = [f for f in await self.frames_until_quiet(channel) if f["type"] == "message_delta"]
+        self.assertEqual(len(deltas), 4)  # two commits, one delta per message each
+
+    @override_settings(DELTA_COMMIT_INTERVAL_MS=300)
+    async def test_commits_start_at_most_once_per_interval(self) -> None:
+        """Pieces pushed soon after a commit wait for the interval and go together in the next commit."""
+        from agents.writer import writer
+
+        channel = await self.listen()
+        await self.publisher.started("local", "local")
+        before = writer().commits
+        self.publisher.push_delta("one ")
+        await self.publisher.flush()  # committed at once: the writer was idle
+        for text in ("two ", "three ", "four "):
+            self.publisher.push_delta(text)
+            await asyncio.sleep(0.01)  # the model's pace, far under the interval
+        await self.publisher.flush()
+        self.assertEqual(writer().commits - before, 2)
+        deltas = [f["data"]["delta"] for f in await self.frames_until_quiet(channel) if f["type"] == "message_delta"]
+        self.assertEqual(deltas, ["one ", "two three four "])
+
     async def test_delta_to_a_closed_message_surfaces_on_flush(self) -> None:
         """A delta pushed after the message was finalized is not stored, and flush() raises."""
         await self.publisher.started("local", "local")

@@ -201,6 +201,32 @@ class AppendContentTests(TurnTestCase):
             self.assertNotRegex(sql, r'"?content"?\s*=', sql)
             self.assertLess(len(sql), 400, "the statement must not carry the whole text")
 
+    def test_append_contents_stores_every_message_in_one_transaction(self) -> None:
+        """A batch appends each message at its offset; a message no longer streaming there gets None and no piece."""
+        one, two, closed = self.shell("one"), self.shell("two"), self.shell("closed")
+        turns.append_content(one, "a ")
+        turns.finalize_assistant_turn(closed, "completed")
+        lengths = turns.append_contents([(one, "b ", 2), (two, "x ", 0), (closed, "late ", 0)])
+        self.assertEqual(lengths, [4, 2, None])
+        self.assertEqual((self.full_text(one), self.full_text(two)), ("a b ", "x "))
+        self.assertFalse(MessageChunk.objects.filter(message_id=closed).exists())
+
+    def test_append_contents_retried_after_its_commit_adds_nothing(self) -> None:
+        """The same batch sent again (its first commit's answer was lost) finds its pieces and stores none twice."""
+        one, two = self.shell("one"), self.shell("two")
+        batch = [(one, "first ", 0), (two, "second ", 0)]
+        self.assertEqual(turns.append_contents(batch), [6, 7])
+        self.assertEqual(turns.append_contents(batch), [6, 7])
+        self.assertEqual((self.full_text(one), self.full_text(two)), ("first ", "second "))
+        self.assertEqual(MessageChunk.objects.filter(message_id__in=[one, two]).count(), 2)
+
+    def test_append_contents_at_a_wrong_offset_is_refused(self) -> None:
+        """A piece whose offset is not the message's length (another writer went first) is not stored."""
+        message_id = self.shell()
+        turns.append_content(message_id, "abc")
+        self.assertEqual(turns.append_contents([(message_id, "zzz", 0)]), [None])
+        self.assertEqual(self.full_text(message_id), "abc")
+
     def test_refreshes_the_heartbeat(self) -> None:
         """An append moves the heartbeat forward: a streaming turn is alive."""
         message_id = self.shell()

@@ -2,7 +2,9 @@
 
 Parsing is `web.frames`; what a frame asks is checked and carried out by
 `agents.intake`; which events this socket still needs after its snapshot is
-decided by `agents.resume.SocketFeed`.
+decided by `agents.resume.SocketFeed`. Turn events arrive through
+`agents.fanout` (a call in this process, not a channel-layer message) into a
+bounded queue that one relay task drains in order.
 """
 
 from __future__ import annotations
@@ -13,12 +15,12 @@ import logging
 import weakref
 from typing import Any
 
+from channels.consumer import get_handler_name
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
 from django.conf import settings
 
-from agents import intake, socket_leases
-from agents.events import thread_group
+from agents import fanout, intake, socket_leases
 from agents.resume import SocketFeed
 from chat import selectors
 
@@ -44,6 +46,8 @@ CLOSE_TOO_MANY_SOCKETS = 4429
 # Sockets of this process, so that a stopping server can close them all.
 open_sockets: weakref.WeakSet[ThreadConsumer] = weakref.WeakSet()
 CLOSE_SECONDS = 2.0
+# Turn events waiting for one socket; past this the socket resyncs from a snapshot instead.
+EVENT_QUEUE = 1000
 
 aown_thread = database_sync_to_async(selectors.own_thread)
 asnapshot = database_sync_to_async(selectors.thread_snapshot)
@@ -58,6 +62,10 @@ class ThreadConsumer(AsyncJsonWebsocketConsumer):
     groups_joined: tuple[str, ...] = ()
     feed: SocketFeed
     rejoining: asyncio.Task | None = None
+    relay: asyncio.Task | None = None
+    joined_thread: int | None = None  # the thread whose events agents.fanout hands this socket
+    resync_queued = False
+    closing: asyncio.Future | None = None
 
     async def connect(self) -> None:
         await self.accept()
@@ -81,25 +89,28 @@ class ThreadConsumer(AsyncJsonWebsocketConsumer):
         groups = [sessions.user_group(user.pk)]
         if self.session_key:
             groups.append(sessions.session_group(self.session_key))
-        # Join before reading the snapshot: an event committed in between is
-        # then queued for this socket, and the feed drops what the snapshot holds.
-        groups.append(thread_group(thread.pk))
         for group in groups:
             await self.channel_layer.group_add(group, self.channel_name)
         self.groups_joined = tuple(groups)
+        # Take the thread's events before reading the snapshot: an event
+        # committed in between is then queued, and the feed drops what the snapshot holds.
+        self.events: asyncio.Queue[tuple[str, Any]] = asyncio.Queue(EVENT_QUEUE)
+        await fanout.join(thread.pk, self)
+        self.joined_thread = thread.pk
         if self.session_key and await asession_user_id(self.session_key) != user.pk:
             await self.close(code=CLOSE_NOT_AUTHENTICATED)  # it ended while this socket was joining
             return
         snapshot = await asnapshot(thread.pk)
         self.feed = SocketFeed(snapshot)
         await self.send_json(snapshot)
+        self.relay = asyncio.create_task(self._relay())
         if membership.can_forget(self.channel_layer):
             self.rejoining = asyncio.create_task(self.keep_membership())
 
     async def keep_membership(self) -> None:
-        """Join the group again, with a fresh snapshot, whenever the layer forgot this socket (a Redis restart)."""
-        assert self.thread_id is not None
-        group = thread_group(self.thread_id)
+        """Join the session's groups again, and resync, whenever the layer forgot this socket (a Redis restart)."""
+        assert self.user_id is not None
+        group = sessions.user_group(self.user_id)
         while True:
             await asyncio.sleep(settings.SOCKET_REJOIN_SECONDS)
             try:
@@ -107,19 +118,20 @@ class ThreadConsumer(AsyncJsonWebsocketConsumer):
                     continue
                 for joined in self.groups_joined:  # Redis forgot all of them
                     await self.channel_layer.group_add(joined, self.channel_name)
-                snapshot = await asnapshot(self.thread_id)
-                self.feed.reset(snapshot)
-                await self.send_json(snapshot)
-                logger.warning("socket %s rejoined thread %s after the layer forgot it", self.channel_name, group)
+                self.resync()
+                logger.warning("socket %s joined its groups again after the layer forgot it", self.channel_name)
             except Exception:
                 logger.exception("membership check of socket %s failed", self.channel_name)
 
     async def disconnect(self, code: int) -> None:
         open_sockets.discard(self)
-        if self.rejoining is not None:
-            self.rejoining.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self.rejoining
+        for task in (self.rejoining, self.relay):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
+        if self.joined_thread is not None:
+            await fanout.leave(self.joined_thread, self)
         for group in self.groups_joined:
             await self.channel_layer.group_discard(group, self.channel_name)
         if self.lease is not None:
@@ -128,6 +140,19 @@ class ThreadConsumer(AsyncJsonWebsocketConsumer):
                 await self.lease
             assert self.user_id is not None
             await socket_leases.release(self.user_id, self.channel_name)
+
+    async def dispatch(self, message: dict) -> None:
+        """Handle one ASGI message, without Channels' hop to the database thread before each one.
+
+        Channels closes obsolete connections before every message a consumer
+        handles; with persistent connections each `database_sync_to_async`
+        call already does that on the database thread, so the extra hop only
+        queues this socket's frames behind every stream's writes.
+        """
+        handler = getattr(self, get_handler_name(message), None)
+        if handler is None:
+            raise ValueError(f"No handler for message type {message['type']}")
+        await handler(message)
 
     @classmethod
     async def encode_json(cls, content: Any) -> str:
@@ -198,41 +223,71 @@ class ThreadConsumer(AsyncJsonWebsocketConsumer):
         elif isinstance(frame, PingFrame):
             await self.send_json({"type": "pong", "thread_id": self.thread_id})
 
-    # --- events from the thread's group and this process --------------------
+    # --- turn events of the thread (agents.fanout) and this process --------
 
-    async def socket_close(self, event: dict) -> None:
-        """The server is stopping (see close_all): close with its code."""
-        await self.close(code=event["code"])
+    def deliver(self, event: dict) -> None:
+        """Queue a turn event; when too many wait, drop them all for a resync from a fresh snapshot."""
+        try:
+            self.events.put_nowait(("event", event))
+        except asyncio.QueueFull:
+            logger.warning("socket %s fell %d events behind: resync", self.channel_name, EVENT_QUEUE)
+            while not self.events.empty():
+                self.events.get_nowait()
+            self.resync_queued = False
+            self.resync()
 
-    async def thread_event(self, event: dict) -> None:
-        if self.thread_id is None:
-            return  # closing
-        for frame in await self.feed.frames(event["frame"]):
-            await self.send_json(frame)
-        if event["frame"]["type"] == "thread_deleted":
-            await self.close(code=CLOSE_NOT_FOUND)
+    def resync(self) -> None:
+        """Queue a fresh snapshot (events may have been lost); one is enough however often it is asked."""
+        if not self.resync_queued:
+            self.resync_queued = True
+            self.events.put_nowait(("resync", None))
 
-    async def thread_switched(self, event: dict) -> None:
-        """The active path changed: send a fresh snapshot and resume from it, as after a reconnect."""
-        if self.thread_id is None:
-            return  # closing
-        snapshot = await asnapshot(self.thread_id)
-        self.feed.reset(snapshot)
-        await self.send_json(snapshot)
+    def close_after_events(self, code: int) -> None:
+        """Close with `code` once the events already queued were relayed."""
+        try:
+            self.events.put_nowait(("close", code))
+        except asyncio.QueueFull:
+            self.closing = asyncio.ensure_future(self.close(code=code))
+
+    async def _relay(self) -> None:
+        while True:
+            kind, value = await self.events.get()
+            if self.thread_id is None:
+                continue  # closing
+            try:
+                await self._relay_one(kind, value)
+            except Exception:
+                logger.exception("%s not relayed to a socket of thread %s", kind, self.thread_id)
+
+    async def _relay_one(self, kind: str, value: Any) -> None:
+        assert self.thread_id is not None
+        if kind == "close":
+            await self.close(code=value)
+        elif kind == "resync":
+            self.resync_queued = False
+            snapshot = await asnapshot(self.thread_id)
+            self.feed.reset(snapshot)
+            await self.send_json(snapshot)
+        else:
+            for frame in await self.feed.frames(value):
+                await self.send_json(frame)
+            if value["type"] == "thread_deleted":
+                self.thread_id = None
+                await self.close(code=CLOSE_NOT_FOUND)
 
 
 async def close_all(code: int) -> None:
     """Close every socket of this process with `code` and wait (bounded) until their clients answered.
 
-    The close goes through each socket's own channel, behind the events
-    already queued there, so a socket relays the last `agent_completed`
-    before it closes.
+    Each socket closes behind the events already queued for it, so it
+    relays the last `agent_completed` before it closes.
     """
     for consumer in list(open_sockets):
-        try:
-            await consumer.channel_layer.send(consumer.channel_name, {"type": "socket.close", "code": code})
-        except Exception:
-            logger.exception("socket %s was not asked to close", consumer.channel_name)
+        if consumer.relay is not None:
+            consumer.close_after_events(code)
+        else:  # still connecting
+            with contextlib.suppress(Exception):
+                await consumer.close(code=code)
     loop = asyncio.get_running_loop()
     deadline = loop.time() + CLOSE_SECONDS
     while open_sockets and loop.time() < deadline:

@@ -15,7 +15,7 @@ from chat.models import Message
 from tests.base import ChatTransactionTestCase
 from tests.live import DaphneServer, WorkerProcess
 from tests.services import start_redis, wait_until
-from tests.sockets import rebuild
+from tests.sockets import assert_contiguous, rebuild
 from tests.test_e2e import Client, completed, first_delta, recv, recv_until, stored_status
 
 TURNS_KEY = "asgi:agent-turns"  # channels-redis's sorted set behind the agent-turns channel
@@ -32,6 +32,7 @@ class WorkerTestCase(ChatTransactionTestCase):
         "TURN_REDISPATCH_SECONDS": "2",
         "TURN_DRAIN_SECONDS": "1",
         "CHAT_MESSAGES_PER_MINUTE": "100",
+        "SOCKET_REJOIN_SECONDS": "0.5",
     }
 
     @classmethod
@@ -168,3 +169,47 @@ class WorkerTests(WorkerTestCase):
         self.assertEqual(await asyncio.to_thread(self.worker.process.wait, 15), 0)
         stored = await asyncio.to_thread(lambda: Message.objects.get(pk=frames[-1]["message_id"]).status)
         self.assertEqual(stored, "interrupted")
+
+
+class WorkerEventsTests(WorkerTestCase):
+    async def test_events_of_the_worker_to_both_web_processes(self) -> None:
+        """A worker's turn streams to a socket on each web process: both rebuild the exact text, offsets contiguous."""
+        on_a, on_b, thread_id = await self.clients()
+        async with on_a.socket(thread_id) as ws_a, on_b.socket(thread_id) as ws_b:
+            await recv(ws_a)
+            await recv(ws_b)
+            await self.send(ws_a, "/lorem 60", "both-1")
+            frames_a, frames_b = await asyncio.gather(
+                recv_until(ws_a, completed("both-1")), recv_until(ws_b, completed("both-1"))
+            )
+        message_id = frames_a[-1]["message_id"]
+        final = await on_a.content(thread_id, message_id)
+        for frames in (frames_a, frames_b):
+            assert_contiguous(frames, message_id)
+            self.assertEqual(rebuild("", frames, message_id), final["content"])
+            self.assertTrue(
+                all(isinstance(f["data"]["emitted_at"], int) for f in frames if f["type"] == "message_delta")
+            )
+
+    async def test_a_redis_restart_mid_turn_resyncs_the_sockets_of_a_web_process(self) -> None:
+        """Redis restarts while the worker streams to a socket on web A: the socket is sent a fresh snapshot and
+        rebuilds the exact final text from it."""
+        on_a, _, thread_id = await self.clients()
+        async with on_a.socket(thread_id) as ws:
+            await recv(ws)
+            await self.send(ws, "/lorem 300", "w-redis")
+            frames = await recv_until(ws, first_delta)
+            cls = type(self)
+            port = int(cls.redis_url.rsplit(":", 1)[1].split("/")[0])
+            await asyncio.to_thread(cls.stop_redis)
+            _, cls.stop_redis = await asyncio.to_thread(start_redis, port)
+            frames = await asyncio.wait_for(recv_until(ws, completed("w-redis"), frames), 60)
+        message_id = frames[-1]["message_id"]
+        final = await on_a.content(thread_id, message_id)
+        self.assertEqual((final["status"], len(final["content"].split())), ("completed", 300))
+        snapshots = [i for i, f in enumerate(frames) if f["type"] == "snapshot"]
+        self.assertTrue(snapshots, "no fresh snapshot after the restart")
+        last = snapshots[-1]
+        start = next(m for m in frames[last]["messages"] if m["id"] == message_id)["content"]
+        after = frames[last + 1 :]
+        self.assertEqual(rebuild(start, after, message_id), final["content"])

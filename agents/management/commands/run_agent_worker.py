@@ -6,6 +6,7 @@ from typing import Any
 
 from channels.management.commands.runworker import Command as RunWorker
 
+from agents import process
 from agents.runtime import TURNS_CHANNEL
 from agents.worker import AgentWorker
 
@@ -20,3 +21,7 @@ class Command(RunWorker):
         for action in parser._actions:
             if action.dest == "channels":
                 action.nargs = "*"
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        process.tune()  # here, in the main thread: the worker's loop runs in another one
+        super().handle(*args, **options)
