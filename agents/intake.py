@@ -23,7 +23,7 @@ from .registry import registry
 
 ACTIVE_LEAF = turns.ACTIVE_LEAF
 
-astored_user_message = database_sync_to_async(selectors.turn_user_message)
+aturn_facts = database_sync_to_async(selectors.turn_facts)
 alive_turns_elsewhere = database_sync_to_async(selectors.live_turns_elsewhere)
 aturn_exists = database_sync_to_async(selectors.turn_exists)
 aanswered_message = database_sync_to_async(selectors.answered_message)
@@ -59,17 +59,16 @@ async def user_message(
     through the group. An edit's `parent` must be a finished answer of the
     thread, or None for a new first message.
     """
-    if turn_id:
-        stored = await astored_user_message(thread_id, turn_id)
-        if stored is not None:
-            return user_message_frame(thread_id, turn_id, stored)
-        if await aturn_exists(thread_id, turn_id):
-            return None
+    facts = await aturn_facts(user_id, thread_id, turn_id, runtime.LIVE_BEATS * settings.TURN_HEARTBEAT_SECONDS)
+    if turn_id and facts.stored_user_message is not None:
+        return user_message_frame(thread_id, turn_id, facts.stored_user_message)
+    if facts.turn_exists:
+        return None
     if isinstance(parent, int) and await aanswered_message(thread_id, parent, finished=True) is None:
         raise Refused(NOT_FOUND, "parent_id is not a finished answer of this thread.")
     if len(content) > settings.CHAT_MAX_MESSAGE_CHARS:
         raise Refused("message_too_large", f"A message is limited to {settings.CHAT_MAX_MESSAGE_CHARS} characters.")
-    await _check_running(user_id, thread_id)
+    _refuse_running(facts.live_elsewhere)
     await _check_rate(user_id)
     start = await runtime.start_turn(thread_id, content, turn_id, mentioned_documents, parent=parent)
     if not start.started and start.user_message is not None:
@@ -105,9 +104,13 @@ def switch_version_sync(thread_id: int, message_id: int) -> None:
 
 
 async def _check_running(user_id: int, thread_id: int) -> None:
-    """Refuse a new turn while the user's turns running in other threads are at CHAT_MAX_RUNNING_TURNS."""
     beat_within = runtime.LIVE_BEATS * settings.TURN_HEARTBEAT_SECONDS
-    if await alive_turns_elsewhere(user_id, thread_id, beat_within) >= settings.CHAT_MAX_RUNNING_TURNS:
+    _refuse_running(await alive_turns_elsewhere(user_id, thread_id, beat_within))
+
+
+def _refuse_running(live_elsewhere: int) -> None:
+    """Refuse a new turn while the user's turns running in other threads are at CHAT_MAX_RUNNING_TURNS."""
+    if live_elsewhere >= settings.CHAT_MAX_RUNNING_TURNS:
         raise Refused(
             "too_many_turns",
             f"At most {settings.CHAT_MAX_RUNNING_TURNS} turns may run at once; wait for one to end or cancel it.",

@@ -106,11 +106,11 @@ async def start_turn(
     if not created:
         return TurnStart(turn_id, message, started=False)
     # The thread's running turn ends first, in this process or another one.
-    await acancel_turn(thread_id)
+    was_running = await acancel_turn(thread_id)
     if settings.AGENT_WORKERS:
         await dispatch(thread_id, turn_id, message["id"])
         return TurnStart(turn_id, message, started=True)
-    task = begin_turn(thread_id, turn_id, message["id"], agent, publisher)
+    task = begin_turn(thread_id, turn_id, message["id"], agent, publisher, wait_for_previous=was_running)
     return TurnStart(turn_id, message, started=True, task=task)
 
 
@@ -127,13 +127,13 @@ async def start_regenerate(
         return TurnStart(turn_id, None, started=False)
     if not settings.AGENT_WORKERS:
         agent = agent or await aturn_agent(thread_id)
-    await acancel_turn(thread_id)
+    was_running = await acancel_turn(thread_id)
     if registry.get(thread_id, turn_id) is not None:  # the same turn_id arrived while this one cancelled
         return TurnStart(turn_id, None, started=False)
     if settings.AGENT_WORKERS:
         await dispatch(thread_id, turn_id, parent_id, activate=True)
         return TurnStart(turn_id, None, started=True)
-    task = begin_turn(thread_id, turn_id, parent_id, agent, activate=True)
+    task = begin_turn(thread_id, turn_id, parent_id, agent, activate=True, wait_for_previous=was_running)
     return TurnStart(turn_id, None, started=True, task=task)
 
 
@@ -152,18 +152,21 @@ def begin_turn(
     agent: TurnAgent | None = None,
     publisher: TurnPublisher | None = None,
     activate: bool | None = None,
+    wait_for_previous: bool = True,
 ) -> asyncio.Task:
     """Run the turn answering message `parent_id` in this process, as a task registered here.
 
     A repeated start of a turn that runs here already returns its task: it
-    must not cancel the turn as a new turn of the thread would.
+    must not cancel the turn as a new turn of the thread would. With
+    `wait_for_previous` False (the caller's cancel found nothing streaming
+    in the thread), the turn does not look in the database for one.
     """
     running = registry.get(thread_id, turn_id)
     if running is not None and running.running and running.task is not None:
         return running.task
     turn, previous = registry.register(thread_id, turn_id)
     publisher = publisher or TurnPublisher(thread_id, turn_id)
-    task = asyncio.create_task(_run(turn, publisher, agent, previous, parent_id, activate))
+    task = asyncio.create_task(_run(turn, publisher, agent, previous, parent_id, activate, wait_for_previous))
     turn.task = task
     return task
 
@@ -175,9 +178,10 @@ async def _run(
     previous: list[RunningTurn],
     parent_id: int | None,
     activate: bool | None = None,
+    wait_for_previous: bool = True,
 ) -> str:
     """Run the turn, answering message `parent_id`, and always finalize it, whatever happens to the generation."""
-    await _wait_for(turn.thread_id, previous)
+    await _wait_for(turn.thread_id, previous, look_elsewhere=wait_for_previous)
     status: str = Message.Status.FAILED
     error: dict | None = None
     usage = TurnTokenAccumulator()
@@ -263,13 +267,15 @@ def _running_tasks() -> list[asyncio.Task]:
     return [t.task for t in registry.running() if t.task is not None and not t.task.done()]
 
 
-async def _wait_for(thread_id: int, previous: list[RunningTurn]) -> None:
+async def _wait_for(thread_id: int, previous: list[RunningTurn], look_elsewhere: bool = True) -> None:
     """Let the thread's cancelled turns end first, in this process or another one (bounded)."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + PREVIOUS_TURN_TIMEOUT
     tasks = [t.task for t in previous if t.task is not None and not t.task.done()]
     if tasks:
         await asyncio.wait(tasks, timeout=PREVIOUS_TURN_TIMEOUT)
+    if not look_elsewhere:
+        return
     beat_within = LIVE_BEATS * settings.TURN_HEARTBEAT_SECONDS
     while loop.time() < deadline and await _has_live_turn(thread_id, beat_within):
         await asyncio.sleep(PREVIOUS_TURN_POLL)

@@ -330,6 +330,21 @@ def history_entries(thread_id: int, before_message_id: int, limit: int = HISTORY
     ]
 
 
+class TurnFacts(NamedTuple):
+    """What the check step of a new user message needs, read in one database hop."""
+
+    stored_user_message: dict | None  # the turn_id's user message, when the turn_id was used before
+    turn_exists: bool  # the turn_id names any message of the thread (a regenerate's has no user message)
+    live_elsewhere: int  # the owner's turns running in other threads
+
+
+def turn_facts(owner_id: int, thread_id: int, turn_id: str | None, beat_within: float) -> TurnFacts:
+    """turn_user_message(), turn_exists() and live_turns_elsewhere() together, for one database hop."""
+    stored = turn_user_message(thread_id, turn_id) if turn_id else None
+    exists = stored is not None or (bool(turn_id) and turn_exists(thread_id, turn_id or ""))
+    return TurnFacts(stored, exists, live_turns_elsewhere(owner_id, thread_id, beat_within))
+
+
 def live_turns_elsewhere(owner_id: int, thread_id: int, beat_within: float) -> int:
     """How many turns of the owner's other threads are running (heartbeat newer than `beat_within` seconds).
 
