@@ -44,6 +44,20 @@ def request(thread_id: int, turn_id: str | None) -> CancelTarget | None:
     return CancelTarget(message_id, selectors.turn_runner(message_id))
 
 
+async def stop_requested(thread_id: int, target: CancelTarget | None) -> bool:
+    """Stop the thread's running turn whose message `request()` already flagged; False if none runs.
+
+    A turn of this process stops at once; another process's gets the cancel
+    on its channel (the flag stays the fallback).
+    """
+    if registry.cancel(thread_id, None):
+        return True
+    if target is None:
+        return False
+    await inbox.send_cancel(target.runner, target.message_id)
+    return True
+
+
 async def acancel_turn(thread_id: int, turn_id: str | None = None) -> bool:
     """Stop a running turn (the thread's running one when turn_id is None); False if none runs."""
     if registry.cancel(thread_id, turn_id):

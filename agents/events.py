@@ -81,6 +81,7 @@ class TurnPublisher:
         self.pending: list[str] = []  # pieces queued in the writer, not yet committed
         self.pending_since = 0  # when the model produced the first of them (ms since the epoch)
         self.length = 0  # committed length of the answer
+        self.history: list | None = None  # selectors.history_entries() of the answer, read with its shell
         self._sent = 0  # events this publisher has sent: their sequence numbers
         self._flush_error: BaseException | None = None
         self._completed = False
@@ -103,9 +104,13 @@ class TurnPublisher:
         message, created = await turns.astore_user_message(
             self.thread_id, self.turn_id, text, mentioned_documents, parent
         )
+        await self.user_message_stored(message, created)
+        return message, created
+
+    async def user_message_stored(self, message: dict, created: bool) -> None:
+        """Announce a user message that `turns.store_user_message` returned (committed), when it created it."""
         if created:
             await self._send(user_message_frame(self.thread_id, self.turn_id, message))
-        return message, created
 
     async def started(
         self,
@@ -118,9 +123,10 @@ class TurnPublisher:
         """Store the assistant shell answering `parent_id` (run by the process behind `runner`); announce it.
 
         None when the turn already had its shell: it was started before (a
-        repeated dispatch), and this start announces and runs nothing.
+        repeated dispatch), and this start announces and runs nothing. The
+        history the answer follows is read in the same hop (`history`).
         """
-        persisted = await turns.apersist_assistant_shell(
+        persisted, self.history = await turns.aopen_answer(
             self.thread_id,
             self.turn_id,
             agent=agent,

@@ -15,6 +15,7 @@ import logging
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from channels.db import database_sync_to_async
 from channels.layers import get_channel_layer
@@ -22,10 +23,12 @@ from django.conf import settings
 
 from chat import selectors, turns
 from chat.models import AgentAction, Message
+from chat.retry import aretrying
 
 from . import inbox
-from .catalog import TurnAgent, aturn_agent
-from .control import acancel_turn
+from .catalog import TurnAgent, aturn_agent, turn_agent
+from .control import CancelTarget, acancel_turn, stop_requested
+from .control import request as request_stop
 from .errors import INTERRUPTED_ERROR
 from .events import TurnPublisher
 from .providers.base import (
@@ -99,19 +102,50 @@ async def start_turn(
     (agents.worker), which receives it through the TURNS_CHANNEL queue.
     """
     turn_id = turn_id or new_turn_id()
-    if not settings.AGENT_WORKERS:
-        agent = agent or await aturn_agent(thread_id)  # a misconfigured agent fails here, before anything is stored
+    resolve = agent is None and not settings.AGENT_WORKERS
+    opened = await _aopen_turn(thread_id, turn_id, content, mentioned_documents, parent, resolve)
+    agent = agent or opened.agent
     publisher = TurnPublisher(thread_id, turn_id)
-    message, created = await publisher.user_message(content, mentioned_documents, parent)
-    if not created:
-        return TurnStart(turn_id, message, started=False)
+    await publisher.user_message_stored(opened.message, opened.created)
+    if not opened.created:
+        return TurnStart(turn_id, opened.message, started=False)
+    message = opened.message
     # The thread's running turn ends first, in this process or another one.
-    was_running = await acancel_turn(thread_id)
+    was_running = await stop_requested(thread_id, opened.running)
     if settings.AGENT_WORKERS:
         await dispatch(thread_id, turn_id, message["id"])
         return TurnStart(turn_id, message, started=True)
     task = begin_turn(thread_id, turn_id, message["id"], agent, publisher, wait_for_previous=was_running)
     return TurnStart(turn_id, message, started=True, task=task)
+
+
+class OpenedTurn(NamedTuple):
+    agent: TurnAgent | None
+    message: dict
+    created: bool
+    running: CancelTarget | None  # the thread's turn that was streaming, now flagged to stop
+
+
+def _open_turn(
+    thread_id: int,
+    turn_id: str,
+    content: str,
+    mentioned_documents: object,
+    parent: int | None | turns.Follow,
+    resolve_agent: bool,
+) -> OpenedTurn:
+    """One database hop for a new turn: its agent, then its user message, then the stop flag of the running turn.
+
+    The agent comes first, so a misconfigured one fails before anything is
+    stored; the flag is set only when this call stored the message.
+    """
+    agent = turn_agent(thread_id) if resolve_agent else None
+    message, created = turns.store_user_message(thread_id, turn_id, content, mentioned_documents, parent)
+    running = request_stop(thread_id, None) if created else None
+    return OpenedTurn(agent, message, created, running)
+
+
+_aopen_turn = aretrying(_open_turn)
 
 
 async def start_regenerate(
@@ -297,7 +331,10 @@ async def _generate(turn: RunningTurn, publisher: TurnPublisher, agent: TurnAgen
 
     The model gets the agent's system prompt (followed by the thread's) and only the agent's tools.
     """
-    conversation = await _conversation(turn.thread_id, turn.message_id)
+    if publisher.history is not None:  # read with the shell
+        conversation = build_history(publisher.history, settings.AGENT_HISTORY_CHARS)
+    else:
+        conversation = await _conversation(turn.thread_id, turn.message_id)
     if agent.system_prompt:
         conversation.insert(0, ChatMessage("system", agent.system_prompt))
     specs = [TOOLS[name].spec for name in agent.tools]

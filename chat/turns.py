@@ -214,6 +214,13 @@ def persist_assistant_shell(
 INSERT_PIECE = "INSERT INTO chat_messagechunk (message_id, start, text) VALUES (%s, %s, %s)"
 
 
+def open_answer(thread_id: int, turn_id: str, **shell: Any) -> tuple[Persisted, list | None]:
+    """persist_assistant_shell(), then, when it created the shell, the history it answers, in one database hop."""
+    persisted = persist_assistant_shell(thread_id, turn_id, **shell)
+    history = selectors.history_entries(thread_id, persisted.id) if persisted.created else None
+    return persisted, history
+
+
 def append_content(message_id: int, delta: str, start: int | None = None) -> int:
     """Append `delta` to a streaming message and return the new length; MessageClosed once it is final.
 
@@ -475,6 +482,7 @@ def turn_summary(message_id: int) -> dict[str, Any] | None:
 apersist_user_turn = aretrying(persist_user_turn)
 astore_user_message = aretrying(store_user_message)
 apersist_assistant_shell = aretrying(persist_assistant_shell)
+aopen_answer = aretrying(open_answer)
 aappend_content = aretrying(append_content)
 aappend_contents = aretrying(append_contents)
 astart_action = aretrying(start_action)
