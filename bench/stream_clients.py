@@ -73,8 +73,11 @@ class Stream:
             if kind == "message_delta":
                 data = frame.get("data", frame)
                 offset, delta = data["offset"], data.get("delta", data.get("d"))
-                if offset > len(text):
-                    raise AssertionError(f"gap: a delta at offset {offset} with {len(text)} characters known")
+                if offset > len(text) or delta[: len(text) - offset] != text[offset:][: len(delta)]:
+                    result["lost"] = True  # a gap, or a delta that contradicts the text already sent
+                    raise AssertionError(
+                        f"a delta at offset {offset} does not continue the {len(text)} characters known"
+                    )
                 added = delta[len(text) - offset :]
                 if added:
                     result["deltas"].append(

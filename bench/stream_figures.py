@@ -50,7 +50,14 @@ def word_times(result: dict) -> tuple[list[float], list[float], int]:
 
 
 def step_row(
-    name: str, k: int, words: int, results: list[dict], stored: dict[int, str], cpu: float, rss: int, commits: dict
+    name: str,
+    k: int,
+    words: int,
+    results: list[dict],
+    stored: dict[int, tuple[str, str]],
+    cpu: float,
+    rss: int,
+    commits: dict,
 ) -> dict:
     """Every figure of one step, and whether it passed."""
     errors: list[str] = []
@@ -61,13 +68,18 @@ def step_row(
     delivered = missing = 0
     for r in results:
         if r["error"]:
+            lost += bool(r.get("lost"))
             errors.append(r["error"])
             continue
-        truth = stored.get(r["thread_id"]) if r.get("thread_id") else peer_text(words)
+        truth, status = (
+            stored.get(r["thread_id"], ("<no message>", "")) if r.get("thread_id") else (peer_text(words), "")
+        )
         if truth != r["text"]:
             lost += 1
             errors.append(f"thread {r.get('thread_id')}: rebuilt {len(r['text'])} characters, stored {truth!r:.60}")
             continue
+        if status not in ("", "completed"):
+            errors.append(f"thread {r['thread_id']}: the turn ended {status}")
         arrivals, lat, absent = word_times(r)
         delivered += len(arrivals)
         missing += absent
@@ -79,9 +91,7 @@ def step_row(
         errors.append(f"{missing} words came in deltas without emitted_at: latency unknown")
     ok = [r for r in results if not r["error"] and r["deltas"]]
     span = (max(r["deltas"][-1][0] for r in ok) - min(r["sent"] for r in ok)) / 1000 if ok else math.nan
-    stored_words = (
-        sum(len(text.split()) for text in stored.values() if not text.startswith("<")) if stored else delivered
-    )
+    stored_words = sum(len(text.split()) for text, _ in stored.values()) if stored else delivered
     source = "writer" if commits.get("writer") is not None else ("pg" if commits.get("pg") is not None else "")
     count = commits.get(source) if source else None
     row: dict[str, Any] = {

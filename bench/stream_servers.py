@@ -314,15 +314,15 @@ class Target:
         with psycopg.connect(self.database_url, autocommit=True) as conn:
             return conn.execute(sql).fetchall()
 
-    def stored(self, thread_ids: list[int]) -> dict[int, str]:
-        """Each thread's assistant message as stored: its content if completed, else `<status>`."""
+    def stored(self, thread_ids: list[int]) -> dict[int, tuple[str, str]]:
+        """Each thread's assistant message as stored: (content, status)."""
         if self.name not in CHAT_TARGETS or not thread_ids:
             return {}
         marks = ",".join(str(int(t)) for t in thread_ids)
         rows = self.query(
             f"SELECT thread_id, content, status FROM chat_message WHERE role = 'assistant' AND thread_id IN ({marks})"
         )
-        return {row[0]: row[1] if row[2] == "completed" else f"<{row[2]}>" for row in rows}
+        return {row[0]: (row[1], row[2]) for row in rows}
 
     def settle(self, timeout: float = 90) -> None:
         """Wait until no turn of the target still streams (after a step whose clients gave up)."""

@@ -22,6 +22,10 @@ from django.test import SimpleTestCase, tag
 from tests.services import missing, postgres_bin
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "bench"))
+
+from stream_figures import peer_text, step_row  # noqa: E402
+
 STARTED = re.compile(r"^started .*all on 127\.0\.0\.1; pids \[([\d, ]+)\]$", re.MULTILINE)
 
 
@@ -130,3 +134,46 @@ class StreamsBenchTests(SimpleTestCase):
         bench.process.send_signal(signal.SIGINT)
         self.assertEqual(bench.finish(90), 130, bench.text[-4000:])
         self.assertEqual(alive(pids), [])
+
+
+def stream(words: int, thread_id: int | None = 1, stall_ms: float = 0, emitted: bool = True) -> dict:
+    """A client's result: one delta per word every 20 ms, produced 5 ms before it arrived; word 100 on stalls."""
+    text, deltas = "", []
+    for i, word in enumerate(peer_text(words).split(" ")[:-1]):
+        arrived = 1000 + 20 * i + (stall_ms if i >= 100 else 0)
+        deltas.append([arrived, len(text), len(text) + len(word) + 1, arrived - 5 if emitted else None])
+        text += word + " "
+    return {"thread_id": thread_id, "deltas": deltas, "error": None, "text": text, "sent": 990}
+
+
+def row_of(result: dict, stored: str | None = None) -> dict:
+    stored_rows = {1: (result["text"] if stored is None else stored, "completed")}
+    return step_row("embedded", 1, 200, [result], stored_rows, 1.0, 2**20, {"writer": 10, "pg": None})
+
+
+@tag("cluster")
+class StepFigureTests(SimpleTestCase):
+    def test_a_stream_on_schedule_passes_with_its_figures(self) -> None:
+        """200 words on time: latency 5 ms, lateness 0, 50 writer commits per 1,000 words, the step passes."""
+        row = row_of(stream(200))
+        self.assertEqual((row["p99_ms"], row["late_p99_ms"], row["commits_per_1k"]), (5, 0, 50.0))
+        self.assertTrue(row["passed"])
+
+    def test_one_character_lost_fails_the_step_as_lost(self) -> None:
+        """A stored answer one character longer than the rebuilt text counts as a lost stream (it fails the run)."""
+        result = stream(200)
+        row = row_of(result, stored=result["text"] + "x")
+        self.assertEqual(row["lost"], 1)
+        self.assertFalse(row["passed"])
+
+    def test_a_delta_without_emitted_at_fails_the_step(self) -> None:
+        """Deltas that lack emitted_at make the latency unknown: the step fails."""
+        row = row_of(stream(200, emitted=False))
+        self.assertFalse(row["passed"])
+        self.assertIn("without emitted_at", row["errors"][0])
+
+    def test_a_stall_of_250_ms_fails_on_windowed_lateness(self) -> None:
+        """A 250 ms stall mid-stream shows as p99 windowed lateness of 250 ms and fails the step."""
+        row = row_of(stream(200, stall_ms=250))
+        self.assertEqual(row["late_p99_ms"], 250)
+        self.assertFalse(row["passed"])
