@@ -216,9 +216,10 @@ def summary(rows: list[dict], targets: list[str], idle_kb: float | None) -> str:
         e = best["embedded"]
         out.append(goal("embedded: largest K >= 0.5 x bare's", e >= 0.5 * bare if bare else None, f"{e} vs {bare}"))
     if "cluster" in best:
-        c, e = best["cluster"], best.get("embedded")
-        met = (c >= 0.3 * bare and (e is None or c >= e)) if bare else None
-        out.append(goal("cluster: largest K >= 0.3 x bare's and >= embedded's", met, f"{c} vs {bare} (embedded {e})"))
+        c, embedded = best["cluster"], best.get("embedded")
+        met = (c >= 0.3 * bare and (embedded is None or c >= embedded)) if bare else None
+        measured = f"{c} vs {bare} (embedded {embedded})"
+        out.append(goal("cluster: largest K >= 0.3 x bare's and >= embedded's", met, measured))
     for t in (t for t in ("embedded", "cluster") if t in best):
         out += chat_goals(rows, t, best[t])
     out.append(

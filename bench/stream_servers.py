@@ -240,7 +240,7 @@ class Target:
         import psycopg
 
         with psycopg.connect(self.database_url) as conn:
-            data = conn.execute("SHOW data_directory").fetchone()[0]
+            (data,) = conn.execute("SHOW data_directory").fetchall()[0]
         return int(Path(data, "postmaster.pid").read_text().split()[0])
 
     def stop(self) -> None:
