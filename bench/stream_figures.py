@@ -143,6 +143,8 @@ def cells(row: dict, rows: list[dict]) -> list[str]:
     commits = fmt(row["commits_per_1k"], 1)
     if row["commits_source"] == "pg":
         commits += " (pg)"
+    elif row["pg_commits_per_1k"] is not None:  # beside the writers': every transaction that wrote
+        commits += f" (pg {fmt(row['pg_commits_per_1k'], 1)})"
     passed = "yes" if row["passed"] else "**no**"
     return [
         row["target"],

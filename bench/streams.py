@@ -233,8 +233,8 @@ def main() -> int:
     command = "bench/streams.py " + " ".join(sys.argv[1:])
     header = (
         f"Run of {started}: `{command.strip()}`, {args.words} words per stream, {os.cpu_count()} CPUs, "
-        f"load average at the end {load:.1f}. Commits per 1,000 words: the delta writers' totals, "
-        "or (pg) PostgreSQL's write transactions when no server process reports them."
+        f"load average at the end {load:.1f}. Commits per 1,000 words: the delta writers' totals; "
+        "(pg N): every PostgreSQL transaction that wrote; (pg) alone: no server process reports writer totals."
     )
     rows.sort(key=lambda r: (args.targets.index(r["target"]), r["k"]))
     report = f"{header}\n\n{table(rows)}\n\n{summary(rows, args.targets, idle_kb)}\n"

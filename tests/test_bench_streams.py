@@ -123,7 +123,7 @@ class StreamsBenchTests(SimpleTestCase):
         for target in ("bare", "direct", "embedded", "cluster"):
             self.assertEqual(row(bench.text, target, 2)[2], "yes")
         commits = row(bench.text, "cluster", 2)[8]  # from the writers' logs, else from PostgreSQL
-        self.assertRegex(commits, r"^[\d,]+\.\d( \(pg\))?$")
+        self.assertRegex(commits, r"^[\d,]+\.\d( \(pg( [\d,]+\.\d)?\))?$")
         self.assertEqual(alive(pids), [])
 
     def test_an_interrupted_run_stops_every_process_it_started(self) -> None:
