@@ -7,7 +7,9 @@ Legs (select with LEGS=lint,sqlite,pg,cluster,browser,django,node; default all):
   pg       the same tests on a throwaway PostgreSQL cluster started here
   cluster  pytest tests/cluster on a throwaway PostgreSQL: real web processes,
            agent workers, Redis, nginx and their faults (kill -9, SIGTERM,
-           restarts of Redis and PostgreSQL)
+           restarts of Redis and PostgreSQL); and the smoke run of
+           bench/streams.py (tests/test_bench_streams.py), which starts its
+           own PostgreSQL and Redis
   browser  pytest tests/browser in its own invocation (Playwright's sync API
            does not mix with the async tests of the other legs)
   django   every test once more under Django's own runner (`manage.py test`),
@@ -43,6 +45,8 @@ ARTIFACTS = ROOT / "test-artifacts"
 BROWSER = "tests/browser"
 JS = "tests/js"
 CLUSTER = "tests/cluster"
+BENCH_SMOKE = "tests/test_bench_streams.py"  # runs in the cluster leg only
+CLUSTER_PATHS = (CLUSTER, BENCH_SMOKE)
 ALL_LEGS = ("lint", "sqlite", "pg", "cluster", "browser", "django", "node")
 NO_TESTS_COLLECTED = 5
 
@@ -81,6 +85,10 @@ def is_browser_path(path: str) -> bool:
 
 def is_js_path(path: str) -> bool:
     return is_under(path, JS)
+
+
+def is_cluster_path(path: str) -> bool:
+    return any(is_under(path, folder) for folder in CLUSTER_PATHS)
 
 
 def count(junit: Path) -> tuple[int, int, int]:
@@ -149,8 +157,8 @@ def base_env() -> dict[str, str]:
 
 def database_targets(paths: list[str]) -> list[str] | None:
     if not paths:
-        return ["tests", f"--ignore={BROWSER}", f"--ignore={CLUSTER}"]
-    chosen = [p for p in paths if not is_browser_path(p) and not is_js_path(p) and not is_under(p, CLUSTER)]
+        return ["tests", f"--ignore={BROWSER}", *(f"--ignore={path}" for path in CLUSTER_PATHS)]
+    chosen = [p for p in paths if not is_browser_path(p) and not is_js_path(p) and not is_cluster_path(p)]
     return chosen or None
 
 
@@ -183,10 +191,10 @@ def pg_leg(paths: list[str], options: list[str]) -> LegResult:
 
 
 def cluster_leg(paths: list[str], options: list[str]) -> LegResult:
-    """tests/cluster (or the selected paths under it) on a throwaway PostgreSQL cluster."""
+    """tests/cluster and the bench smoke (or the selected paths among them) on a throwaway PostgreSQL cluster."""
     from tests.services import start_postgres
 
-    targets = [p for p in paths if is_under(p, CLUSTER)] if paths else [CLUSTER]
+    targets = [p for p in paths if is_cluster_path(p)] if paths else list(CLUSTER_PATHS)
     if not targets:
         return LegResult("cluster", True, note="no selected tests")
     try:

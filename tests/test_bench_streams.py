@@ -1,0 +1,179 @@
+"""bench/streams.py in its smoke mode: every target streams exactly, and the bench leaves no process behind.
+
+Timings are not judged here (speed is measured in bench/, never asserted in
+tests). It runs in the cluster leg of scripts/test, where PostgreSQL and
+Redis are required (REQUIRE_SERVICES=1 turns their absence into a failure).
+"""
+
+from __future__ import annotations
+
+import os
+import queue
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+from django.test import SimpleTestCase, tag
+
+from tests.services import missing, postgres_bin
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "bench"))
+
+from stream_figures import peer_text, step_row  # noqa: E402
+
+STARTED = re.compile(r"^started .*all on 127\.0\.0\.1; pids \[([\d, ]+)\]$", re.MULTILINE)
+
+
+class Bench:
+    """`bench/streams.py ARGS` as a child process whose stdout lines are read as they come."""
+
+    def __init__(self, *args: str) -> None:
+        self.process = subprocess.Popen(
+            [sys.executable, "bench/streams.py", *args],
+            cwd=ROOT,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        self.lines: queue.Queue[str] = queue.Queue()
+        self.output: list[str] = []
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self) -> None:
+        assert self.process.stdout is not None
+        for line in self.process.stdout:
+            self.lines.put(line)
+        self.lines.put("")
+
+    def next_line(self, timeout: float) -> str:
+        line = self.lines.get(timeout=timeout)
+        self.output.append(line)
+        return line
+
+    def wait_for(self, pattern: re.Pattern, timeout: float) -> re.Match:
+        """The first output line matching `pattern`; AssertionError if the bench ends or `timeout` passes first."""
+        while line := self.next_line(timeout):
+            if found := pattern.search(line.rstrip("\n")):
+                return found
+        raise AssertionError("the bench ended without printing it:\n" + self.text)
+
+    def finish(self, timeout: float) -> int:
+        """Its exit status, after reading all output; on timeout SIGTERM (it cleans up), then SIGKILL."""
+        try:
+            self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.process.terminate()
+            try:
+                self.process.wait(60)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        while self.next_line(10):
+            pass
+        return self.process.returncode
+
+    @property
+    def text(self) -> str:
+        return "".join(self.output)
+
+
+def row(text: str, target: str, k: int) -> list[str]:
+    """The cells of the final table's row for (target, K)."""
+    found = re.findall(rf"^\| {target} \| {k} \| .*\|$", text, re.MULTILINE)
+    rows = [[cell.strip() for cell in line.strip("|").split("|")] for line in found]
+    rows = [cells for cells in rows if len(cells) == 12]
+    assert rows, f"no row for {target} at K={k}"
+    return rows[-1]
+
+
+def alive(pids: list[int]) -> list[int]:
+    return [pid for pid in pids if os.path.exists(f"/proc/{pid}") and not _zombie(pid)]
+
+
+def _zombie(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] == "Z"
+    except OSError:
+        return True
+
+
+@tag("cluster")
+class StreamsBenchTests(SimpleTestCase):
+    @classmethod
+    def setUpClass(cls) -> None:
+        super().setUpClass()
+        if postgres_bin() is None:
+            raise missing("PostgreSQL (initdb)")
+        if shutil.which("redis-server") is None:
+            raise missing("Redis (redis-server)")
+
+    def test_smoke_run_streams_every_target_exactly_and_stops_everything(self) -> None:
+        """The smoke run streams all four targets at K=1 and 2, loses nothing, and no process of it outlives it."""
+        bench = Bench("--smoke")
+        pids = [int(p) for p in bench.wait_for(STARTED, 120).group(1).split(",")]
+        code = bench.finish(150)
+        self.assertEqual(code, 0, bench.text[-4000:])
+        self.assertIn("| nothing lost or duplicated | yes | 0 streams differ |", bench.text)
+        for target in ("bare", "direct", "embedded", "cluster"):
+            self.assertEqual(row(bench.text, target, 2)[2], "yes")
+        commits = row(bench.text, "cluster", 2)[8]  # from the writers' logs, else from PostgreSQL
+        self.assertRegex(commits, r"^[\d,]+\.\d( \(pg( [\d,]+\.\d)?\))?$")
+        self.assertEqual(alive(pids), [])
+
+    def test_an_interrupted_run_stops_every_process_it_started(self) -> None:
+        """SIGINT mid-run: the bench stops PostgreSQL, Redis, both web processes and the worker before it exits."""
+        bench = Bench("--smoke", "--targets", "cluster", "--ks", "1,2,3,4")
+        pids = [int(p) for p in bench.wait_for(STARTED, 120).group(1).split(",")]
+        self.assertEqual(len(pids), 5)  # postmaster, Redis, 2 daphnes, the worker
+        bench.process.send_signal(signal.SIGINT)
+        self.assertEqual(bench.finish(90), 130, bench.text[-4000:])
+        self.assertEqual(alive(pids), [])
+
+
+def stream(words: int, thread_id: int | None = 1, stall_ms: float = 0, emitted: bool = True) -> dict:
+    """A client's result: one delta per word every 20 ms, produced 5 ms before it arrived; word 100 on stalls."""
+    text, deltas = "", []
+    for i, word in enumerate(peer_text(words).split(" ")[:-1]):
+        arrived = 1000 + 20 * i + (stall_ms if i >= 100 else 0)
+        deltas.append([arrived, len(text), len(text) + len(word) + 1, arrived - 5 if emitted else None])
+        text += word + " "
+    return {"thread_id": thread_id, "deltas": deltas, "error": None, "text": text, "sent": 990}
+
+
+def row_of(result: dict, stored: str | None = None) -> dict:
+    stored_rows = {1: (result["text"] if stored is None else stored, "completed")}
+    return step_row("embedded", 1, 200, [result], stored_rows, 1.0, 2**20, {"writer": 10, "pg": None})
+
+
+@tag("cluster")
+class StepFigureTests(SimpleTestCase):
+    def test_a_stream_on_schedule_passes_with_its_figures(self) -> None:
+        """200 words on time: latency 5 ms, lateness 0, 50 writer commits per 1,000 words, the step passes."""
+        row = row_of(stream(200))
+        self.assertEqual((row["p99_ms"], row["late_p99_ms"], row["commits_per_1k"]), (5, 0, 50.0))
+        self.assertTrue(row["passed"])
+
+    def test_one_character_lost_fails_the_step_as_lost(self) -> None:
+        """A stored answer one character longer than the rebuilt text counts as a lost stream (it fails the run)."""
+        result = stream(200)
+        row = row_of(result, stored=result["text"] + "x")
+        self.assertEqual(row["lost"], 1)
+        self.assertFalse(row["passed"])
+
+    def test_a_delta_without_emitted_at_fails_the_step(self) -> None:
+        """Deltas that lack emitted_at make the latency unknown: the step fails."""
+        row = row_of(stream(200, emitted=False))
+        self.assertFalse(row["passed"])
+        self.assertIn("without emitted_at", row["errors"][0])
+
+    def test_a_stall_of_250_ms_fails_on_windowed_lateness(self) -> None:
+        """A 250 ms stall mid-stream shows as p99 windowed lateness of 250 ms and fails the step."""
+        row = row_of(stream(200, stall_ms=250))
+        self.assertEqual(row["late_p99_ms"], 250)
+        self.assertFalse(row["passed"])
