@@ -113,7 +113,7 @@ async def start_turn(
     # The thread's running turn ends first, in this process or another one.
     was_running = await stop_requested(thread_id, opened.running)
     if settings.AGENT_WORKERS:
-        await dispatch(thread_id, turn_id, message["id"])
+        await dispatch(thread_id, turn_id, message["id"], wait_for_previous=was_running)
         return TurnStart(turn_id, message, started=True)
     task = begin_turn(thread_id, turn_id, message["id"], agent, publisher, wait_for_previous=was_running)
     return TurnStart(turn_id, message, started=True, task=task)
@@ -165,17 +165,28 @@ async def start_regenerate(
     if registry.get(thread_id, turn_id) is not None:  # the same turn_id arrived while this one cancelled
         return TurnStart(turn_id, None, started=False)
     if settings.AGENT_WORKERS:
-        await dispatch(thread_id, turn_id, parent_id, activate=True)
+        await dispatch(thread_id, turn_id, parent_id, activate=True, wait_for_previous=was_running)
         return TurnStart(turn_id, None, started=True)
     task = begin_turn(thread_id, turn_id, parent_id, agent, activate=True, wait_for_previous=was_running)
     return TurnStart(turn_id, None, started=True, task=task)
 
 
-async def dispatch(thread_id: int, turn_id: str, parent_id: int | None, activate: bool | None = None) -> None:
-    """Queue the turn answering `parent_id` for a worker process. Safe to repeat: a turn runs once (one shell)."""
+async def dispatch(
+    thread_id: int,
+    turn_id: str,
+    parent_id: int | None,
+    activate: bool | None = None,
+    wait_for_previous: bool = True,
+) -> None:
+    """Queue the turn answering `parent_id` for a worker process. Safe to repeat: a turn runs once (one shell).
+
+    `wait_for_previous` False says the sender's cancel found nothing streaming in the thread (see begin_turn).
+    """
     message: dict = {"type": "turn.start", "thread_id": thread_id, "turn_id": turn_id, "parent_id": parent_id}
     if activate is not None:
         message["activate"] = activate
+    if not wait_for_previous:
+        message["wait_for_previous"] = False
     await get_channel_layer().send(TURNS_CHANNEL, message)
 
 

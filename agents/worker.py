@@ -32,7 +32,11 @@ class TurnWorkerConsumer(AsyncConsumer):
     async def turn_start(self, message: dict) -> None:
         sweeper.ensure_started()
         runtime.begin_turn(
-            message["thread_id"], message["turn_id"], message.get("parent_id"), activate=message.get("activate")
+            message["thread_id"],
+            message["turn_id"],
+            message.get("parent_id"),
+            activate=message.get("activate"),
+            wait_for_previous=message.get("wait_for_previous", True),
         )
 
 

@@ -8,12 +8,14 @@ message it touched then gets one `message_delta` holding everything
 committed since its last one. Commits start at most every
 `DELTA_COMMIT_INTERVAL_MS`, so under load a commit carries many pieces and
 the commit rate stays flat however many streams run; an idle writer
-commits a piece at once. `kill -USR1` logs the process's totals.
+commits a piece at once, and so does a busy one for a message's first
+piece (a turn's first delta waits for no interval). `kill -USR1` logs the process's totals.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 import weakref
@@ -53,12 +55,15 @@ class DeltaWriter:
         self.task: asyncio.Task | None = None
         self.round: asyncio.Future = asyncio.get_running_loop().create_future()
         self.last_start = 0.0
+        self.first_piece = asyncio.Event()
         self.commits = 0
 
     def queue(self, stream: Stream) -> None:
-        """Schedule the stream's pending pieces for the next commit."""
+        """Schedule the stream's pending pieces for the next commit; a message's first piece does not wait."""
         assert stream.message_id is not None
         self.waiting[stream.message_id] = stream
+        if stream.length == 0 and stream.message_id not in self.in_flight:
+            self.first_piece.set()
         if self.task is None or self.task.done():
             self.task = asyncio.get_running_loop().create_task(self._run(), name="delta-writer")
 
@@ -76,8 +81,11 @@ class DeltaWriter:
         try:
             while self.waiting:
                 pause = self.last_start + interval - loop.time()
-                if pause > 0:
-                    await asyncio.sleep(pause)
+                if pause > 0 and not self.first_piece.is_set():
+                    # A first piece (a turn's first delta) cuts the pause short.
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self.first_piece.wait(), pause)
+                self.first_piece.clear()
                 self.last_start = loop.time()
                 await self._commit_once()
                 self._next_round()

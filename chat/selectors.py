@@ -296,7 +296,13 @@ def turn_user_message(thread_id: int, turn_id: str) -> dict | None:
 
 
 def user_message_dict(message_id: int) -> dict | None:
-    message = _message_queryset().filter(pk=message_id).first()
+    """A user message as the contract's object: it has no tool calls, pieces or usage, so none is read."""
+    none = (
+        Prefetch("actions", queryset=AgentAction.objects.none()),
+        Prefetch("chunks", queryset=MessageChunk.objects.none()),
+        Prefetch("usage_records", queryset=TokenUsage.objects.none()),
+    )
+    message = Message.objects.prefetch_related(*none).filter(pk=message_id, role=Message.Role.USER).first()
     return message_dict(message) if message else None
 
 
@@ -316,7 +322,8 @@ def history_entries(thread_id: int, before_message_id: int, limit: int = HISTORY
     """The latest ancestors of a message (the path it answers, no other branch), oldest first, for a model."""
     tree = Tree(thread_id)
     ancestors = tree.path_to(tree.parents.get(before_message_id))[-limit:]
-    latest = list(_message_queryset().filter(pk__in=ancestors).order_by("seq"))
+    actions = Prefetch("actions", queryset=AgentAction.objects.order_by("id"))
+    latest = list(Message.objects.prefetch_related(actions).filter(pk__in=ancestors).order_by("seq"))
     return [
         {
             "role": m.role,

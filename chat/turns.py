@@ -57,22 +57,23 @@ class MessageClosed(Exception):
 # --- sequence numbers ------------------------------------------------------
 
 
-def _next_seq(thread_id: int) -> int:
-    """Take the thread's next seq. Call inside the transaction that inserts the message.
+def _next_seq(thread_id: int) -> tuple[int, int | None]:
+    """Take the thread's next seq, and read its active leaf. Call inside the transaction that inserts the message.
 
     The UPDATE locks the thread row (PostgreSQL) or holds the write lock
-    (SQLite), so concurrent writers get consecutive numbers; a rollback
-    returns the number.
+    (SQLite), so concurrent writers get consecutive numbers and the leaf
+    stays current until the commit; a rollback returns the number.
     """
     with connection.cursor() as cursor:
         cursor.execute(
-            "UPDATE chat_thread SET last_seq = last_seq + 1, updated_at = %s WHERE id = %s RETURNING last_seq",
+            "UPDATE chat_thread SET last_seq = last_seq + 1, updated_at = %s WHERE id = %s"
+            " RETURNING last_seq, active_leaf_id",
             [timezone.now(), thread_id],
         )
         row = cursor.fetchone()
     if row is None:
         raise ValueError(f"thread {thread_id} does not exist")
-    return row[0]
+    return row[0], row[1]
 
 
 def _insert_once(find: Callable[[], int | None], insert: Callable[[], int]) -> Persisted:
@@ -114,8 +115,7 @@ def _insert_turn_message(
         raise ValueError("turn_id must not be empty")
 
     def insert() -> int:
-        seq = _next_seq(thread_id)  # locks the thread row: the active leaf read below stays current
-        leaf = Thread.objects.filter(pk=thread_id).values_list("active_leaf_id", flat=True).get()
+        seq, leaf = _next_seq(thread_id)  # locks the thread row: the leaf stays current
         parent_id = leaf if parent is ACTIVE_LEAF else parent
         message_id = Message.objects.create(
             thread_id=thread_id, turn_id=turn_id, role=role, seq=seq, parent_id=parent_id, **fields

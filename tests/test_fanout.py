@@ -85,37 +85,37 @@ class FanoutTests(SimpleTestCase):
     async def test_another_process_event_reaches_each_socket_once_and_own_events_are_skipped(self) -> None:
         """An event published by another process reaches each socket here once; this process's own is not doubled."""
         one, two = Socket(), Socket()
-        await fanout.join(7, one)
-        await fanout.join(7, two)
+        await fanout.join(900_007, one)
+        await fanout.join(900_007, two)
         frame = {"type": "message_delta", "turn_id": "t", "message_id": 1, "data": {"offset": 0, "delta": "a"}}
-        group = fanout.thread_group(7)
-        other = {"type": fanout.EVENT_TYPE, "thread_id": 7, "frame": frame, "origin": "elsewhere", "seq": 1}
+        group = fanout.thread_group(900_007)
+        other = {"type": fanout.EVENT_TYPE, "thread_id": 900_007, "frame": frame, "origin": "elsewhere", "seq": 1}
         await RemoteLayer.shared.group_send(group, other)
-        await fanout.publish(7, frame, 1)  # this process's: handed over by broadcast, skipped when it comes back
+        await fanout.publish(900_007, frame, 1)  # this process's: handed over by broadcast, skipped when it comes back
         await until(lambda: one.frames and two.frames, "the other process's event")
         await asyncio.sleep(0.1)  # let this process's own event come back, were it not skipped
         self.assertEqual((one.frames, two.frames), ([frame], [frame]))
-        await fanout.leave(7, one)
-        await fanout.leave(7, two)
+        await fanout.leave(900_007, one)
+        await fanout.leave(900_007, two)
 
     async def test_a_deaf_subscription_resyncs_every_socket_once_it_hears_again(self) -> None:
         """While nothing sent here arrives, nothing resyncs; once a probe is heard again, every socket does."""
         here, there = Socket(), Socket()
-        await fanout.join(1, here)
-        await fanout.join(2, there)
+        await fanout.join(900_001, here)
+        await fanout.join(900_002, there)
         RemoteLayer.deaf = True
         await until(lambda: RemoteLayer.dropped >= 2, "a probe lost")
         self.assertEqual((here.resyncs, there.resyncs), (0, 0))
         RemoteLayer.deaf = False
         await until(lambda: here.resyncs and there.resyncs, "the resync")
         self.assertEqual((here.resyncs, there.resyncs), (1, 1))
-        await fanout.leave(1, here)
-        await fanout.leave(2, there)
+        await fanout.leave(900_001, here)
+        await fanout.leave(900_002, there)
 
     async def test_the_last_socket_of_a_thread_unsubscribes_the_process(self) -> None:
         """Once no socket of the thread is left here, its events no longer come to this process."""
         socket = Socket()
-        await fanout.join(3, socket)
-        await fanout.leave(3, socket)
-        self.assertNotIn(3, fanout._subscription().threads)
-        self.assertFalse(RemoteLayer.shared.groups.get(fanout.thread_group(3)))
+        await fanout.join(900_003, socket)
+        await fanout.leave(900_003, socket)
+        self.assertNotIn(900_003, fanout._subscription().threads)
+        self.assertFalse(RemoteLayer.shared.groups.get(fanout.thread_group(900_003)))

@@ -325,6 +325,20 @@ class DeltaBatchingTests(PublisherTestCase):
         deltas = [f["data"]["delta"] for f in await self.frames_until_quiet(channel) if f["type"] == "message_delta"]
         self.assertEqual(deltas, ["one ", "two three four "])
 
+    @override_settings(DELTA_COMMIT_INTERVAL_MS=60_000)
+    async def test_a_turns_first_delta_does_not_wait_for_the_interval(self) -> None:
+        """While the writer waits out its interval for one stream, another turn's first piece is committed at once."""
+        other = TurnPublisher(self.thread.pk, "t-2")
+        await self.publisher.started("local", "local")
+        await other.started("local", "local")
+        self.publisher.push_delta("one ")
+        await self.publisher.flush()  # the writer was idle: at once; its next commit waits a minute
+        self.publisher.push_delta("two ")
+        other.push_delta("first ")
+        await asyncio.wait_for(other.flush(), TIMEOUT)
+        self.assertEqual(await self.committed_text(other.message_id), "first ")
+        self.assertEqual(await self.committed_text(self.publisher.message_id), "one two ")  # it rode along
+
     async def test_delta_to_a_closed_message_surfaces_on_flush(self) -> None:
         """A delta pushed after the message was finalized is not stored, and flush() raises."""
         await self.publisher.started("local", "local")
