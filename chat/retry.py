@@ -16,10 +16,12 @@ import functools
 import logging
 import time
 from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
 
+from asgiref.sync import SyncToAsync
 from channels.db import database_sync_to_async
 from django.conf import settings
-from django.db import InterfaceError, OperationalError, connection
+from django.db import InterfaceError, OperationalError, close_old_connections, connection
 
 logger = logging.getLogger(__name__)
 
@@ -43,9 +45,41 @@ def _on_fresh_connection[**P, R](write: Callable[P, R]) -> Callable[P, R]:
     return attempt
 
 
-def aretrying[**P, R](write: Callable[P, R], window: str = "DB_OUTAGE_SECONDS") -> Callable[P, Awaitable[R]]:
-    """The async twin of `write`, retried through a database outage of up to the setting named `window` (seconds)."""
-    call = database_sync_to_async(_on_fresh_connection(write))
+def own_thread(name: str) -> ThreadPoolExecutor:
+    """A thread of its own for some writes, with its own database connection (kept as CONN_MAX_AGE says).
+
+    Channels runs every other database call of the process on one thread;
+    writes given their own thread never queue behind those calls.
+    """
+    return ThreadPoolExecutor(max_workers=1, thread_name_prefix=name)
+
+
+def _with_old_connections_closed[**P, R](write: Callable[P, R]) -> Callable[P, R]:
+    """Close obsolete connections around `write`, as Channels does around each database call."""
+
+    @functools.wraps(write)
+    def call(*args: P.args, **kwargs: P.kwargs) -> R:
+        close_old_connections()
+        try:
+            return write(*args, **kwargs)
+        finally:
+            close_old_connections()
+
+    return call
+
+
+def aretrying[**P, R](
+    write: Callable[P, R], window: str = "DB_OUTAGE_SECONDS", thread: ThreadPoolExecutor | None = None
+) -> Callable[P, Awaitable[R]]:
+    """The async twin of `write`, retried through a database outage of up to the setting named `window` (seconds).
+
+    It runs on Channels' database thread, or on `thread` (see own_thread).
+    """
+    if thread is None:
+        call = database_sync_to_async(_on_fresh_connection(write))
+    else:
+        attempt = _with_old_connections_closed(_on_fresh_connection(write))
+        call = SyncToAsync(attempt, thread_sensitive=False, executor=thread)
 
     @functools.wraps(write)
     async def retried(*args: P.args, **kwargs: P.kwargs) -> R:

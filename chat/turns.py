@@ -20,7 +20,7 @@ from django.utils import timezone
 
 from . import selectors
 from .models import AgentAction, Message, Thread, TokenUsage
-from .retry import aretrying
+from .retry import aretrying, own_thread
 
 logger = logging.getLogger(__name__)
 
@@ -484,7 +484,10 @@ astore_user_message = aretrying(store_user_message)
 apersist_assistant_shell = aretrying(persist_assistant_shell)
 aopen_answer = aretrying(open_answer)
 aappend_content = aretrying(append_content)
-aappend_contents = aretrying(append_contents)
+# The delta writer's commits have a thread and connection of their own: a
+# stream's next delta never waits behind other turns' starts and reads.
+APPEND_THREAD = own_thread("delta-append")
+aappend_contents = aretrying(append_contents, thread=APPEND_THREAD)
 astart_action = aretrying(start_action)
 afinish_action = aretrying(finish_action)
 atouch_turn = database_sync_to_async(touch_turn)

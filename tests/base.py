@@ -13,6 +13,7 @@ from django.db import connections
 from django.test import TestCase, TransactionTestCase, override_settings
 
 from agents.registry import registry
+from chat import turns
 from chat.models import Message, Thread
 
 PASSWORD = "test-password-1"
@@ -62,6 +63,7 @@ class ChatTransactionTestCase(ChatHelpers, TransactionTestCase):
         # Async tests leave a connection open in asgiref's database thread;
         # close it before the flush, or PostgreSQL teardown waits on it.
         SyncToAsync.single_thread_executor.submit(connections.close_all).result()
+        turns.APPEND_THREAD.submit(connections.close_all).result()  # the delta writer's own connection
         super()._post_teardown()
 
 

@@ -16,6 +16,7 @@ from hypothesis.extra.django import TransactionTestCase as HypothesisTransaction
 
 from agents import ratelimit, socket_leases
 from agents.registry import registry
+from chat import turns
 from chat.models import Message, Thread
 from tests.base import FAST_HASHING, PASSWORD, ChatHelpers
 from tests.properties import FRAME_EXAMPLES, api_bodies, client_frames
@@ -64,6 +65,7 @@ class FramePropertyTests(ChatHelpers, HypothesisTransactionTestCase):
     def _post_teardown(self) -> None:
         # As ChatTransactionTestCase: close asgiref's database thread's connection before the flush.
         SyncToAsync.single_thread_executor.submit(connections.close_all).result()
+        turns.APPEND_THREAD.submit(connections.close_all).result()
         super()._post_teardown()
 
     async def open(self, thread_id: int) -> tuple[WebsocketCommunicator, str]:
