@@ -178,9 +178,13 @@ def message_text(message: Message) -> str:
     return text
 
 
-def message_dict(message: Message, tree: Tree | None = None) -> dict:
-    """A message object of the contract; expects `_message_queryset`'s prefetches (reads siblings without `tree`)."""
-    usage = message.usage_records.all()
+def message_dict(message: Message, tree: Tree | None = None, bare: bool = False) -> dict:
+    """A message object of the contract; expects `_message_queryset`'s prefetches (reads siblings without `tree`).
+
+    `bare`: a message known to have no tool calls, pieces or usage (a user
+    message), for which nothing more is read.
+    """
+    usage: list[TokenUsage] = [] if bare else list(message.usage_records.all())
     if tree is not None:
         versions = tree.versions(message.pk)
     else:
@@ -199,7 +203,7 @@ def message_dict(message: Message, tree: Tree | None = None) -> dict:
         "status": message.status,
         "content": message_text(message),
         "metadata": message.metadata,
-        "actions": [action_dict(a) for a in message.actions.all()],
+        "actions": [] if bare else [action_dict(a) for a in message.actions.all()],
         "usage": usage_dict(usage[0]) if usage else None,
         "created_at": _iso(message.created_at),
         "updated_at": _iso(message.updated_at),
@@ -297,13 +301,8 @@ def turn_user_message(thread_id: int, turn_id: str) -> dict | None:
 
 def user_message_dict(message_id: int) -> dict | None:
     """A user message as the contract's object: it has no tool calls, pieces or usage, so none is read."""
-    none = (
-        Prefetch("actions", queryset=AgentAction.objects.none()),
-        Prefetch("chunks", queryset=MessageChunk.objects.none()),
-        Prefetch("usage_records", queryset=TokenUsage.objects.none()),
-    )
-    message = Message.objects.prefetch_related(*none).filter(pk=message_id, role=Message.Role.USER).first()
-    return message_dict(message) if message else None
+    message = Message.objects.filter(pk=message_id, role=Message.Role.USER).first()
+    return message_dict(message, bare=True) if message else None
 
 
 def turn_runner(message_id: int) -> str:
@@ -319,21 +318,25 @@ HISTORY_MESSAGES = 200
 
 
 def history_entries(thread_id: int, before_message_id: int, limit: int = HISTORY_MESSAGES) -> list[dict]:
-    """The latest ancestors of a message (the path it answers, no other branch), oldest first, for a model."""
+    """The latest ancestors of a message (the path it answers, no other branch), oldest first, for a model.
+
+    Read as plain rows: the text of a message still streaming (rare) comes
+    with its pieces, and tool calls are read only when an answer is there.
+    """
     tree = Tree(thread_id)
     ancestors = tree.path_to(tree.parents.get(before_message_id))[-limit:]
-    actions = Prefetch("actions", queryset=AgentAction.objects.order_by("id"))
-    latest = list(Message.objects.prefetch_related(actions).filter(pk__in=ancestors).order_by("seq"))
+    rows = list(Message.objects.filter(pk__in=ancestors).order_by("seq").values("pk", "role", "content", "status"))
+    streaming = [row["pk"] for row in rows if row["status"] == Message.Status.STREAMING]
+    texts = {m.pk: message_text(m) for m in _message_queryset().filter(pk__in=streaming)} if streaming else {}
+    answers = [row["pk"] for row in rows if row["role"] == Message.Role.ASSISTANT]
+    actions: dict[int, list[dict]] = defaultdict(list)
+    if answers:
+        fields = ("message_id", "call_id", "tool", "input", "output", "status")
+        for action in AgentAction.objects.filter(message_id__in=answers).order_by("id").values(*fields):
+            actions[action.pop("message_id")].append(action)
     return [
-        {
-            "role": m.role,
-            "content": message_text(m),
-            "actions": [
-                {"call_id": a.call_id, "tool": a.tool, "input": a.input, "output": a.output, "status": a.status}
-                for a in m.actions.all()
-            ],
-        }
-        for m in latest
+        {"role": row["role"], "content": texts.get(row["pk"], row["content"]), "actions": actions[row["pk"]]}
+        for row in rows
     ]
 
 
@@ -347,8 +350,12 @@ class TurnFacts(NamedTuple):
 
 def turn_facts(owner_id: int, thread_id: int, turn_id: str | None, beat_within: float) -> TurnFacts:
     """turn_user_message(), turn_exists() and live_turns_elsewhere() together, for one database hop."""
-    stored = turn_user_message(thread_id, turn_id) if turn_id else None
-    exists = stored is not None or (bool(turn_id) and turn_exists(thread_id, turn_id or ""))
+    stored, exists = None, False
+    if turn_id:
+        roles = dict(Message.objects.filter(thread_id=thread_id, turn_id=turn_id).values_list("role", "pk"))
+        exists = bool(roles)
+        if Message.Role.USER in roles:
+            stored = user_message_dict(roles[Message.Role.USER])
     return TurnFacts(stored, exists, live_turns_elsewhere(owner_id, thread_id, beat_within))
 
 
