@@ -14,7 +14,10 @@ the cluster is in it), from one task per process:
   limit); a changed tool call makes its card be read again on that tick.
 
 `observe` only records and wakes the task: the turn's own path never waits
-for the feed, the database or the layer on its account.
+for the feed, the database or the layer on its account. While no staff
+socket is in the group (checked for each start or end, and at most once
+per WATCH_CHECK_SECONDS for text), the task reads and sends nothing: a
+staff socket starts from a snapshot of its own.
 """
 
 from __future__ import annotations
@@ -30,11 +33,14 @@ from django.utils import timezone
 
 from chat import reports
 
+from . import groups
+
 logger = logging.getLogger(__name__)
 
 STAFF_GROUP = "staff-live"
 EVENT_TYPE = "live.event"  # the staff consumer's handler: live_event()
 PROGRESS_SECONDS = 1.0
+WATCH_CHECK_SECONDS = 1.0
 
 
 def _rows_off_the_writers_thread(message_ids: list[int]) -> list[dict]:
@@ -90,6 +96,8 @@ class LiveFeed:
         self._progress: dict[int, _Progress] = {}
         self._wake: asyncio.Event | None = None
         self._task: asyncio.Task | None = None
+        self._watched = True
+        self._watch_checked = -WATCH_CHECK_SECONDS  # loop time of the last check
 
     def observe(self, frame: dict) -> None:
         """Record what a turn event (already committed) changes on the Live turns page; never blocks."""
@@ -132,6 +140,11 @@ class LiveFeed:
                 pass
             self._wake.clear()
             try:
+                # Fresh for a start or an end: a staff socket joins the group
+                # before it reads its snapshot, so no card falls between the two.
+                if not await self._anyone_watching(fresh=bool(self._due)):
+                    self._due, self._changed, self._progress = set(), set(), {}
+                    continue
                 if self._due:
                     due, self._due = self._due, set()
                     await self._send(await _arows(sorted(due)), [])
@@ -142,6 +155,18 @@ class LiveFeed:
                 raise
             except Exception:
                 logger.exception("live feed push failed")
+
+    async def _anyone_watching(self, fresh: bool) -> bool:
+        """Whether a staff socket of any process is in the group; asked at most once a second unless `fresh`."""
+        loop = asyncio.get_running_loop()
+        if fresh or loop.time() - self._watch_checked >= WATCH_CHECK_SECONDS:
+            self._watch_checked = loop.time()
+            try:
+                self._watched = await groups.has_members(get_channel_layer(), STAFF_GROUP)
+            except Exception:
+                logger.exception("live feed could not tell who watches")
+                self._watched = True
+        return self._watched
 
     async def _tick(self) -> None:
         changed, self._changed = self._changed, set()
@@ -161,6 +186,7 @@ class LiveFeed:
             self._task.cancel()
         self._due, self._changed, self._progress = set(), set(), {}
         self._wake, self._task = None, None
+        self._watched, self._watch_checked = True, -WATCH_CHECK_SECONDS
 
 
 feed = LiveFeed()

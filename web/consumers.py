@@ -20,11 +20,11 @@ from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
 from django.conf import settings
 
-from agents import fanout, intake, socket_leases
+from agents import fanout, groups, intake, socket_leases
 from agents.resume import SocketFeed
 from chat import selectors
 
-from . import membership, sessions
+from . import sessions
 from .frames import (
     CancelFrame,
     ClientFrame,
@@ -86,12 +86,12 @@ class ThreadConsumer(AsyncJsonWebsocketConsumer):
         session = self.scope.get("session")
         self.session_key = session.session_key if session is not None else None
         # Join the session's groups first: a logout from here on closes this socket.
-        groups = [sessions.user_group(user.pk)]
+        joined = [sessions.user_group(user.pk)]
         if self.session_key:
-            groups.append(sessions.session_group(self.session_key))
-        for group in groups:
+            joined.append(sessions.session_group(self.session_key))
+        for group in joined:
             await self.channel_layer.group_add(group, self.channel_name)
-        self.groups_joined = tuple(groups)
+        self.groups_joined = tuple(joined)
         # Take the thread's events before reading the snapshot: an event
         # committed in between is then queued, and the feed drops what the snapshot holds.
         self.events: asyncio.Queue[tuple[str, Any]] = asyncio.Queue(EVENT_QUEUE)
@@ -104,7 +104,7 @@ class ThreadConsumer(AsyncJsonWebsocketConsumer):
         self.feed = SocketFeed(snapshot)
         await self.send_json(snapshot)
         self.relay = asyncio.create_task(self._relay())
-        if membership.can_forget(self.channel_layer):
+        if groups.can_forget(self.channel_layer):
             self.rejoining = asyncio.create_task(self.keep_membership())
 
     async def keep_membership(self) -> None:
@@ -114,7 +114,7 @@ class ThreadConsumer(AsyncJsonWebsocketConsumer):
         while True:
             await asyncio.sleep(settings.SOCKET_REJOIN_SECONDS)
             try:
-                if await membership.is_member(self.channel_layer, group, self.channel_name):
+                if await groups.is_member(self.channel_layer, group, self.channel_name):
                     continue
                 for joined in self.groups_joined:  # Redis forgot all of them
                     await self.channel_layer.group_add(joined, self.channel_name)

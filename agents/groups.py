@@ -1,9 +1,10 @@
-"""Whether a socket is still a member of its thread's group, for layers that can forget members.
+"""Who is in a channel-layer group, for layers that can forget members (channels-redis).
 
 A Redis restart without persistence empties every group: the sockets stay
 connected but no event reaches them any more. Each socket checks its
 membership now and then (settings.SOCKET_REJOIN_SECONDS) and, when it was
-forgotten, joins again and sends itself a fresh snapshot.
+forgotten, joins again and sends itself a fresh snapshot. The Live turns
+feed asks whether anyone watches before it reads anything.
 """
 
 from __future__ import annotations
@@ -22,3 +23,18 @@ async def is_member(layer: Any, group: str, channel: str) -> bool:
         return True
     connection = layer.connection(layer.consistent_hash(group))
     return await connection.zscore(layer._group_key(group), channel) is not None
+
+
+async def has_members(layer: Any, group: str) -> bool:
+    """Whether any channel is in `group`: the in-memory layer's set, channels-redis's sorted set (one ZCARD).
+
+    Another layer is assumed to have members. channels-redis keeps members
+    of a dead process until they expire, so this errs on having some.
+    """
+    groups = getattr(layer, "groups", None)
+    if isinstance(groups, dict) and not can_forget(layer):
+        return bool(groups.get(group))
+    if not can_forget(layer):
+        return True
+    connection = layer.connection(layer.consistent_hash(group))
+    return bool(await connection.zcard(layer._group_key(group)))
