@@ -144,6 +144,7 @@ class LiveFeed:
                 # before it reads its snapshot, so no card falls between the two.
                 if not await self._anyone_watching(fresh=bool(self._due)):
                     self._due, self._changed, self._progress = set(), set(), {}
+                    next_tick = max(next_tick, loop.time() + PROGRESS_SECONDS)
                     continue
                 if self._due:
                     due, self._due = self._due, set()
