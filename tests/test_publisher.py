@@ -390,6 +390,7 @@ class CompletedOnceTests(PublisherTestCase):
 class FailingLayerTests(PublisherTestCase):
     async def test_a_failing_channel_layer_does_not_stop_the_turn(self) -> None:
         """With group_send raising, every step still writes its rows, failures are logged, and completed() returns."""
+        await self.listen()  # someone in the group: each event is sent, and fails
         with self.assertLogs("agents.events", level="ERROR") as logs:
             message, created = await self.publisher.user_message("what is 1+1")
             message_id = await self.publisher.started("local", "local")

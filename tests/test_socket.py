@@ -630,7 +630,13 @@ class FastStreamTests(SocketTestCase):
     @override_settings(CHANNEL_LAYERS={"default": {"BACKEND": "tests.layers.BrokenChannelLayer"}})
     async def test_a_turn_of_this_process_reaches_its_sockets_without_the_channel_layer(self):
         """With group_send failing, a turn run here still streams every event to this process's sockets."""
+        from channels.layers import get_channel_layer
+
+        from agents.fanout import thread_group
+
         communicator, _ = await self.connect()
+        layer = get_channel_layer()  # a listener in the group, so that each event is sent, and fails
+        await layer.group_add(thread_group(self.thread.pk), await layer.new_channel())
         with self.assertLogs("agents.events", level="ERROR"):
             await self.send(communicator, {"type": "user_message", "content": "/lorem 50", "turn_id": "direct"})
             frames = await receive_until_turn_ends(communicator, "direct", timeout=60)
