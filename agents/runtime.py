@@ -342,10 +342,8 @@ async def _generate(turn: RunningTurn, publisher: TurnPublisher, agent: TurnAgen
 
     The model gets the agent's system prompt (followed by the thread's) and only the agent's tools.
     """
-    if publisher.history is not None:  # read with the shell
-        conversation = build_history(publisher.history, settings.AGENT_HISTORY_CHARS)
-    else:
-        conversation = await _conversation(turn.thread_id, turn.message_id)
+    assert publisher.history is not None, "_generate() before started()"  # read with the shell
+    conversation = build_history(publisher.history, settings.AGENT_HISTORY_CHARS)
     if agent.system_prompt:
         conversation.insert(0, ChatMessage("system", agent.system_prompt))
     specs = [TOOLS[name].spec for name in agent.tools]
@@ -427,10 +425,3 @@ def _prompt_text(conversation: list[ChatMessage]) -> str:
 
 
 _has_live_turn = database_sync_to_async(selectors.has_live_turn)
-
-
-@database_sync_to_async
-def _conversation(thread_id: int, message_id: int) -> list[ChatMessage]:
-    """The thread's messages before this turn's answer, as the model's history."""
-    entries = selectors.history_entries(thread_id, message_id)
-    return build_history(entries, settings.AGENT_HISTORY_CHARS)

@@ -293,12 +293,6 @@ def has_live_turn(thread_id: int, beat_within: float) -> bool:
     ).exists()
 
 
-def turn_user_message(thread_id: int, turn_id: str) -> dict | None:
-    """The stored user message of a turn, or None when the turn_id is new in the thread."""
-    message = _message_queryset().filter(thread_id=thread_id, turn_id=turn_id, role=Message.Role.USER).first()
-    return message_dict(message) if message else None
-
-
 def user_message_dict(message_id: int) -> dict | None:
     """A user message as the contract's object: it has no tool calls, pieces or usage, so none is read."""
     message = Message.objects.filter(pk=message_id, role=Message.Role.USER).first()
@@ -308,10 +302,6 @@ def user_message_dict(message_id: int) -> dict | None:
 def turn_runner(message_id: int) -> str:
     """The channel of the process running this message's turn ("" when unknown)."""
     return Message.objects.filter(pk=message_id).values_list("runner", flat=True).first() or ""
-
-
-def content_length(message_id: int) -> int:
-    return Message.objects.filter(pk=message_id).values_list("content_length", flat=True).first() or 0
 
 
 HISTORY_MESSAGES = 200
@@ -349,7 +339,7 @@ class TurnFacts(NamedTuple):
 
 
 def turn_facts(owner_id: int, thread_id: int, turn_id: str | None, beat_within: float) -> TurnFacts:
-    """turn_user_message(), turn_exists() and live_turns_elsewhere() together, for one database hop."""
+    """The turn_id's stored user message and whether it exists, and live_turns_elsewhere(), in one database hop."""
     stored, exists = None, False
     if turn_id:
         roles = dict(Message.objects.filter(thread_id=thread_id, turn_id=turn_id).values_list("role", "pk"))
