@@ -33,6 +33,11 @@ class TurnAgent:
 
 def default_agent() -> Agent:
     """The default agent row, created or updated from the environment's provider settings."""
+    return agent_store.sync_default_agent(**_default_fields())
+
+
+def _default_fields() -> dict:
+    """What the environment says the default agent's provider, server, key, model and tools are."""
     provider = settings.AGENT_PROVIDER
     if provider not in Agent.Provider.values:
         raise ValueError(f"unknown AGENT_PROVIDER {provider!r}: use 'local' or 'openai'")
@@ -40,7 +45,16 @@ def default_agent() -> Agent:
         base_url, api_key, model = settings.OPENAI_BASE_URL, settings.OPENAI_API_KEY, settings.OPENAI_MODEL
     else:
         base_url, api_key, model = "", "", "local"
-    return agent_store.sync_default_agent(provider, base_url, api_key, model, list(TOOLS))
+    return {"provider": provider, "base_url": base_url, "api_key": api_key, "model": model, "tools": list(TOOLS)}
+
+
+def _in_step(default: Agent | None) -> Agent:
+    """The default agent as read, when it already follows the environment; else default_agent() brings it in step."""
+    if default is not None and all(
+        getattr(default, name) == value for name, value in agent_store.default_fields(**_default_fields()).items()
+    ):
+        return default
+    return default_agent()
 
 
 def build_provider(agent: Agent) -> Provider:
@@ -62,9 +76,9 @@ def join_prompts(*prompts: str) -> str:
 
 def turn_agent(thread_id: int) -> TurnAgent:
     """The agent a new turn of the thread runs with: the thread's, or the default one."""
-    default = default_agent()
-    agent, thread_prompt = agent_store.thread_agent(thread_id)
-    agent = agent or default
+    own, default, thread_prompt = agent_store.turn_agents(thread_id)
+    default = _in_step(default)  # raises for a misconfigured provider, whichever agent runs
+    agent = own or default
     tools = tuple(name for name in agent.tools or () if name in TOOLS)
     provider = build_provider(agent)
     return TurnAgent(

@@ -38,10 +38,8 @@ class CancelTarget(NamedTuple):
 
 def request(thread_id: int, turn_id: str | None) -> CancelTarget | None:
     """Flag the turn's message to stop; None when no such turn is streaming."""
-    message_id = turns.request_cancel(thread_id, turn_id)
-    if message_id is None:
-        return None
-    return CancelTarget(message_id, selectors.turn_runner(message_id))
+    flagged = turns.flag_running(thread_id, turn_id)
+    return CancelTarget(*flagged) if flagged is not None else None
 
 
 async def stop_requested(thread_id: int, target: CancelTarget | None) -> bool:

@@ -6,7 +6,9 @@ provider settings come from the environment (agents.catalog passes them in).
 
 from __future__ import annotations
 
-from django.db import IntegrityError, transaction
+import json
+
+from django.db import IntegrityError, connection, transaction
 
 from .models import Agent, Thread
 
@@ -17,14 +19,7 @@ def sync_default_agent(provider: str, base_url: str, api_key: str, model: str, t
     Two processes starting at once both try to create it; the partial unique
     index chat_agent_one_default keeps one, and the other reads that one.
     """
-    fields = {
-        "name": provider,
-        "provider": provider,
-        "base_url": base_url,
-        "api_key": api_key,
-        "model": model,
-        "tools": tools,
-    }
+    fields = default_fields(provider, base_url, api_key, model, tools)
     agent = Agent.objects.filter(is_default=True).first()
     if agent is None:
         try:
@@ -38,6 +33,18 @@ def sync_default_agent(provider: str, base_url: str, api_key: str, model: str, t
             setattr(agent, name, fields[name])
         agent.save(update_fields=changed)
     return agent
+
+
+def default_fields(provider: str, base_url: str, api_key: str, model: str, tools: list[str]) -> dict:
+    """The default agent's fields that follow the environment."""
+    return {
+        "name": provider,
+        "provider": provider,
+        "base_url": base_url,
+        "api_key": api_key,
+        "model": model,
+        "tools": tools,
+    }
 
 
 def agent_dict(agent: Agent) -> dict:
@@ -65,3 +72,36 @@ def thread_agent(thread_id: int) -> tuple[Agent | None, str]:
     if thread is None:
         return None, ""
     return thread.agent, thread.system_prompt
+
+
+_TURN_AGENT_FIELDS = ("id", "name", "provider", "base_url", "api_key", "model", "system_prompt", "tools", "is_default")
+
+
+def turn_agents(thread_id: int) -> tuple[Agent | None, Agent | None, str]:
+    """The thread's agent (None without one), the default agent (None before it exists) and the thread's prompt.
+
+    One hand-written query, as a turn starts; the rows carry what a turn
+    needs of an agent, not its description or creation time.
+    """
+    columns = ", ".join(f"a.{name}" for name in _TURN_AGENT_FIELDS)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"SELECT t.system_prompt, t.agent_id, {columns} FROM chat_thread t"
+            " LEFT JOIN chat_agent a ON a.id = t.agent_id OR a.is_default = %s WHERE t.id = %s",
+            [True, thread_id],
+        )
+        rows = cursor.fetchall()
+    own = default = None
+    for _prompt, agent_id, *values in rows:
+        if values[0] is None:
+            continue  # no agent at all yet
+        fields = dict(zip(_TURN_AGENT_FIELDS, values, strict=True))
+        fields["tools"] = json.loads(fields["tools"]) if isinstance(fields["tools"], str) else fields["tools"]
+        fields["is_default"] = bool(fields["is_default"])
+        agent = Agent(**fields)
+        if agent.pk == agent_id:
+            own = agent
+        if agent.is_default:
+            default = agent
+    prompt = rows[0][0] if rows else ""
+    return own, default, prompt

@@ -7,6 +7,7 @@ full text committed so far.
 
 from __future__ import annotations
 
+import json
 from collections import defaultdict
 from datetime import datetime, timedelta
 from typing import NamedTuple
@@ -306,28 +307,64 @@ def turn_runner(message_id: int) -> str:
 
 HISTORY_MESSAGES = 200
 
+# The ancestors of a message, nearest first: parent links walked in SQL (SQLite and PostgreSQL alike).
+_ANCESTORS = """
+WITH RECURSIVE path(id, depth) AS (
+    SELECT parent_id, 1 FROM chat_message WHERE id = %s
+    UNION ALL
+    SELECT m.parent_id, path.depth + 1 FROM chat_message m JOIN path ON m.id = path.id WHERE path.depth < %s
+)
+SELECT m.id, m.role, m.content, m.status FROM path JOIN chat_message m ON m.id = path.id ORDER BY m.seq
+"""
+
 
 def history_entries(thread_id: int, before_message_id: int, limit: int = HISTORY_MESSAGES) -> list[dict]:
     """The latest ancestors of a message (the path it answers, no other branch), oldest first, for a model.
 
-    Read as plain rows: the text of a message still streaming (rare) comes
-    with its pieces, and tool calls are read only when an answer is there.
+    Read in hand-written SQL, as a turn starts: the path by its parent links,
+    the text of a message still streaming (rare) with its pieces, and tool
+    calls only when an answer is there.
     """
-    tree = Tree(thread_id)
-    ancestors = tree.path_to(tree.parents.get(before_message_id))[-limit:]
-    rows = list(Message.objects.filter(pk__in=ancestors).order_by("seq").values("pk", "role", "content", "status"))
-    streaming = [row["pk"] for row in rows if row["status"] == Message.Status.STREAMING]
-    texts = {m.pk: message_text(m) for m in _message_queryset().filter(pk__in=streaming)} if streaming else {}
-    answers = [row["pk"] for row in rows if row["role"] == Message.Role.ASSISTANT]
-    actions: dict[int, list[dict]] = defaultdict(list)
-    if answers:
-        fields = ("message_id", "call_id", "tool", "input", "output", "status")
-        for action in AgentAction.objects.filter(message_id__in=answers).order_by("id").values(*fields):
-            actions[action.pop("message_id")].append(action)
-    return [
-        {"role": row["role"], "content": texts.get(row["pk"], row["content"]), "actions": actions[row["pk"]]}
-        for row in rows
-    ]
+    with connection.cursor() as cursor:
+        cursor.execute(_ANCESTORS, [before_message_id, limit])
+        rows = cursor.fetchall()
+        streaming = [pk for pk, _, _, status in rows if status == Message.Status.STREAMING]
+        texts = {m.pk: message_text(m) for m in _message_queryset().filter(pk__in=streaming)} if streaming else {}
+        answers = [pk for pk, role, _, _ in rows if role == Message.Role.ASSISTANT]
+        actions: dict[int, list[dict]] = defaultdict(list)
+        if answers:
+            cursor.execute(
+                "SELECT message_id, call_id, tool, input, output, status FROM chat_agentaction"
+                f" WHERE message_id IN ({', '.join(['%s'] * len(answers))}) ORDER BY id",
+                answers,
+            )
+            for message_id, call_id, tool, tool_input, output, status in cursor.fetchall():
+                actions[message_id].append(
+                    {
+                        "call_id": call_id,
+                        "tool": tool,
+                        "input": _json(tool_input),
+                        "output": _json(output),
+                        "status": status,
+                    }
+                )
+    return [{"role": role, "content": texts.get(pk, content), "actions": actions[pk]} for pk, role, content, _ in rows]
+
+
+def _json(value: object) -> object:
+    """A JSON column read by hand-written SQL: text on both backends (Django loads jsonb as text)."""
+    return json.loads(value) if isinstance(value, str | bytes) else value
+
+
+def sibling_ids(thread_id: int, parent_id: int | None) -> list[int]:
+    """The ids of the thread's messages that follow `parent_id` (its versions), oldest first."""
+    parent = "parent_id IS NULL" if parent_id is None else "parent_id = %s"
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"SELECT id FROM chat_message WHERE thread_id = %s AND {parent} ORDER BY seq",
+            [thread_id] if parent_id is None else [thread_id, parent_id],
+        )
+        return [row[0] for row in cursor.fetchall()]
 
 
 class TurnFacts(NamedTuple):
@@ -342,7 +379,11 @@ def turn_facts(owner_id: int, thread_id: int, turn_id: str | None, beat_within: 
     """The turn_id's stored user message and whether it exists, and live_turns_elsewhere(), in one database hop."""
     stored, exists = None, False
     if turn_id:
-        roles = dict(Message.objects.filter(thread_id=thread_id, turn_id=turn_id).values_list("role", "pk"))
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "SELECT role, id FROM chat_message WHERE thread_id = %s AND turn_id = %s", [thread_id, turn_id]
+            )
+            roles = dict(cursor.fetchall())
         exists = bool(roles)
         if Message.Role.USER in roles:
             stored = user_message_dict(roles[Message.Role.USER])
@@ -353,18 +394,18 @@ def live_turns_elsewhere(owner_id: int, thread_id: int, beat_within: float) -> i
     """How many turns of the owner's other threads are running (heartbeat newer than `beat_within` seconds).
 
     The thread's own running turn is not counted: a new message cancels it.
+    Hand-written SQL over the partial index of streaming messages: it runs
+    for every message a user sends.
     """
-    since = timezone.now() - timedelta(seconds=beat_within)
-    return (
-        Message.objects.filter(
-            thread__owner_id=owner_id,
-            role=Message.Role.ASSISTANT,
-            status=Message.Status.STREAMING,
-            heartbeat_at__gte=since,
+    since = connection.ops.adapt_datetimefield_value(timezone.now() - timedelta(seconds=beat_within))
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT COUNT(*) FROM chat_message m JOIN chat_thread t ON t.id = m.thread_id"
+            " WHERE m.status = 'streaming' AND m.heartbeat_at >= %s AND m.role = 'assistant'"
+            " AND t.owner_id = %s AND m.thread_id <> %s",
+            [since, owner_id, thread_id],
         )
-        .exclude(thread_id=thread_id)
-        .count()
-    )
+        return cursor.fetchone()[0]
 
 
 def database_answers() -> bool:

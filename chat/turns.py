@@ -19,7 +19,7 @@ from django.db import DatabaseError, IntegrityError, connection, transaction
 from django.utils import timezone
 
 from . import selectors
-from .models import AgentAction, Message, Thread, TokenUsage
+from .models import AgentAction, Message, TokenUsage
 from .retry import aretrying, own_thread
 
 logger = logging.getLogger(__name__)
@@ -57,7 +57,7 @@ class MessageClosed(Exception):
 # --- sequence numbers ------------------------------------------------------
 
 
-def _next_seq(thread_id: int) -> tuple[int, int | None]:
+def _next_seq(thread_id: int, now: Any = None) -> tuple[int, int | None]:
     """Take the thread's next seq, and read its active leaf. Call inside the transaction that inserts the message.
 
     The UPDATE locks the thread row (PostgreSQL) or holds the write lock
@@ -68,12 +68,17 @@ def _next_seq(thread_id: int) -> tuple[int, int | None]:
         cursor.execute(
             "UPDATE chat_thread SET last_seq = last_seq + 1, updated_at = %s WHERE id = %s"
             " RETURNING last_seq, active_leaf_id",
-            [timezone.now(), thread_id],
+            [_db_time(now or timezone.now()), thread_id],
         )
         row = cursor.fetchone()
     if row is None:
         raise ValueError(f"thread {thread_id} does not exist")
     return row[0], row[1]
+
+
+def _db_time(value: Any) -> Any:
+    """A datetime as the ORM stores it (naive UTC text on SQLite), for hand-written SQL."""
+    return connection.ops.adapt_datetimefield_value(value)
 
 
 def _insert_once(find: Callable[[], int | None], insert: Callable[[], int]) -> Persisted:
@@ -96,39 +101,106 @@ def _insert_once(find: Callable[[], int | None], insert: Callable[[], int]) -> P
         return Persisted(existing, False)
 
 
+class Inserted(NamedTuple):
+    """A message row this call inserted, as stored: what the contract's object needs without reading it back."""
+
+    id: int
+    seq: int
+    parent_id: int | None
+    created_at: Any  # an aware datetime
+
+
+# Every column of chat_message but its id; Django keeps defaults in Python, so each is given.
+MESSAGE_COLUMNS = (
+    "thread_id",
+    "turn_id",
+    "role",
+    "seq",
+    "parent_id",
+    "content",
+    "content_length",
+    "status",
+    "metadata",
+    "heartbeat_at",
+    "cancel_requested",
+    "runner",
+    "created_at",
+    "updated_at",
+)
+INSERT_MESSAGE = (
+    f"INSERT INTO chat_message ({', '.join(MESSAGE_COLUMNS)})"
+    f" VALUES ({', '.join(['%s'] * len(MESSAGE_COLUMNS))}) RETURNING id"
+)
+
+
 def _insert_turn_message(
     thread_id: int,
     turn_id: str,
     role: str,
     parent: int | None | Follow,
     activate: bool | None,
-    **fields: Any,
-) -> Persisted:
-    """Insert the (thread, turn_id, role) message once; later calls return the first id.
+    content: str = "",
+    status: str = Message.Status.COMPLETED,
+    metadata: dict | None = None,
+    heartbeat_at: Any = None,
+    runner: str = "",
+) -> tuple[Persisted, Inserted | None]:
+    """Insert the (thread, turn_id, role) message once; later calls return the first id (and no Inserted).
 
     `parent` ACTIVE_LEAF means the thread's active leaf at insert time. The
     new message becomes the active leaf when `activate` is True, or (None)
     when the active path ends at its parent: an answer then extends the
     path, and does not pull it back from a version the user switched to.
+    Hand-written SQL: a turn start is on every stream's critical path.
     """
     if not turn_id:
         raise ValueError("turn_id must not be empty")
+    inserted: list[Inserted] = []
 
     def insert() -> int:
-        seq, leaf = _next_seq(thread_id)  # locks the thread row: the leaf stays current
+        now = timezone.now()
+        seq, leaf = _next_seq(thread_id, now)  # locks the thread row: the leaf stays current
         parent_id = leaf if parent is ACTIVE_LEAF else parent
-        message_id = Message.objects.create(
-            thread_id=thread_id, turn_id=turn_id, role=role, seq=seq, parent_id=parent_id, **fields
-        ).pk
-        if activate or (activate is None and leaf == parent_id):
-            Thread.objects.filter(pk=thread_id).update(active_leaf_id=message_id)
+        stored_at = _db_time(now)
+        values = [
+            thread_id,
+            turn_id,
+            role,
+            seq,
+            parent_id,
+            content,
+            len(content),
+            status,
+            _METADATA.get_db_prep_save(metadata or {}, connection),
+            None if heartbeat_at is None else _db_time(heartbeat_at),
+            False,
+            runner,
+            stored_at,
+            stored_at,
+        ]
+        with connection.cursor() as cursor:
+            cursor.execute(INSERT_MESSAGE, values)
+            message_id = cursor.fetchone()[0]
+            if activate or (activate is None and leaf == parent_id):
+                cursor.execute("UPDATE chat_thread SET active_leaf_id = %s WHERE id = %s", [message_id, thread_id])
+        inserted.append(Inserted(message_id, seq, parent_id, now))
         return message_id
 
-    return _insert_once(lambda: _find_turn_message(thread_id, turn_id, role), insert)
+    persisted = _insert_once(lambda: _find_turn_message(thread_id, turn_id, role), insert)
+    return persisted, inserted[0] if persisted.created else None
+
+
+_METADATA = Message._meta.get_field("metadata")
 
 
 def _find_turn_message(thread_id: int, turn_id: str, role: str) -> int | None:
-    return Message.objects.filter(thread_id=thread_id, turn_id=turn_id, role=role).values_list("pk", flat=True).first()
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT id FROM chat_message WHERE thread_id = %s AND turn_id = %s AND role = %s",
+            [thread_id, turn_id, role],
+        )
+        row = cursor.fetchone()
+    return row[0] if row is not None else None
 
 
 def clean_documents(documents: object) -> list[dict]:
@@ -156,31 +228,52 @@ def persist_user_turn(
 
     The same turn_id returns the first id and stores nothing.
     """
+    return _insert_user_message(thread_id, turn_id, text, mentioned_documents, parent)[0]
+
+
+def _insert_user_message(
+    thread_id: int, turn_id: str, text: str, mentioned_documents: Any, parent: int | None | Follow
+) -> tuple[Persisted, Inserted | None, dict]:
     metadata: dict[str, Any] = {"streaming": False, "cancelled": False, "has_error": False}
     documents = clean_documents(mentioned_documents)
     if documents:
         metadata["mentioned_documents"] = documents
-    return _insert_turn_message(
-        thread_id,
-        turn_id,
-        Message.Role.USER,
-        parent,
-        True,
-        content=text,
-        content_length=len(text),
-        status=Message.Status.COMPLETED,
-        metadata=metadata,
+    persisted, inserted = _insert_turn_message(
+        thread_id, turn_id, Message.Role.USER, parent, True, content=text, metadata=metadata
     )
+    return persisted, inserted, metadata
 
 
 def store_user_message(
     thread_id: int, turn_id: str, text: str, mentioned_documents: Any = None, parent: int | None | Follow = ACTIVE_LEAF
 ) -> tuple[dict, bool]:
-    """persist_user_turn(), then the stored message as the contract's dict, in one database hop."""
-    persisted = persist_user_turn(thread_id, turn_id, text, mentioned_documents, parent)
-    message = selectors.user_message_dict(persisted.id)
-    assert message is not None  # just stored or found; a user message lives as long as its thread
-    return message, persisted.created
+    """persist_user_turn(), then the stored message as the contract's dict, in one database hop.
+
+    A message this call stored is described from what it wrote (only its
+    versions are read); one stored before is read back.
+    """
+    persisted, inserted, metadata = _insert_user_message(thread_id, turn_id, text, mentioned_documents, parent)
+    if inserted is None:
+        message = selectors.user_message_dict(persisted.id)
+        assert message is not None  # found; a user message lives as long as its thread
+        return message, False
+    stored_at = inserted.created_at.isoformat()
+    message = {
+        "id": inserted.id,
+        "seq": inserted.seq,
+        "parent_id": inserted.parent_id,
+        "versions": selectors.sibling_ids(thread_id, inserted.parent_id),
+        "role": Message.Role.USER.value,
+        "turn_id": turn_id,
+        "status": Message.Status.COMPLETED.value,
+        "content": text,
+        "metadata": metadata,
+        "actions": [],
+        "usage": None,
+        "created_at": stored_at,
+        "updated_at": stored_at,
+    }
+    return message, True
 
 
 def persist_assistant_shell(
@@ -208,7 +301,7 @@ def persist_assistant_shell(
         metadata={"streaming": True, "cancelled": False, "has_error": False, "agent": agent, "model": model},
         heartbeat_at=timezone.now(),
         runner=runner,
-    )
+    )[0]
 
 
 INSERT_PIECE = "INSERT INTO chat_messagechunk (message_id, start, text) VALUES (%s, %s, %s)"
@@ -442,9 +535,14 @@ def _record_usage_once(message: Message, usage: dict) -> None:
 
 def touch_turn(message_id: int) -> bool:
     """Refresh a running turn's heartbeat; return True when a cancel was requested for it."""
-    now = timezone.now()
-    Message.objects.filter(pk=message_id, status=Message.Status.STREAMING).update(heartbeat_at=now)
-    return bool(Message.objects.filter(pk=message_id).values_list("cancel_requested", flat=True).first())
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "UPDATE chat_message SET heartbeat_at = %s WHERE id = %s AND status = 'streaming'",
+            [_db_time(timezone.now()), message_id],
+        )
+        cursor.execute("SELECT cancel_requested FROM chat_message WHERE id = %s", [message_id])
+        row = cursor.fetchone()
+    return bool(row and row[0])
 
 
 def request_cancel(thread_id: int, turn_id: str | None = None) -> int | None:
@@ -453,13 +551,24 @@ def request_cancel(thread_id: int, turn_id: str | None = None) -> int | None:
     Returns its id, or None when no such turn is running. The flag reaches a
     turn running in any server process through its heartbeat.
     """
-    running = Message.objects.filter(thread_id=thread_id, role=Message.Role.ASSISTANT, status=Message.Status.STREAMING)
-    if turn_id:
-        running = running.filter(turn_id=turn_id)
-    message_id = running.order_by("-seq").values_list("pk", flat=True).first()
-    if message_id is not None:
-        Message.objects.filter(pk=message_id).update(cancel_requested=True)
-    return message_id
+    flagged = flag_running(thread_id, turn_id)
+    return flagged[0] if flagged is not None else None
+
+
+def flag_running(thread_id: int, turn_id: str | None = None) -> tuple[int, str] | None:
+    """request_cancel(), returning the flagged message's id and its runner (the channel of its process)."""
+    by_turn = " AND turn_id = %s" if turn_id else ""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT id, runner FROM chat_message WHERE thread_id = %s AND role = 'assistant'"
+            " AND status = 'streaming'" + by_turn + " ORDER BY seq DESC LIMIT 1",
+            [thread_id, turn_id] if turn_id else [thread_id],
+        )
+        row = cursor.fetchone()
+        if row is None:
+            return None
+        cursor.execute("UPDATE chat_message SET cancel_requested = %s WHERE id = %s", [True, row[0]])
+    return row[0], row[1]
 
 
 def stale_turns(stale_after: float) -> list[int]:

@@ -51,13 +51,17 @@ EVENT_QUEUE = 1000
 
 aown_thread = database_sync_to_async(selectors.own_thread)
 asnapshot = database_sync_to_async(selectors.thread_snapshot)
-asession_user_id = database_sync_to_async(sessions.session_user_id)
+
+
+async def asession_user_id(check: sessions.SessionCheck) -> int | None:
+    return await database_sync_to_async(check.current_user_id)()
 
 
 class ThreadConsumer(AsyncJsonWebsocketConsumer):
     thread_id: int | None = None
     user_id: int | None = None
     session_key: str | None = None
+    session_check: sessions.SessionCheck
     lease: asyncio.Task | None = None
     groups_joined: tuple[str, ...] = ()
     feed: SocketFeed
@@ -85,6 +89,7 @@ class ThreadConsumer(AsyncJsonWebsocketConsumer):
         self.user_id, self.thread_id = user.pk, thread.pk
         session = self.scope.get("session")
         self.session_key = session.session_key if session is not None else None
+        self.session_check = sessions.SessionCheck(self.session_key)
         # Join the session's groups first: a logout from here on closes this socket.
         joined = [sessions.user_group(user.pk)]
         if self.session_key:
@@ -97,7 +102,7 @@ class ThreadConsumer(AsyncJsonWebsocketConsumer):
         self.events: asyncio.Queue[tuple[str, Any]] = asyncio.Queue(EVENT_QUEUE)
         await fanout.join(thread.pk, self)
         self.joined_thread = thread.pk
-        if self.session_key and await asession_user_id(self.session_key) != user.pk:
+        if self.session_key and await asession_user_id(self.session_check) != user.pk:
             await self.close(code=CLOSE_NOT_AUTHENTICATED)  # it ended while this socket was joining
             return
         snapshot = await asnapshot(thread.pk)
@@ -198,7 +203,7 @@ class ThreadConsumer(AsyncJsonWebsocketConsumer):
         """Whether this socket's session still logs its user in; if not, close 4401 and refuse the frame."""
         if self.session_key is None:
             return True  # a scope without a session (in-process tests); served sockets always have one
-        if await asession_user_id(self.session_key) == self.user_id:
+        if await asession_user_id(self.session_check) == self.user_id:
             return True
         self.thread_id = None
         await self.close(code=CLOSE_NOT_AUTHENTICATED)

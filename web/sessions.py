@@ -20,9 +20,11 @@ from channels.layers import get_channel_layer
 from django.conf import settings
 from django.contrib import auth
 from django.contrib.auth.signals import user_logged_out
-from django.db import transaction
+from django.contrib.sessions.models import Session
+from django.db import connection, transaction
 from django.db.models.signals import post_delete, post_save
 from django.http import HttpRequest
+from django.utils import timezone
 from django.utils.module_loading import import_string
 
 logger = logging.getLogger(__name__)
@@ -47,6 +49,49 @@ def session_user_id(session_key: str | None) -> int | None:
     store = import_string(settings.SESSION_ENGINE + ".SessionStore")(session_key)
     user = auth.get_user(SimpleNamespace(session=store))  # type: ignore[arg-type]
     return user.pk if user.is_authenticated else None
+
+
+_FAST_ENGINE = "django.contrib.sessions.backends.db"
+
+
+class SessionCheck:
+    """Whether one socket's session still logs its user in, read fresh from the store for each frame.
+
+    Django's full check (session_user_id: decode the session, load the user,
+    compare its password hash) runs when the session row, or the user's
+    password or active flag, differ from what the last full check saw; else
+    one query shows they are the same, and so is the answer. Sockets ask
+    this before every frame they act on, so it must cost little.
+    """
+
+    def __init__(self, session_key: str | None) -> None:
+        self.session_key = session_key
+        self.seen: tuple | None = None  # (session_data, password, is_active) at the last full check
+        self.user_id: int | None = None
+
+    def current_user_id(self) -> int | None:
+        """The id of the user the session logs in now, or None when it ended."""
+        if not self.session_key:
+            return None
+        fingerprint = self._fingerprint()
+        if fingerprint is None or fingerprint != self.seen:
+            self.user_id = session_user_id(self.session_key)
+            self.seen = self._fingerprint() if self.user_id is not None else None
+        return self.user_id
+
+    def _fingerprint(self) -> tuple | None:
+        """What the full check's answer depends on, read in one query; None off the database session store."""
+        if settings.SESSION_ENGINE != _FAST_ENGINE or self.user_id is None:
+            return None
+        user_model = auth.get_user_model()
+        with connection.cursor() as cursor:
+            cursor.execute(
+                f"SELECT s.session_data, u.password, u.is_active FROM {Session._meta.db_table} s,"
+                f" {user_model._meta.db_table} u WHERE s.session_key = %s AND s.expire_date > %s AND u.id = %s",
+                [self.session_key, connection.ops.adapt_datetimefield_value(timezone.now()), self.user_id],
+            )
+            row = cursor.fetchone()
+        return tuple(row) if row is not None else None
 
 
 def close_group(group: str) -> None:
