@@ -39,6 +39,7 @@ ORIGIN = uuid.uuid4().hex  # tags this process's events, so that it skips its ow
 SEEN_LIMIT = 10_000  # (thread, turn, origin) sequences remembered
 RETRY_SECONDS = 1.0
 OUTBOX = 10_000  # events waiting for the layer in this process, at most
+BATCH = 1_000  # events sent to the layer in one round trip, at most
 
 
 class Subscriber(Protocol):
@@ -126,8 +127,10 @@ class Subscription:
 
         The sender sends in order and alone, so the delta writer never waits
         for Redis: a Redis outage delays other processes' events, not the
-        commits. Past OUTBOX messages waiting, the oldest go (receivers see
-        the gap and resync).
+        commits. What gathers while it waits for Redis goes in its next round
+        trip, so the number of round trips stays flat however many streams
+        run. Past OUTBOX messages waiting, the oldest go (receivers see the
+        gap and resync).
         """
         if self.layer is None:
             return
@@ -153,9 +156,11 @@ class Subscription:
             await self.has_mail.wait()
             self.has_mail.clear()
             while self.outbox:
-                group, message = self.outbox.popleft()
+                # Everything queued while the last batch was on its way goes
+                # in one round trip (groups.send_many), in order.
+                batch = [self.outbox.popleft() for _ in range(min(len(self.outbox), BATCH))]
                 try:
-                    await self.layer.group_send(group, message)
+                    await groups.send_many(self.layer, batch)
                     if failing:
                         failing = False
                         logger.warning("events layer reachable again")

@@ -1,17 +1,20 @@
-"""Who is in a channel-layer group, for layers that can forget members (channels-redis).
+"""Channel-layer group operations channels-redis has no call for: membership, and many sends at once.
 
 A Redis restart without persistence empties every group: the sockets stay
 connected but no event reaches them any more. Each socket checks its
 membership now and then (settings.SOCKET_REJOIN_SECONDS) and, when it was
 forgotten, joins again and sends itself a fresh snapshot. The Live turns
-feed asks whether anyone watches before it reads anything.
+feed asks whether anyone watches before it reads anything. The events
+sender (agents.fanout) sends what gathered in its outbox with `send_many`.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from channels.layers import InMemoryChannelLayer
+from channels_redis.pubsub import RedisPubSubChannelLayer  # type: ignore[import-untyped]
 
 
 def can_forget(layer: Any) -> bool:
@@ -39,3 +42,30 @@ async def has_members(layer: Any, group: str) -> bool:
         return True
     connection = layer.connection(layer.consistent_hash(group))
     return bool(await connection.zcard(layer._group_key(group)))
+
+
+async def send_many(layer: Any, batch: Sequence[tuple[str, dict]]) -> None:
+    """Send each (group, message) of `batch`, in order; on channels-redis pub/sub in one round trip per Redis host.
+
+    One awaited PUBLISH per event cost a round trip and a socket write each,
+    the worker's busiest call at 110 streams; a pipeline writes them all at
+    once. Redis runs a connection's commands in order and a group always
+    lives on one host, so each group's messages keep their order. Another
+    layer gets one `group_send` per message.
+    """
+    if not isinstance(layer, RedisPubSubChannelLayer):
+        for group, message in batch:
+            await layer.group_send(group, message)
+        return
+    loop_layer = layer._get_layer()  # this event loop's connections, as group_send uses
+    by_host: dict[Any, list[tuple[str, bytes]]] = {}
+    for group, message in batch:
+        channel = loop_layer._get_group_channel_name(group)
+        by_host.setdefault(loop_layer._get_shard(channel), []).append((channel, layer.serialize(message)))
+    for shard, publishes in by_host.items():
+        async with shard._lock:  # as channels-redis's own publish
+            shard._ensure_redis()
+            pipeline = shard._redis.pipeline(transaction=False)
+            for channel, data in publishes:
+                pipeline.publish(channel, data)
+            await pipeline.execute()

@@ -3,11 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from unittest import mock
 
 from channels.layers import BaseChannelLayer, InMemoryChannelLayer
+from channels_redis.pubsub import RedisPubSubChannelLayer
 from django.test import SimpleTestCase, override_settings
+from redis import asyncio as aioredis
 
-from agents import fanout
+from agents import fanout, groups
+from tests.services import start_redis
 
 TIMEOUT = 5.0
 
@@ -119,3 +125,91 @@ class FanoutTests(SimpleTestCase):
         await fanout.leave(900_003, socket)
         self.assertNotIn(900_003, fanout._subscription().threads)
         self.assertFalse(RemoteLayer.shared.groups.get(fanout.thread_group(900_003)))
+
+
+def other_process_event(thread_id: int, seq: int) -> dict:
+    """A message_delta of turn `t{thread_id}` as another process's fan-out sends it, numbered `seq`."""
+    frame = {"type": "message_delta", "turn_id": f"t{thread_id}", "message_id": thread_id, "data": {"seq": seq}}
+    return {"type": fanout.EVENT_TYPE, "thread_id": thread_id, "frame": frame, "origin": "elsewhere", "seq": seq}
+
+
+class RedisFanoutTests(SimpleTestCase):
+    """Two processes' fan-outs on one Redis: this process's subscription, and another's sender on its own layer."""
+
+    THREADS = (900_011, 900_012, 900_013)
+    BURST = 200  # events of each thread
+
+    @classmethod
+    def setUpClass(cls) -> None:
+        super().setUpClass()
+        cls.redis_url, stop = start_redis()
+        cls.addClassCleanup(stop)
+
+    def setUp(self) -> None:
+        events = {"BACKEND": "channels_redis.pubsub.RedisPubSubChannelLayer", "CONFIG": {"hosts": [self.redis_url]}}
+        layers = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}, "events": events}
+        self.enterContext(override_settings(CHANNEL_LAYERS=layers, EVENTS_CHANNEL_LAYER="events"))
+
+    @contextlib.asynccontextmanager
+    async def two_processes(self) -> AsyncIterator[None]:
+        """This process's sockets of THREADS, subscribed; `self.other`: another process's fan-out on its own link."""
+        self.sockets = {thread_id: Socket() for thread_id in self.THREADS}
+        for thread_id, socket in self.sockets.items():
+            await fanout.join(thread_id, socket)
+        other_layer = RedisPubSubChannelLayer(hosts=[self.redis_url])
+        self.other = fanout.Subscription(other_layer)
+        try:
+            await self.until_subscribed()
+            yield
+        finally:
+            self.other.stop()
+            await other_layer.flush()
+            for thread_id, socket in self.sockets.items():
+                await fanout.leave(thread_id, socket)
+            here = fanout._subscription()
+            here.stop()
+            await here.layer.flush()
+
+    async def until_subscribed(self) -> None:
+        """Wait until Redis lists this process's subscription to each thread's group (SUBSCRIBE is not answered)."""
+        layer = fanout.events_layer()._get_layer()
+        channels = [layer._get_group_channel_name(fanout.thread_group(thread_id)) for thread_id in self.THREADS]
+        client = aioredis.from_url(self.redis_url)
+        try:
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + TIMEOUT
+            while not all(count for _, count in await client.pubsub_numsub(*channels)):
+                if loop.time() > deadline:
+                    raise AssertionError("timed out waiting for the subscriptions")
+                await asyncio.sleep(0.01)
+        finally:
+            await client.aclose()
+
+    async def send_burst(self, skip: tuple[int, int] | None = None) -> mock.MagicMock:
+        """Queue BURST events of each thread, interleaved, at once, but `skip` (thread, seq); return the spy."""
+        spy = mock.AsyncMock(wraps=groups.send_many)
+        with mock.patch.object(groups, "send_many", spy):
+            for seq in range(1, self.BURST + 1):
+                for thread_id in self.THREADS:
+                    if (thread_id, seq) != skip:
+                        await self.other.send(thread_id, other_process_event(thread_id, seq))
+            expected = len(self.THREADS) * self.BURST - (skip is not None)
+            await until(lambda: sum(len(s.frames) for s in self.sockets.values()) == expected, "every event")
+        return spy
+
+    async def test_a_burst_of_several_threads_arrives_in_order_in_one_round_trip(self) -> None:
+        """Events queued together go to Redis in one batch and reach each thread's socket in order, none resynced."""
+        async with self.two_processes():
+            spy = await self.send_burst()
+        self.assertEqual([len(call.args[1]) for call in spy.await_args_list], [len(self.THREADS) * self.BURST])
+        for socket in self.sockets.values():
+            self.assertEqual([frame["data"]["seq"] for frame in socket.frames], list(range(1, self.BURST + 1)))
+            self.assertEqual(socket.resyncs, 0)
+
+    async def test_an_event_missing_from_a_batch_resyncs_its_thread_only(self) -> None:
+        """A sequence gap within a batched burst makes that thread's sockets resync once; the others' do not."""
+        gap = self.THREADS[1]
+        async with self.two_processes():
+            await self.send_burst(skip=(gap, 50))
+        self.assertEqual({t: s.resyncs for t, s in self.sockets.items()}, {t: int(t == gap) for t in self.THREADS})
+        self.assertEqual(len(self.sockets[gap].frames), self.BURST - 1)
