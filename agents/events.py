@@ -126,7 +126,7 @@ class TurnPublisher:
         repeated dispatch), and this start announces and runs nothing. The
         history the answer follows is read in the same hop (`history`).
         """
-        persisted, self.history = await turns.aopen_answer(
+        persisted, history = await turns.aopen_answer(
             self.thread_id,
             self.turn_id,
             agent=agent,
@@ -135,10 +135,14 @@ class TurnPublisher:
             parent_id=parent_id,
             activate=activate,
         )
+        return await self.opened(persisted, history, agent, model)
+
+    async def opened(self, persisted: turns.Persisted, history: list | None, agent: str, model: str) -> int | None:
+        """Take the shell `turns.open_answer` returned (committed) and announce it; None when it existed before."""
         if not persisted.created:
             self._completed = True
             return None
-        self.message_id = persisted.id
+        self.message_id, self.history = persisted.id, history
         await self._send(self._frame("agent_started", {"agent": agent, "model": model}))
         return persisted.id
 

@@ -103,13 +103,21 @@ async def start_turn(
     """
     turn_id = turn_id or new_turn_id()
     resolve = agent is None and not settings.AGENT_WORKERS
-    opened = await _aopen_turn(thread_id, turn_id, content, mentioned_documents, parent, resolve)
+    # Here, with nothing running in the thread, the answer's shell goes in the same hop.
+    answer_here = not settings.AGENT_WORKERS and registry.running_in_thread(thread_id) is None
+    runner = await inbox.channel_name() if answer_here else ""
+    opened = await _aopen_turn(thread_id, turn_id, content, mentioned_documents, parent, resolve, agent, runner)
     agent = agent or opened.agent
     publisher = TurnPublisher(thread_id, turn_id)
     await publisher.user_message_stored(opened.message, opened.created)
     if not opened.created:
         return TurnStart(turn_id, opened.message, started=False)
     message = opened.message
+    if opened.answer is not None:
+        assert agent is not None
+        await publisher.opened(opened.answer, opened.history, agent.name, agent.model)
+        task = begin_turn(thread_id, turn_id, message["id"], agent, publisher, wait_for_previous=False)
+        return TurnStart(turn_id, message, started=True, task=task)
     # The thread's running turn ends first, in this process or another one.
     was_running = await stop_requested(thread_id, opened.running)
     if settings.AGENT_WORKERS:
@@ -124,6 +132,8 @@ class OpenedTurn(NamedTuple):
     message: dict
     created: bool
     running: CancelTarget | None  # the thread's turn that was streaming, now flagged to stop
+    answer: turns.Persisted | None = None  # the answer's shell, when it was stored in the same hop
+    history: list | None = None  # what the answer follows, read with its shell
 
 
 def _open_turn(
@@ -133,16 +143,27 @@ def _open_turn(
     mentioned_documents: object,
     parent: int | None | turns.Follow,
     resolve_agent: bool,
+    agent: TurnAgent | None = None,
+    runner: str = "",
 ) -> OpenedTurn:
-    """One database hop for a new turn: its agent, then its user message, then the stop flag of the running turn.
+    """One database hop for a new turn: its agent, its user message, the stop flag of the running turn.
 
     The agent comes first, so a misconfigured one fails before anything is
-    stored; the flag is set only when this call stored the message.
+    stored; the flag is set only when this call stored the message. With a
+    `runner` (the turn runs in this process) and no turn streaming in the
+    thread, the answer's shell and its history follow in the same hop, each
+    write committed in its own transaction as before: the user message
+    first.
     """
-    agent = turn_agent(thread_id) if resolve_agent else None
+    agent = turn_agent(thread_id) if resolve_agent else agent
     message, created = turns.store_user_message(thread_id, turn_id, content, mentioned_documents, parent)
     running = request_stop(thread_id, None) if created else None
-    return OpenedTurn(agent, message, created, running)
+    if not (created and runner and running is None and agent is not None):
+        return OpenedTurn(agent, message, created, running)
+    answer, history = turns.open_answer(
+        thread_id, turn_id, agent=agent.name, model=agent.model, runner=runner, parent_id=message["id"]
+    )
+    return OpenedTurn(agent, message, created, None, answer, history)
 
 
 _aopen_turn = aretrying(_open_turn)
@@ -233,9 +254,11 @@ async def _run(
     heartbeat = None
     try:
         agent = agent or await aturn_agent(turn.thread_id)
-        turn.message_id = await publisher.started(
-            agent.name, agent.model, await inbox.channel_name(), parent_id=parent_id, activate=activate
-        )
+        if publisher.message_id is None:  # else its shell was stored with the user message
+            await publisher.started(
+                agent.name, agent.model, await inbox.channel_name(), parent_id=parent_id, activate=activate
+            )
+        turn.message_id = publisher.message_id
         if turn.message_id is None:  # started before: a repeated dispatch
             registry.mark_completed(turn.thread_id, turn.turn_id)
             return Message.Status.CANCELLED

@@ -9,7 +9,11 @@ committed since its last one. Commits start at most every
 `DELTA_COMMIT_INTERVAL_MS`, so under load a commit carries many pieces and
 the commit rate stays flat however many streams run; an idle writer
 commits a piece at once, and so does a busy one for a message's first
-piece (a turn's first delta waits for no interval). `kill -USR1` logs the process's totals.
+piece (a turn's first delta waits for no interval). With more streams than
+`DELTA_EVENTS_PER_SECOND` allows at that interval, the interval grows (up to
+`DELTA_COMMIT_INTERVAL_MAX_MS`): each stream then gets fewer, larger deltas,
+so the events, socket frames and stored pieces per second stay flat too.
+`kill -USR1` logs the process's totals.
 """
 
 from __future__ import annotations
@@ -57,6 +61,7 @@ class DeltaWriter:
         self.last_start = 0.0
         self.first_piece = asyncio.Event()
         self.commits = 0
+        self.streams = 0  # messages in the last commit
 
     def queue(self, stream: Stream) -> None:
         """Schedule the stream's pending pieces for the next commit; a message's first piece does not wait."""
@@ -75,12 +80,17 @@ class DeltaWriter:
         while self.busy(stream):
             await asyncio.shield(self.round)
 
+    def interval(self) -> float:
+        """Seconds from one commit's start to the next: longer as more streams share this writer, within bounds."""
+        shortest = settings.DELTA_COMMIT_INTERVAL_MS / 1000
+        longest = max(shortest, settings.DELTA_COMMIT_INTERVAL_MAX_MS / 1000)
+        return min(longest, max(shortest, self.streams / settings.DELTA_EVENTS_PER_SECOND))
+
     async def _run(self) -> None:
-        interval = settings.DELTA_COMMIT_INTERVAL_MS / 1000
         loop = asyncio.get_running_loop()
         try:
             while self.waiting:
-                pause = self.last_start + interval - loop.time()
+                pause = self.last_start + self.interval() - loop.time()
                 if pause > 0 and not self.first_piece.is_set():
                     # A first piece (a turn's first delta) cuts the pause short.
                     with contextlib.suppress(TimeoutError):
@@ -96,6 +106,7 @@ class DeltaWriter:
     async def _commit_once(self) -> None:
         batch, self.waiting = self.waiting, {}
         self.in_flight = set(batch)
+        self.streams = len(batch)
         pieces = []
         for message_id, stream in batch.items():
             pieces.append((message_id, "".join(stream.pending), stream.length, stream.pending_since))

@@ -181,6 +181,11 @@ CHAT_MESSAGES_PER_MINUTE = env.int("CHAT_MESSAGES_PER_MINUTE", default=30)
 # A process's delta writer starts a commit at most this often (agents.writer):
 # under load each commit carries the pieces of many streams.
 DELTA_COMMIT_INTERVAL_MS = env.float("DELTA_COMMIT_INTERVAL_MS", default=40)
+# The message_delta events per second a writer aims at over all its streams:
+# past that many streams per interval, the interval grows (each event costs a
+# frame per socket), up to DELTA_COMMIT_INTERVAL_MAX_MS, which bounds latency.
+DELTA_EVENTS_PER_SECOND = env.float("DELTA_EVENTS_PER_SECOND", default=2000)
+DELTA_COMMIT_INTERVAL_MAX_MS = env.float("DELTA_COMMIT_INTERVAL_MAX_MS", default=100)
 # The GIL switch interval of a serving process (agents.process): each
 # database hop waits up to this long for a busy event loop.
 GIL_SWITCH_INTERVAL_MS = env.float("GIL_SWITCH_INTERVAL_MS", default=0.5)
