@@ -8,6 +8,7 @@ return, which is what makes events "database first" (see agents.events).
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Callable
 from datetime import timedelta
@@ -438,34 +439,42 @@ def finalize_assistant_turn(
 def close_assistant_turn(
     message_id: int, status: str, usage: dict | None = None, error: dict | None = None
 ) -> Finalized | None:
-    """See finalize_assistant_turn(); raises database errors, so that an async caller can retry them."""
+    """See finalize_assistant_turn(); raises database errors, so that an async caller can retry them.
+
+    Hand-written SQL: every turn ends here, often many at once.
+    """
     if status not in FINAL_STATUSES:
         raise ValueError(f"invalid final status {status!r}")
-    with transaction.atomic():
-        message = (
-            Message.objects.select_for_update()
-            .select_related("thread")
-            .filter(pk=message_id, role=Message.Role.ASSISTANT)
-            .first()
+    lock = " FOR UPDATE" if connection.features.has_select_for_update else ""
+    with transaction.atomic(), connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT m.status, m.content, m.content_length, m.metadata, m.thread_id, t.owner_id"
+            " FROM chat_message m JOIN chat_thread t ON t.id = m.thread_id"
+            " WHERE m.id = %s AND m.role = 'assistant'" + lock,
+            [message_id],
         )
-        if message is None:
+        row = cursor.fetchone()
+        if row is None:
             logger.warning("finalize_assistant_turn: no assistant message %s", message_id)
             return None
-        closed = message.status == Message.Status.STREAMING
+        stored_status, content, length, metadata, thread_id, owner_id = row
+        closed = stored_status == Message.Status.STREAMING
         if closed:
-            _close_message(message, status, error)
+            stored_status = status
+            length = _close_message(cursor, message_id, content, metadata, status, error)
         if usage:
-            _record_usage_once(message, usage)
-        return Finalized(message.status, closed, message.content_length)
+            _record_usage_once(message_id, thread_id, owner_id, usage)
+        return Finalized(stored_status, closed, length)
 
 
-def _close_message(message: Message, status: str, error: dict | None) -> None:
-    """Fold the pieces into content, set the final flags, end pending actions. Holds the row lock."""
-    text = message.content + "".join(message.chunks.order_by("start").values_list("text", flat=True))
-    message.chunks.all().delete()
+def _close_message(cursor: Any, message_id: int, content: str, metadata: Any, status: str, error: dict | None) -> int:
+    """Fold the pieces into content, set the final flags, end pending actions; return the length. Holds the row lock."""
+    cursor.execute("SELECT text FROM chat_messagechunk WHERE message_id = %s ORDER BY start", [message_id])
+    text = content + "".join(row[0] for row in cursor.fetchall())
+    cursor.execute("DELETE FROM chat_messagechunk WHERE message_id = %s", [message_id])
     if not text:
         text = NO_TEXT
-    metadata = dict(message.metadata or {})
+    metadata = dict(json.loads(metadata) if isinstance(metadata, str) else metadata or {})
     metadata.update(
         streaming=False,
         cancelled=status == Message.Status.CANCELLED,
@@ -473,18 +482,29 @@ def _close_message(message: Message, status: str, error: dict | None) -> None:
     )
     if error:
         metadata["error"] = _storable_error(error)
-    message.content = text
-    message.content_length = len(text)
-    message.status = status
-    message.metadata = metadata
-    message.save(update_fields=["content", "content_length", "status", "metadata", "updated_at"])
+    now = _db_time(timezone.now())
+    cursor.execute(
+        "UPDATE chat_message SET content = %s, content_length = %s, status = %s, metadata = %s, updated_at = %s"
+        " WHERE id = %s",
+        [text, len(text), status, _METADATA.get_db_prep_save(metadata, connection), now, message_id],
+    )
     # A tool still running when the turn ended did not finish; say so instead
     # of leaving it pending forever.
-    message.actions.filter(status=AgentAction.Status.PENDING).update(
-        status=AgentAction.Status.ERROR,
-        output={"error": f"turn ended ({status}) before the tool finished"},
-        finished_at=timezone.now(),
+    output = {"error": f"turn ended ({status}) before the tool finished"}
+    cursor.execute(
+        "UPDATE chat_agentaction SET status = %s, output = %s, finished_at = %s WHERE message_id = %s AND status = %s",
+        [
+            AgentAction.Status.ERROR,
+            _ACTION_OUTPUT.get_db_prep_save(output, connection),
+            now,
+            message_id,
+            AgentAction.Status.PENDING,
+        ],
     )
+    return len(text)
+
+
+_ACTION_OUTPUT = AgentAction._meta.get_field("output")
 
 
 def _storable_error(error: object) -> dict:
@@ -498,18 +518,18 @@ def _storable_error(error: object) -> dict:
     }
 
 
-def _record_usage_once(message: Message, usage: dict) -> None:
+def _record_usage_once(message_id: int, thread_id: int, owner_id: int, usage: dict) -> None:
     if not isinstance(usage, dict):
-        logger.error("usage of message %s is not a dict, not recorded: %r", message.pk, usage)
+        logger.error("usage of message %s is not a dict, not recorded: %r", message_id, usage)
         return
-    if TokenUsage.objects.filter(message=message).exists():
+    if TokenUsage.objects.filter(message_id=message_id).exists():
         return
     try:
         with transaction.atomic():
             TokenUsage.objects.create(
-                message=message,
-                thread_id=message.thread_id,
-                user_id=message.thread.owner_id,
+                message_id=message_id,
+                thread_id=thread_id,
+                user_id=owner_id,
                 usage_type=usage.get("usage_type", "turn"),
                 model=usage.get("model", ""),
                 prompt_tokens=usage.get("prompt_tokens", 0),
@@ -521,13 +541,13 @@ def _record_usage_once(message: Message, usage: dict) -> None:
                 call_details=usage.get("call_details", []),
             )
     except IntegrityError:
-        if TokenUsage.objects.filter(message=message).exists():
+        if TokenUsage.objects.filter(message_id=message_id).exists():
             return  # Another finalizer recorded it first; its row stands.
-        logger.exception("usage of message %s refused by the database: %r", message.pk, usage)
+        logger.exception("usage of message %s refused by the database: %r", message_id, usage)
     except (DatabaseError, TypeError, ValueError, OverflowError):
         # Usage that cannot be stored must not keep the turn from ending:
         # the savepoint is rolled back and the message keeps its final status.
-        logger.exception("usage of message %s not recorded: %r", message.pk, usage)
+        logger.exception("usage of message %s not recorded: %r", message_id, usage)
 
 
 # --- liveness and cancellation ---------------------------------------------
