@@ -15,6 +15,7 @@ from channels.db import database_sync_to_async
 from django.conf import settings
 
 from chat import selectors, threads, turns
+from chat.hops import hop
 
 from . import ratelimit, runtime
 from .control import acancel_turn
@@ -23,7 +24,7 @@ from .registry import registry
 
 ACTIVE_LEAF = turns.ACTIVE_LEAF
 
-aturn_facts = database_sync_to_async(selectors.turn_facts)
+aturn_facts = hop(selectors.turn_facts)
 alive_turns_elsewhere = database_sync_to_async(selectors.live_turns_elsewhere)
 aturn_exists = database_sync_to_async(selectors.turn_exists)
 aanswered_message = database_sync_to_async(selectors.answered_message)

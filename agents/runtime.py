@@ -351,10 +351,12 @@ async def _wait_for(thread_id: int, previous: list[RunningTurn], look_elsewhere:
 
 async def _heartbeat(turn: RunningTurn, generation: asyncio.Task) -> None:
     """Keep the turn visibly alive and pick up cancels made by other processes."""
+    message_id = turn.message_id
+    assert message_id is not None, "a heartbeat before the shell"
     while not generation.done():
         await asyncio.sleep(settings.TURN_HEARTBEAT_SECONDS)
         try:
-            if await turns.atouch_turn(turn.message_id):
+            if await turns.atouch_turn(message_id):
                 turn.cancel()
         except Exception:
             logger.exception("heartbeat of message %s failed", turn.message_id)

@@ -19,9 +19,10 @@ from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 
 from asgiref.sync import SyncToAsync
-from channels.db import database_sync_to_async
 from django.conf import settings
 from django.db import InterfaceError, OperationalError, close_old_connections, connection
+
+from .hops import hop
 
 logger = logging.getLogger(__name__)
 
@@ -73,10 +74,10 @@ def aretrying[**P, R](
 ) -> Callable[P, Awaitable[R]]:
     """The async twin of `write`, retried through a database outage of up to the setting named `window` (seconds).
 
-    It runs on Channels' database thread, or on `thread` (see own_thread).
+    It runs on Channels' database thread in a shared hop (chat.hops), or on `thread` (see own_thread).
     """
     if thread is None:
-        call = database_sync_to_async(_on_fresh_connection(write))
+        call = hop(_on_fresh_connection(write))
     else:
         attempt = _with_old_connections_closed(_on_fresh_connection(write))
         call = SyncToAsync(attempt, thread_sensitive=False, executor=thread)

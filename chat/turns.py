@@ -15,11 +15,11 @@ from datetime import timedelta
 from enum import Enum
 from typing import Any, NamedTuple
 
-from channels.db import database_sync_to_async
 from django.db import DatabaseError, IntegrityError, connection, transaction
 from django.utils import timezone
 
 from . import selectors
+from .hops import hop
 from .models import AgentAction, Message, TokenUsage
 from .retry import aretrying, own_thread
 
@@ -619,7 +619,7 @@ APPEND_THREAD = own_thread("delta-append")
 aappend_contents = aretrying(append_contents, thread=APPEND_THREAD)
 astart_action = aretrying(start_action)
 afinish_action = aretrying(finish_action)
-atouch_turn = database_sync_to_async(touch_turn)
+atouch_turn = hop(touch_turn)
 arequest_cancel = aretrying(request_cancel)
 # A turn that gave up on its appends still ends with its text once the
 # database is back: its finalize waits as long as the sweeper would.

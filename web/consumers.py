@@ -16,13 +16,13 @@ import weakref
 from typing import Any
 
 from channels.consumer import get_handler_name
-from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
 from django.conf import settings
 
 from agents import fanout, groups, intake, socket_leases
 from agents.resume import SocketFeed
 from chat import selectors
+from chat.hops import hop
 
 from . import sessions
 from .frames import (
@@ -49,12 +49,9 @@ CLOSE_SECONDS = 2.0
 # Turn events waiting for one socket; past this the socket resyncs from a snapshot instead.
 EVENT_QUEUE = 1000
 
-aown_thread = database_sync_to_async(selectors.own_thread)
-asnapshot = database_sync_to_async(selectors.thread_snapshot)
-
-
-async def asession_user_id(check: sessions.SessionCheck) -> int | None:
-    return await database_sync_to_async(check.current_user_id)()
+aown_thread = hop(selectors.own_thread)
+asnapshot = hop(selectors.thread_snapshot)
+asession_user_id = hop(sessions.SessionCheck.current_user_id)
 
 
 class ThreadConsumer(AsyncJsonWebsocketConsumer):
