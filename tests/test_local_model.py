@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from types import SimpleNamespace
+from typing import Any
 from unittest import mock
 
 from django.test import SimpleTestCase, override_settings
@@ -223,20 +224,46 @@ class ClockCallTests(LocalModelTestCase):
         self.assertIn(output["utc"], "".join(texts(answer_events)))
 
 
+class FakeClock:
+    """The model's view of time: `sleep` advances it by what was asked, plus `late` seconds once (a busy loop)."""
+
+    def __init__(self, late: float = 0.0) -> None:
+        self.now = 0.0
+        self.late = late
+        self.pauses: list[float] = []
+
+    def time(self) -> float:
+        return self.now
+
+    async def sleep(self, seconds: float) -> None:
+        self.pauses.append(seconds)
+        self.now += seconds + self.late
+        self.late = 0.0
+
+    def patched(self) -> Any:
+        return mock.patch.object(local, "asyncio", SimpleNamespace(sleep=self.sleep, get_running_loop=lambda: self))
+
+
 class DelayTests(SimpleTestCase):
     async def test_pauses_the_configured_delay_before_each_word(self) -> None:
         """With LOCAL_MODEL_DELAY_MS=40, the model pauses 0.04 s before each word (pauses recorded, not timed)."""
-        pauses = []
-
-        async def sleep(seconds: float) -> None:
-            pauses.append(seconds)
-
+        clock = FakeClock()
         with override_settings(LOCAL_MODEL_DELAY_MS=40):
             model = LocalProvider()
-        with mock.patch.object(local, "asyncio", SimpleNamespace(sleep=sleep)):
+        with clock.patched():
             events, _ = await collect(model, user("/lorem 5"))
         self.assertEqual(len(texts(events)), 5)
-        self.assertEqual(pauses, [0.04] * 5)
+        self.assertEqual([round(p, 9) for p in clock.pauses], [0.04] * 5)
+
+    async def test_a_late_word_does_not_slow_the_next_ones(self) -> None:
+        """A pause that overran by 0.1 s (a busy event loop): the words it held back come at once, then on time."""
+        clock = FakeClock(late=0.1)
+        times = []
+        with clock.patched():
+            async for event in LocalProvider(delay_ms=40).stream(user("/lorem 5"), []):
+                if isinstance(event, TextDelta):
+                    times.append(round(clock.now, 9))
+        self.assertEqual(times, [0.14, 0.14, 0.14, 0.16, 0.2])
 
     def test_delay_comes_from_settings_unless_given(self) -> None:
         """LocalProvider() reads LOCAL_MODEL_DELAY_MS; an explicit delay_ms wins."""
@@ -249,14 +276,11 @@ class DelayTests(SimpleTestCase):
     @override_settings(LOCAL_MODEL_DELAY_MS=0)
     async def test_zero_delay_streams_without_pausing(self) -> None:
         """With delay 0 the model only yields to the loop (sleep(0)) between words."""
-        pauses = []
 
-        async def sleep(seconds: float) -> None:
-            pauses.append(seconds)
-
-        with mock.patch.object(local, "asyncio", SimpleNamespace(sleep=sleep)):
+        clock = FakeClock()
+        with clock.patched():
             await collect(LocalProvider(), user("/lorem 3"))
-        self.assertEqual(pauses, [0, 0, 0])
+        self.assertEqual(clock.pauses, [0, 0, 0])
 
 
 class FindExpressionTests(SimpleTestCase):

@@ -195,10 +195,18 @@ class LocalProvider:
             yield event
 
     async def _say_pieces(self, pieces: list[str], prompt_tokens: int) -> AsyncGenerator[ProviderEvent]:
-        """Stream each piece (a word and what follows it) after the delay, then report one token per piece."""
+        """Stream piece i (a word and what follows it) at i delays after the start, then report one token per piece.
+
+        The pace is kept on the clock, as a remote model keeps its own: a busy
+        event loop delays a piece, and the next ones then come at once
+        instead of drifting later and later.
+        """
+        loop = asyncio.get_running_loop()
+        due = loop.time()
         for piece in pieces:
             if self.delay:
-                await asyncio.sleep(self.delay)
+                due += self.delay
+                await asyncio.sleep(max(0.0, due - loop.time()))
             else:
                 await asyncio.sleep(0)
             yield TextDelta(piece)
