@@ -139,6 +139,10 @@ REDIS_OUTAGE_SECONDS = env.float("REDIS_OUTAGE_SECONDS", default=10.0)
 # How often a socket checks that the layer still lists it in its thread's
 # group (a Redis restart forgets every member) and joins again if not.
 SOCKET_REJOIN_SECONDS = env.float("SOCKET_REJOIN_SECONDS", default=5.0)
+# Redis connections one pool of a process opens at most (redis-py's default
+# is 100, past which a command fails at once: a burst of sockets connecting
+# to one process needs more).
+REDIS_MAX_CONNECTIONS = env.int("REDIS_MAX_CONNECTIONS", default=1000)
 REDIS_OPTIONS: dict = {}
 if REDIS_URL:
     from redis.asyncio.retry import Retry
@@ -148,6 +152,7 @@ if REDIS_URL:
     REDIS_OPTIONS = {
         "socket_timeout": REDIS_SOCKET_TIMEOUT,
         "socket_connect_timeout": 2.0,
+        "max_connections": REDIS_MAX_CONNECTIONS,
         # A pooled connection that died with a restart is reconnected and the
         # command sent again: without this, redis-py's pool retries nothing.
         "retry": Retry(ExponentialBackoff(cap=_backoff_cap, base=0.05), int(REDIS_OUTAGE_SECONDS / _backoff_cap) + 4),

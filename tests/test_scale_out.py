@@ -179,3 +179,36 @@ class CrashOverProcessesTests(TwoProcessTestCase):
         final = await on_b.content(thread_id, message_id)
         self.assertEqual((final["status"], final["metadata"]["has_error"]), ("interrupted", True))
         self.assertEqual(rebuild("", frames, message_id), final["content"])
+
+
+class SocketBurstTests(ChatTransactionTestCase):
+    """Many sockets connect to one process on Redis at the same moment."""
+
+    SOCKETS = 150
+
+    @classmethod
+    def setUpClass(cls):
+        super().setUpClass()
+        cls.redis_url, cls.stop_redis = start_redis()
+        env = {"REDIS_URL": cls.redis_url, "CHAT_MAX_SOCKETS_PER_USER": str(cls.SOCKETS)}
+        cls.server = DaphneServer(env, name=cls.__name__).start()
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.server.stop()
+        cls.stop_redis()
+        super().tearDownClass()
+
+    async def test_every_socket_of_a_burst_gets_its_snapshot(self):
+        """150 sockets at once: more Redis commands in flight than redis-py's default pool (100) allows."""
+        await asyncio.to_thread(self.make_user, "alice")
+        client = await Client(self.server, "alice").login()
+        thread_id = await client.new_thread()
+
+        async def snapshot() -> str:
+            async with client.socket(thread_id) as ws:
+                return (await recv(ws))["type"]
+
+        kinds = await asyncio.gather(*(snapshot() for _ in range(self.SOCKETS)), return_exceptions=True)
+        failed = [kind for kind in kinds if kind != "snapshot"]
+        self.assertEqual(failed, [], f"{len(failed)} of {self.SOCKETS} sockets got no snapshot")
