@@ -171,6 +171,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--server-env", action="append", default=[], metavar="NAME=VALUE",
                         help="a setting for the chat servers (embedded and cluster); repeatable")  # fmt: skip
     readme = parser.add_mutually_exclusive_group()
+    parser.add_argument("--keep-logs", action="store_true", help="keep the servers' logs (their folder is printed)")
     readme.add_argument("--readme", action="store_true", help="write the table into bench/README.md")
     readme.add_argument("--no-readme", action="store_true", help="never write bench/README.md")
     args = parser.parse_args()
@@ -242,7 +243,10 @@ def main() -> int:
     print(f"delta writer totals per process at the end: {writers}")
     if args.write:
         write_readme(report)
-    shutil.rmtree(folder, ignore_errors=True)
+    if args.keep_logs:
+        print(f"the servers' logs are kept in {folder}")
+    else:
+        shutil.rmtree(folder, ignore_errors=True)
     if lost := sum(r["lost"] for r in rows):
         print(f"FAILED: {lost} streams lost or duplicated characters", file=sys.stderr)
         return 1
