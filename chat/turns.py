@@ -335,22 +335,69 @@ def append_contents(pieces: list[tuple[int, str, int]]) -> list[int | None]:
     """Append each (message_id, delta, start) to its streaming message, all in one transaction.
 
     Returns each message's new length, or None for a message that is no
-    longer streaming at `start` (its piece is not stored). Per piece, one
-    UPDATE of fixed-size columns and one INSERT, so the cost does not grow
-    with the message. Keyed by offset: a retry whose first attempt did
-    commit finds its pieces (chat_chunk_unique_start) and adds nothing again.
+    longer streaming at `start` (its piece is not stored). Per piece, an
+    update of fixed-size columns and an inserted row, so the cost does not
+    grow with the message; a batch of messages takes one UPDATE and one
+    INSERT statement, one round trip each. Keyed by offset: a retry whose
+    first attempt did commit finds its pieces (chat_chunk_unique_start) and
+    adds nothing again.
     """
+    if len({message_id for message_id, _, _ in pieces}) < len(pieces):
+        return _append_one_by_one(pieces)  # one message twice: each piece must see the one before
+    now = _db_time(timezone.now())
     lengths: list[int | None] = []
-    inserts = []
+    inserts: list[tuple[int, int, str]] = []
     with transaction.atomic(), connection.cursor() as cursor:
-        now = timezone.now()
+        grown: dict[int, int] = {}
+        for at in range(0, len(pieces), STATEMENT_ROWS):
+            grown.update(_grow(cursor, pieces[at : at + STATEMENT_ROWS], now))
+        for message_id, delta, start in pieces:
+            length = grown.get(message_id)
+            if length is not None:
+                lengths.append(length)
+                if delta:
+                    inserts.append((message_id, start, delta))
+            elif _has_piece(cursor, message_id, start, delta):  # stored by an attempt that did commit
+                lengths.append(start + len(delta))
+            else:
+                lengths.append(None)
+        for at in range(0, len(inserts), STATEMENT_ROWS):
+            rows = inserts[at : at + STATEMENT_ROWS]
+            cursor.execute(
+                "INSERT INTO chat_messagechunk (message_id, start, text) VALUES "
+                + ", ".join(["(%s, %s, %s)"] * len(rows)),
+                [value for row in rows for value in row],
+            )
+    return lengths
+
+
+# Rows one statement of append_contents carries at most (3 parameters each).
+STATEMENT_ROWS = 500
+
+
+def _grow(cursor: Any, pieces: list[tuple[int, str, int]], now: Any) -> dict[int, int]:
+    """Grow each streaming message at its `start` by its delta's length, in one statement: {id: new length}."""
+    values = ", ".join(["(CAST(%s AS bigint), CAST(%s AS integer), CAST(%s AS integer))"] * len(pieces))
+    cursor.execute(
+        "UPDATE chat_message SET content_length = chat_message.content_length + v.column2, heartbeat_at = %s,"
+        f" updated_at = %s FROM (VALUES {values}) AS v WHERE chat_message.id = v.column1"
+        " AND chat_message.status = 'streaming' AND chat_message.content_length = v.column3"
+        " RETURNING chat_message.id, chat_message.content_length",
+        [now, now, *(value for message_id, delta, start in pieces for value in (message_id, len(delta), start))],
+    )
+    return dict(cursor.fetchall())
+
+
+def _append_one_by_one(pieces: list[tuple[int, str, int]]) -> list[int | None]:
+    """append_contents() for a batch that holds a message more than once: a statement per piece."""
+    lengths: list[int | None] = []
+    with transaction.atomic(), connection.cursor() as cursor:
+        now = _db_time(timezone.now())
         for message_id, delta, start in pieces:
             appended = _append(cursor, message_id, delta, start, now)
             lengths.append(None if appended is None else appended[0])
             if appended is not None and appended[1] and delta:
-                inserts.append((message_id, appended[0] - len(delta), delta))
-        if inserts:
-            cursor.executemany(INSERT_PIECE, inserts)
+                cursor.execute(INSERT_PIECE, [message_id, appended[0] - len(delta), delta])
     return lengths
 
 
