@@ -41,7 +41,7 @@ from stream_servers import BENCH, CHAT_TARGETS, Sampler, Target, check_loopback,
 
 TARGETS = ["bare", "direct", "embedded", "cluster"]
 # Steps of at most x1.42 from 5 on; K=20 is on it (a goal compares CPU per word there).
-LADDER = [1, 2, 3, 4, 5, 6, 8, 11, 15, 20, 28, 39, 55, 78, 110, 156, 221, 313]
+LADDER = [1, 2, 3, 4, 5, 6, 8, 11, 15, 20, 28, 39, 55, 78, 110, 156, 221, 313, 442, 626, 884]
 CLIENT_PROCESSES = 3
 WARM_UP = 2  # streams of each target's unmeasured first step
 IDLE_SOCKETS = 200
@@ -166,7 +166,7 @@ def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--smoke", action="store_true", help="K = 1, 2 and 60 words, no warm-up: that it all works")
     parser.add_argument("--targets", default=",".join(TARGETS), help=f"comma-separated, of {', '.join(TARGETS)}")
-    parser.add_argument("--ks", help="comma-separated K values (default: the ladder 1 ... 313)")
+    parser.add_argument("--ks", help="comma-separated K values (default: the ladder 1 ... 884)")
     parser.add_argument("--words", type=int, help="words per stream (default 200; 60 with --smoke)")
     parser.add_argument("--server-env", action="append", default=[], metavar="NAME=VALUE",
                         help="a setting for the chat servers (embedded and cluster); repeatable")  # fmt: skip
