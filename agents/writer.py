@@ -122,15 +122,15 @@ class DeltaWriter:
         self.commits += 1
         totals["commits"] += 1
         totals["pieces"] += len(pieces)
-        sends = []
         for (message_id, text, start, emitted_at), length in zip(pieces, lengths, strict=True):
             stream = batch[message_id]
             if length is None:
                 self.waiting.pop(message_id, None)
                 stream.failed(turns.MessageClosed(f"message {message_id} is not streaming at length {start}"))
             else:
-                sends.append(stream.committed(length - len(text), text, emitted_at))
-        await asyncio.gather(*sends)
+                # One after another, not gathered: an announcement hands the event over without waiting,
+                # and a task per stream per commit cost more than the announcements themselves.
+                await stream.committed(length - len(text), text, emitted_at)
 
     def _next_round(self) -> None:
         if not self.round.done():
