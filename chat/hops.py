@@ -4,9 +4,10 @@ Channels runs every `database_sync_to_async` call of a process on one
 thread, one hop at a time; each hop costs two thread switches and the
 close-old-connections checks, whatever the call. `hop(fn)` is its batching
 twin: calls made while a hop is in flight wait together and run, in the
-order they were made, in the next one. Each call keeps its own result,
-exception and transactions; only the trip is shared. A burst of turn starts
-then costs a few hops instead of several per turn.
+order they were made, in the next one. Each call keeps its own result and
+exception; on PostgreSQL the hop's calls also share one commit (see
+_run_all). A burst of turn starts then costs a few hops and commits instead
+of several per turn.
 """
 
 from __future__ import annotations
@@ -17,19 +18,46 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from channels.db import database_sync_to_async
+from django.db import connection, transaction
 
 Call = tuple[Callable[..., Any], tuple, dict, asyncio.Future]
 
 
 def _run_all(calls: list[Call]) -> list[tuple[bool, Any]]:
-    """Run each call in order on the database thread; (True, result) or (False, its exception)."""
+    """Run each call in order on the database thread; (True, result) or (False, its exception).
+
+    On PostgreSQL the calls of a hop share one transaction, each in a
+    savepoint of its own: one commit (one WAL flush) for the whole hop, and
+    a call that fails rolls back alone. When the transaction itself is lost
+    (a broken connection, a failed commit), every call of the hop fails with
+    that error, to be retried by its caller (chat.retry).
+    """
+    if len(calls) == 1 or connection.vendor != "postgresql":
+        return [_outcome(call) for call in calls]
     outcomes: list[tuple[bool, Any]] = []
-    for fn, args, kwargs, _ in calls:
-        try:
-            outcomes.append((True, fn(*args, **kwargs)))
-        except Exception as exc:
-            outcomes.append((False, exc))
+    try:
+        with transaction.atomic():
+            for call in calls:
+                try:
+                    with transaction.atomic():
+                        outcomes.append(_outcome(call, raise_errors=True))
+                except Exception as exc:
+                    if connection.needs_rollback:  # its savepoint could not even be rolled back
+                        raise
+                    outcomes.append((False, exc))
+    except Exception as exc:
+        return [(False, exc)] * len(calls)
     return outcomes
+
+
+def _outcome(call: Call, raise_errors: bool = False) -> tuple[bool, Any]:
+    fn, args, kwargs, _ = call
+    if raise_errors:
+        return True, fn(*args, **kwargs)
+    try:
+        return True, fn(*args, **kwargs)
+    except Exception as exc:
+        return False, exc
 
 
 _run_hop = database_sync_to_async(_run_all)

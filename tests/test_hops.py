@@ -6,12 +6,14 @@ import asyncio
 import threading
 from unittest import mock
 
-from django.test import SimpleTestCase
+from django.db import connection
 
 from chat import hops
+from chat.models import Thread
+from tests.base import ChatTransactionTestCase
 
 
-class HopTests(SimpleTestCase):
+class HopTests(ChatTransactionTestCase):
     async def test_calls_made_together_share_hops_in_order(self) -> None:
         """100 calls at once: each gets its own answer, they run in call order, in far fewer hops than calls."""
         ran: list[int] = []
@@ -63,3 +65,20 @@ class HopTests(SimpleTestCase):
         self.assertEqual(await waiting[0], "0")
         self.assertEqual(await waiting[2], "2")
         self.assertTrue(waiting[1].cancelled())
+
+    async def test_the_calls_of_a_hop_commit_and_a_failing_one_leaves_nothing_on_postgresql(self) -> None:
+        """20 calls that each store a thread; one fails after storing it. On PostgreSQL, one commit for the hop
+        and that call's savepoint rolled back; on SQLite each call commits on its own, as Django's autocommit does."""
+        user = await asyncio.to_thread(self.make_user)
+
+        def store(n: int) -> int:
+            thread = Thread.objects.create(owner=user, title=f"t{n}")
+            if n == 4:
+                raise ValueError("after its insert")
+            return thread.pk
+
+        outcomes = await asyncio.gather(*(hops.hop(store)(n) for n in range(20)), return_exceptions=True)
+        self.assertIsInstance(outcomes[4], ValueError)
+        titles = set(await asyncio.to_thread(lambda: list(Thread.objects.values_list("title", flat=True))))
+        self.assertTrue({f"t{n}" for n in range(20) if n != 4} <= titles)
+        self.assertEqual("t4" in titles, connection.vendor != "postgresql")
