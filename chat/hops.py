@@ -20,38 +20,45 @@ from typing import Any
 from channels.db import database_sync_to_async
 from django.db import connection, transaction
 
-Call = tuple[Callable[..., Any], tuple, dict, asyncio.Future]
+Call = tuple[Callable[..., Any], tuple, dict, asyncio.Future, bool]  # ..., shared_commit
 
 
 def _run_all(calls: list[Call]) -> list[tuple[bool, Any]]:
-    """Run each call in order on the database thread; (True, result) or (False, its exception).
+    """Run each call on the database thread; (True, result) or (False, its exception), in call order.
 
-    On PostgreSQL the calls of a hop share one transaction, each in a
-    savepoint of its own: one commit (one WAL flush) for the whole hop, and
-    a call that fails rolls back alone. When the transaction itself is lost
-    (a broken connection, a failed commit), every call of the hop fails with
-    that error, to be retried by its caller (chat.retry).
+    On PostgreSQL the calls made with `shared_commit` share one transaction,
+    each in a savepoint of its own, after the other calls: one commit (one
+    WAL flush) for all of them, and a call that fails rolls back alone. When
+    that transaction itself is lost (a broken connection, a failed commit),
+    each of its calls fails with the error, to be retried by its caller
+    (chat.retry). A caller awaits its call, so no caller sees its own calls
+    reordered.
     """
-    if len(calls) == 1 or connection.vendor != "postgresql":
+    shared = [i for i, call in enumerate(calls) if call[4]] if connection.vendor == "postgresql" else []
+    if len(shared) < 2:
         return [_outcome(call) for call in calls]
-    outcomes: list[tuple[bool, Any]] = []
+    outcomes: list[tuple[bool, Any] | None] = [None] * len(calls)
+    alone = set(range(len(calls))) - set(shared)
+    for i in sorted(alone):
+        outcomes[i] = _outcome(calls[i])
     try:
         with transaction.atomic():
-            for call in calls:
+            for i in shared:
                 try:
                     with transaction.atomic():
-                        outcomes.append(_outcome(call, raise_errors=True))
+                        outcomes[i] = _outcome(calls[i], raise_errors=True)
                 except Exception as exc:
                     if connection.needs_rollback:  # its savepoint could not even be rolled back
                         raise
-                    outcomes.append((False, exc))
+                    outcomes[i] = (False, exc)
     except Exception as exc:
-        return [(False, exc)] * len(calls)
-    return outcomes
+        for i in shared:
+            outcomes[i] = (False, exc)
+    return [outcome for outcome in outcomes if outcome is not None]
 
 
 def _outcome(call: Call, raise_errors: bool = False) -> tuple[bool, Any]:
-    fn, args, kwargs, _ = call
+    fn, args, kwargs, *_ = call
     if raise_errors:
         return True, fn(*args, **kwargs)
     try:
@@ -70,9 +77,9 @@ class HopQueue:
         self.calls: list[Call] = []
         self.task: asyncio.Task | None = None
 
-    async def call(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    async def call(self, fn: Callable[..., Any], args: tuple, kwargs: dict, shared_commit: bool) -> Any:
         future = asyncio.get_running_loop().create_future()
-        self.calls.append((fn, args, kwargs, future))
+        self.calls.append((fn, args, kwargs, future, shared_commit))
         if self.task is None or self.task.done():
             self.task = asyncio.get_running_loop().create_task(self._drain(), name="database-hops")
         return await future
@@ -83,11 +90,11 @@ class HopQueue:
             try:
                 outcomes = await _run_hop(batch)
             except BaseException as exc:  # the hop itself failed (or this task is cancelled): so did its calls
-                for *_, future in batch:
+                for _, _, _, future, _ in batch:
                     if not future.done():
                         future.set_exception(exc if isinstance(exc, Exception) else asyncio.CancelledError())
                 raise
-            for (*_, future), (ok, value) in zip(batch, outcomes, strict=True):
+            for (_, _, _, future, _), (ok, value) in zip(batch, outcomes, strict=True):
                 if future.done():  # its caller stopped waiting
                     continue
                 if ok:
@@ -99,15 +106,22 @@ class HopQueue:
 _queues: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, HopQueue] = weakref.WeakKeyDictionary()
 
 
-def hop[**P, R](fn: Callable[P, R]) -> Callable[P, Awaitable[R]]:
-    """The async twin of `fn`, run on Channels' database thread in a hop shared with other calls."""
+def hop[**P, R](fn: Callable[P, R], shared_commit: bool = False) -> Callable[P, Awaitable[R]]:
+    """The async twin of `fn`, run on Channels' database thread in a hop shared with other calls.
+
+    `shared_commit`: on PostgreSQL, `fn` may commit together with the hop's
+    other such calls (see _run_all). Only for writes that insert rows and
+    update thread rows: a shared transaction that also locked existing
+    message rows could deadlock with a delta writer, which locks those in
+    an order of its own.
+    """
 
     async def call(*args: P.args, **kwargs: P.kwargs) -> R:
         loop = asyncio.get_running_loop()
         queue = _queues.get(loop)
         if queue is None:
             queue = _queues[loop] = HopQueue()
-        return await queue.call(fn, *args, **kwargs)
+        return await queue.call(fn, args, kwargs, shared_commit)
 
     call.__name__ = getattr(fn, "__name__", "hop")
     call.__doc__ = fn.__doc__

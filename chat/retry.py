@@ -70,14 +70,18 @@ def _with_old_connections_closed[**P, R](write: Callable[P, R]) -> Callable[P, R
 
 
 def aretrying[**P, R](
-    write: Callable[P, R], window: str = "DB_OUTAGE_SECONDS", thread: ThreadPoolExecutor | None = None
+    write: Callable[P, R],
+    window: str = "DB_OUTAGE_SECONDS",
+    thread: ThreadPoolExecutor | None = None,
+    shared_commit: bool = False,
 ) -> Callable[P, Awaitable[R]]:
     """The async twin of `write`, retried through a database outage of up to the setting named `window` (seconds).
 
-    It runs on Channels' database thread in a shared hop (chat.hops), or on `thread` (see own_thread).
+    It runs on Channels' database thread in a shared hop (chat.hops, where
+    `shared_commit` is explained), or on `thread` (see own_thread).
     """
     if thread is None:
-        call = hop(_on_fresh_connection(write))
+        call = hop(_on_fresh_connection(write), shared_commit)
     else:
         attempt = _with_old_connections_closed(_on_fresh_connection(write))
         call = SyncToAsync(attempt, thread_sensitive=False, executor=thread)

@@ -622,6 +622,16 @@ def request_cancel(thread_id: int, turn_id: str | None = None) -> int | None:
     return flagged[0] if flagged is not None else None
 
 
+def is_streaming(thread_id: int) -> bool:
+    """Whether an assistant message of the thread is streaming (a read: nothing is flagged)."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT 1 FROM chat_message WHERE thread_id = %s AND role = 'assistant' AND status = 'streaming' LIMIT 1",
+            [thread_id],
+        )
+        return cursor.fetchone() is not None
+
+
 def flag_running(thread_id: int, turn_id: str | None = None) -> tuple[int, str] | None:
     """request_cancel(), returning the flagged message's id and its runner (the channel of its process)."""
     by_turn = " AND turn_id = %s" if turn_id else ""
@@ -656,9 +666,9 @@ def turn_summary(message_id: int) -> dict[str, Any] | None:
 # Async twins. The writes are idempotent (keyed by turn_id, call_id, offset
 # or state), so the retried ones ride out a database restart (chat.retry).
 apersist_user_turn = aretrying(persist_user_turn)
-astore_user_message = aretrying(store_user_message)
+astore_user_message = aretrying(store_user_message, shared_commit=True)
 apersist_assistant_shell = aretrying(persist_assistant_shell)
-aopen_answer = aretrying(open_answer)
+aopen_answer = aretrying(open_answer, shared_commit=True)
 aappend_content = aretrying(append_content)
 # The delta writer's commits have a thread and connection of their own: a
 # stream's next delta never waits behind other turns' starts and reads.

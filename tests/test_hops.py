@@ -77,7 +77,9 @@ class HopTests(ChatTransactionTestCase):
                 raise ValueError("after its insert")
             return thread.pk
 
-        outcomes = await asyncio.gather(*(hops.hop(store)(n) for n in range(20)), return_exceptions=True)
+        outcomes = await asyncio.gather(
+            *(hops.hop(store, shared_commit=True)(n) for n in range(20)), return_exceptions=True
+        )
         self.assertIsInstance(outcomes[4], ValueError)
         titles = set(await asyncio.to_thread(lambda: list(Thread.objects.values_list("title", flat=True))))
         self.assertTrue({f"t{n}" for n in range(20) if n != 4} <= titles)
