@@ -27,7 +27,7 @@ from chat.retry import aretrying
 
 from . import inbox
 from .catalog import TurnAgent, aturn_agent, turn_agent
-from .control import CancelTarget, acancel_turn, stop_requested
+from .control import acancel_turn, stop_requested
 from .control import request as request_stop
 from .errors import INTERRUPTED_ERROR
 from .events import TurnPublisher
@@ -119,7 +119,8 @@ async def start_turn(
         task = begin_turn(thread_id, turn_id, message["id"], agent, publisher, wait_for_previous=False)
         return TurnStart(turn_id, message, started=True, task=task)
     # The thread's running turn ends first, in this process or another one.
-    was_running = await stop_requested(thread_id, opened.running)
+    target = await _arequest_stop(thread_id, None) if opened.running else None
+    was_running = await stop_requested(thread_id, target)
     if settings.AGENT_WORKERS:
         await dispatch(thread_id, turn_id, message["id"], wait_for_previous=was_running)
         return TurnStart(turn_id, message, started=True)
@@ -131,7 +132,7 @@ class OpenedTurn(NamedTuple):
     agent: TurnAgent | None
     message: dict
     created: bool
-    running: CancelTarget | None  # the thread's turn that was streaming, now flagged to stop
+    running: bool  # a turn of the thread was streaming: it is to be stopped
     answer: turns.Persisted | None = None  # the answer's shell, when it was stored in the same hop
     history: list | None = None  # what the answer follows, read with its shell
 
@@ -146,27 +147,29 @@ def _open_turn(
     agent: TurnAgent | None = None,
     runner: str = "",
 ) -> OpenedTurn:
-    """One database hop for a new turn: its agent, its user message, the stop flag of the running turn.
+    """One database hop for a new turn: its agent, its user message, whether a turn of the thread is streaming.
 
     The agent comes first, so a misconfigured one fails before anything is
-    stored; the flag is set only when this call stored the message. With a
-    `runner` (the turn runs in this process) and no turn streaming in the
-    thread, the answer's shell and its history follow in the same hop, each
-    write committed in its own transaction as before: the user message
-    first.
+    stored. With a `runner` (the turn runs in this process) and no turn
+    streaming in the thread, the answer's shell and its history follow in
+    the same hop. It only inserts rows: on PostgreSQL it may share its
+    commit with the hop's other starts (chat.hops); the stop flag of a
+    streaming turn, a write to an existing message, goes in a hop of its
+    own, once this one stored the message.
     """
     agent = turn_agent(thread_id) if resolve_agent else agent
     message, created = turns.store_user_message(thread_id, turn_id, content, mentioned_documents, parent)
-    running = request_stop(thread_id, None) if created else None
-    if not (created and runner and running is None and agent is not None):
+    running = created and turns.is_streaming(thread_id)
+    if not (created and runner and not running and agent is not None):
         return OpenedTurn(agent, message, created, running)
     answer, history = turns.open_answer(
         thread_id, turn_id, agent=agent.name, model=agent.model, runner=runner, parent_id=message["id"]
     )
-    return OpenedTurn(agent, message, created, None, answer, history)
+    return OpenedTurn(agent, message, created, False, answer, history)
 
 
-_aopen_turn = aretrying(_open_turn)
+_aopen_turn = aretrying(_open_turn, shared_commit=True)
+_arequest_stop = aretrying(request_stop)
 
 
 async def start_regenerate(

@@ -22,11 +22,12 @@ from channels.worker import Worker
 from django.conf import settings
 
 from . import runtime, sweeper
+from .process import DirectDispatch
 
 logger = logging.getLogger(__name__)
 
 
-class TurnWorkerConsumer(AsyncConsumer):
+class TurnWorkerConsumer(DirectDispatch, AsyncConsumer):
     """Starts each queued turn as a task of this process; the consumer itself never waits for a turn."""
 
     async def turn_start(self, message: dict) -> None:
@@ -41,19 +42,29 @@ class TurnWorkerConsumer(AsyncConsumer):
 
 
 class AgentWorker(Worker):
-    """Channels' worker, with a SIGTERM that drains the turns (TURN_DRAIN_SECONDS) before it exits."""
+    """Channels' worker, with a SIGTERM that drains the turns (TURN_DRAIN_SECONDS) before it exits.
+
+    It takes turns with AGENT_WORKER_LISTENERS receives in flight on the
+    turns channel at once: one at a time, each a Redis round trip behind a
+    busy event loop, a burst of 300 starts waited seconds for the last one.
+    A turn start only begins a task, so taking several at once is safe, as
+    it is between worker processes.
+    """
 
     async def handle(self) -> None:
         loop = asyncio.get_running_loop()
         sweeper.ensure_started()
         stopping = asyncio.Event()
         loop.add_signal_handler(signal.SIGTERM, stopping.set)
-        work = asyncio.ensure_future(super().handle())
+        count = max(1, settings.AGENT_WORKER_LISTENERS)
+        listeners = [asyncio.ensure_future(self.listener(c)) for c in self.channels for _ in range(count)]
         stop = asyncio.ensure_future(stopping.wait())
-        await asyncio.wait([work, stop], return_when=asyncio.FIRST_COMPLETED)
+        done, _ = await asyncio.wait([*listeners, stop], return_when=asyncio.FIRST_COMPLETED)
         stop.cancel()
-        work.cancel()  # take no more turns
-        if work.done() and not work.cancelled() and work.exception() is not None:
-            raise work.exception()  # the layer failed: exit with it
+        for listener in listeners:
+            listener.cancel()  # take no more turns
+        failed = next((t for t in done if t is not stop and not t.cancelled() and t.exception() is not None), None)
+        if failed is not None:
+            raise failed.exception()  # the layer failed: exit with it
         interrupted = await runtime.drain(settings.TURN_DRAIN_SECONDS)
         logger.info("agent worker stopped; %d turn(s) ended interrupted", interrupted)

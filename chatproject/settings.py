@@ -198,6 +198,8 @@ GIL_SWITCH_INTERVAL_MS = env.float("GIL_SWITCH_INTERVAL_MS", default=0.5)
 # Turns run in worker processes (`manage.py run_agent_worker`, needs
 # REDIS_URL) instead of the web process that received the message.
 AGENT_WORKERS = env.bool("AGENT_WORKERS", default=False)
+# Receives a worker process keeps in flight on the turns channel at once.
+AGENT_WORKER_LISTENERS = env.int("AGENT_WORKER_LISTENERS", default=16)
 # A user message with no answer started after this long had its start lost
 # (a worker killed between taking it and starting it): the sweeper sends it
 # again; after TURN_START_DEADLINE_SECONDS the turn ends `interrupted`.

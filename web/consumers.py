@@ -15,11 +15,11 @@ import logging
 import weakref
 from typing import Any
 
-from channels.consumer import get_handler_name
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
 from django.conf import settings
 
 from agents import fanout, groups, intake, socket_leases
+from agents.process import DirectDispatch
 from agents.resume import SocketFeed
 from chat import selectors
 from chat.hops import hop
@@ -54,7 +54,7 @@ asnapshot = hop(selectors.thread_snapshot)
 asession_user_id = hop(sessions.SessionCheck.current_user_id)
 
 
-class ThreadConsumer(AsyncJsonWebsocketConsumer):
+class ThreadConsumer(DirectDispatch, AsyncJsonWebsocketConsumer):
     thread_id: int | None = None
     user_id: int | None = None
     session_key: str | None = None
@@ -142,19 +142,6 @@ class ThreadConsumer(AsyncJsonWebsocketConsumer):
                 await self.lease
             assert self.user_id is not None
             await socket_leases.release(self.user_id, self.channel_name)
-
-    async def dispatch(self, message: dict) -> None:
-        """Handle one ASGI message, without Channels' hop to the database thread before each one.
-
-        Channels closes obsolete connections before every message a consumer
-        handles; with persistent connections each `database_sync_to_async`
-        call already does that on the database thread, so the extra hop only
-        queues this socket's frames behind every stream's writes.
-        """
-        handler = getattr(self, get_handler_name(message), None)
-        if handler is None:
-            raise ValueError(f"No handler for message type {message['type']}")
-        await handler(message)
 
     @classmethod
     async def encode_json(cls, content: Any) -> str:
