@@ -28,13 +28,15 @@ def _run_all(calls: list[Call]) -> list[tuple[bool, Any]]:
 
     On PostgreSQL the calls made with `shared_commit` share one transaction,
     each in a savepoint of its own, after the other calls: one commit (one
-    WAL flush) for all of them, and a call that fails rolls back alone. When
+    WAL flush) for all of them, in the order of their thread ids, and a
+    call that fails rolls back alone. When
     that transaction itself is lost (a broken connection, a failed commit),
     each of its calls fails with the error, to be retried by its caller
     (chat.retry). A caller awaits its call, so no caller sees its own calls
     reordered.
     """
     shared = [i for i, call in enumerate(calls) if call[4]] if connection.vendor == "postgresql" else []
+    shared.sort(key=lambda i: calls[i][1][0])  # by thread id: every process locks thread rows in one order
     if len(shared) < 2:
         return [_outcome(call) for call in calls]
     outcomes: list[tuple[bool, Any] | None] = [None] * len(calls)
@@ -111,7 +113,9 @@ def hop[**P, R](fn: Callable[P, R], shared_commit: bool = False) -> Callable[P, 
 
     `shared_commit`: on PostgreSQL, `fn` may commit together with the hop's
     other such calls (see _run_all). Only for writes that insert rows and
-    update thread rows: a shared transaction that also locked existing
+    update the row of the thread named by their first argument: a hop runs
+    them in thread order, so that the hops of different processes lock
+    threads in one order; a shared transaction that also locked existing
     message rows could deadlock with a delta writer, which locks those in
     an order of its own.
     """

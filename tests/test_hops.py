@@ -84,3 +84,15 @@ class HopTests(ChatTransactionTestCase):
         titles = set(await asyncio.to_thread(lambda: list(Thread.objects.values_list("title", flat=True))))
         self.assertTrue({f"t{n}" for n in range(20) if n != 4} <= titles)
         self.assertEqual("t4" in titles, connection.vendor != "postgresql")
+
+    async def test_shared_calls_of_a_hop_run_in_thread_order_on_postgresql(self) -> None:
+        """Shared writes lock their threads in id order, whatever order they were made in: no two hops deadlock."""
+        ran: list[int] = []
+
+        def lock(thread_id: int) -> None:
+            ran.append(thread_id)
+
+        await asyncio.gather(*(hops.hop(lock, shared_commit=True)(n) for n in (5, 3, 9, 1, 7)))
+        expected = [1, 3, 5, 7, 9] if connection.vendor == "postgresql" else [5, 3, 9, 1, 7]
+        # The first call goes alone in the first hop; the rest wait together for the second.
+        self.assertEqual(ran[1:], [n for n in expected if n != ran[0]])
