@@ -325,6 +325,17 @@ class DeltaBatchingTests(PublisherTestCase):
         deltas = [f["data"]["delta"] for f in await self.frames_until_quiet(channel) if f["type"] == "message_delta"]
         self.assertEqual(deltas, ["one ", "two three four "])
 
+    @override_settings(DELTA_COMMIT_INTERVAL_MS=40, DELTA_EVENTS_PER_SECOND=2000, DELTA_COMMIT_INTERVAL_MAX_MS=100)
+    async def test_the_interval_grows_with_the_streams_a_commit_carried_up_to_its_bound(self) -> None:
+        """40 ms with few streams; past 80 streams (2,000 events/s) longer, at most 100 ms, whatever the load."""
+        from agents.writer import writer
+
+        intervals = {}
+        for streams in (1, 80, 120, 200, 5_000):
+            writer().streams = streams
+            intervals[streams] = round(writer().interval() * 1000)
+        self.assertEqual(intervals, {1: 40, 80: 40, 120: 60, 200: 100, 5_000: 100})
+
     @override_settings(DELTA_COMMIT_INTERVAL_MS=60_000)
     async def test_a_turns_first_delta_does_not_wait_for_the_interval(self) -> None:
         """While the writer waits out its interval for one stream, another turn's first piece is committed at once."""
