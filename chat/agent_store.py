@@ -10,7 +10,7 @@ import json
 
 from django.db import IntegrityError, connection, transaction
 
-from .models import Agent, Thread
+from .models import Agent
 
 
 def sync_default_agent(provider: str, base_url: str, api_key: str, model: str, tools: list[str]) -> Agent:
@@ -64,14 +64,6 @@ def list_agents() -> list[dict]:
 
 def agent_exists(agent_id: int) -> bool:
     return Agent.objects.filter(pk=agent_id).exists()
-
-
-def thread_agent(thread_id: int) -> tuple[Agent | None, str]:
-    """The thread's agent (None when it has none, or it was deleted) and its system prompt."""
-    thread = Thread.objects.select_related("agent").filter(pk=thread_id).first()
-    if thread is None:
-        return None, ""
-    return thread.agent, thread.system_prompt
 
 
 _TURN_AGENT_FIELDS = ("id", "name", "provider", "base_url", "api_key", "model", "system_prompt", "tools", "is_default")

@@ -300,11 +300,6 @@ def user_message_dict(message_id: int) -> dict | None:
     return message_dict(message, bare=True) if message else None
 
 
-def turn_runner(message_id: int) -> str:
-    """The channel of the process running this message's turn ("" when unknown)."""
-    return Message.objects.filter(pk=message_id).values_list("runner", flat=True).first() or ""
-
-
 HISTORY_MESSAGES = 200
 
 # The ancestors of a message, nearest first: parent links walked in SQL (SQLite and PostgreSQL alike).

@@ -677,7 +677,6 @@ aappend_contents = aretrying(append_contents, thread=APPEND_THREAD)
 astart_action = aretrying(start_action)
 afinish_action = aretrying(finish_action)
 atouch_turn = hop(touch_turn)
-arequest_cancel = aretrying(request_cancel)
 # A turn that gave up on its appends still ends with its text once the
 # database is back: its finalize waits as long as the sweeper would.
 _aclose_assistant_turn = aretrying(close_assistant_turn, window="TURN_STALE_SECONDS")
