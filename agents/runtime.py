@@ -102,11 +102,10 @@ async def start_turn(
     (agents.worker), which receives it through the TURNS_CHANNEL queue.
     """
     turn_id = turn_id or new_turn_id()
-    resolve = agent is None and not settings.AGENT_WORKERS
     # Here, with nothing running in the thread, the answer's shell goes in the same hop.
     answer_here = not settings.AGENT_WORKERS and registry.running_in_thread(thread_id) is None
     runner = await inbox.channel_name() if answer_here else ""
-    opened = await _aopen_turn(thread_id, turn_id, content, mentioned_documents, parent, resolve, agent, runner)
+    opened = await _aopen_turn(thread_id, turn_id, content, mentioned_documents, parent, agent, runner)
     agent = agent or opened.agent
     publisher = TurnPublisher(thread_id, turn_id)
     await publisher.user_message_stored(opened.message, opened.created)
@@ -143,21 +142,22 @@ def _open_turn(
     content: str,
     mentioned_documents: object,
     parent: int | None | turns.Follow,
-    resolve_agent: bool,
     agent: TurnAgent | None = None,
     runner: str = "",
 ) -> OpenedTurn:
     """One database hop for a new turn: its agent, its user message, whether a turn of the thread is streaming.
 
-    The agent comes first, so a misconfigured one fails before anything is
-    stored. With a `runner` (the turn runs in this process) and no turn
-    streaming in the thread, the answer's shell and its history follow in
+    The agent (the thread's, unless given; a worker resolves its own) comes
+    first, so a misconfigured one fails before anything is stored. With a
+    `runner` (the turn runs in this process) and no turn streaming in the
+    thread, the answer's shell and its history follow in
     the same hop. It only inserts rows: on PostgreSQL it may share its
     commit with the hop's other starts (chat.hops); the stop flag of a
     streaming turn, a write to an existing message, goes in a hop of its
     own, once this one stored the message.
     """
-    agent = turn_agent(thread_id) if resolve_agent else agent
+    if agent is None and not settings.AGENT_WORKERS:
+        agent = turn_agent(thread_id)
     message, created = turns.store_user_message(thread_id, turn_id, content, mentioned_documents, parent)
     running = created and turns.is_streaming(thread_id)
     if not (created and runner and not running and agent is not None):

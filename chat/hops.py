@@ -48,7 +48,8 @@ def _run_all(calls: list[Call]) -> list[tuple[bool, Any]]:
             for i in shared:
                 try:
                     with transaction.atomic():
-                        outcomes[i] = _outcome(calls[i], raise_errors=True)
+                        fn, args, kwargs, *_ = calls[i]
+                        outcomes[i] = (True, fn(*args, **kwargs))
                 except Exception as exc:
                     if connection.needs_rollback:  # its savepoint could not even be rolled back
                         raise
@@ -59,10 +60,8 @@ def _run_all(calls: list[Call]) -> list[tuple[bool, Any]]:
     return [outcome for outcome in outcomes if outcome is not None]
 
 
-def _outcome(call: Call, raise_errors: bool = False) -> tuple[bool, Any]:
+def _outcome(call: Call) -> tuple[bool, Any]:
     fn, args, kwargs, *_ = call
-    if raise_errors:
-        return True, fn(*args, **kwargs)
     try:
         return True, fn(*args, **kwargs)
     except Exception as exc:
