@@ -10,10 +10,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from channels.db import database_sync_to_async
 from django.conf import settings
 
 from chat import agent_store
+from chat.hops import hop
 from chat.models import Agent
 
 from .providers.base import Provider
@@ -90,4 +90,4 @@ def turn_agent(thread_id: int) -> TurnAgent:
     )
 
 
-aturn_agent = database_sync_to_async(turn_agent)
+aturn_agent = hop(turn_agent)

@@ -15,7 +15,7 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-from chat import selectors, turns
+from chat import selectors, starts, turns
 
 from . import fanout
 from .fanout import EVENT_TYPE, thread_group
@@ -126,7 +126,7 @@ class TurnPublisher:
         repeated dispatch), and this start announces and runs nothing. The
         history the answer follows is read in the same hop (`history`).
         """
-        persisted, history = await turns.aopen_answer(
+        persisted, history = await starts.aopen_answer(
             self.thread_id,
             self.turn_id,
             agent=agent,

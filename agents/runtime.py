@@ -15,13 +15,14 @@ import logging
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from channels.db import database_sync_to_async
 from channels.layers import get_channel_layer
 from django.conf import settings
+from django.db import connection, transaction
 
-from chat import selectors, turns
+from chat import selectors, starts, turns
 from chat.models import AgentAction, Message
 from chat.retry import aretrying
 
@@ -168,7 +169,56 @@ def _open_turn(
     return OpenedTurn(agent, message, created, False, answer, history)
 
 
-_aopen_turn = aretrying(_open_turn, shared_commit=True)
+class _Start(NamedTuple):
+    """The arguments of one _open_turn() call."""
+
+    thread_id: int
+    turn_id: str
+    content: str
+    mentioned_documents: object
+    parent: int | None | turns.Follow
+    agent: TurnAgent | None = None
+    runner: str = ""
+
+
+def _open_turns(calls: list[tuple[tuple, dict]]) -> list[tuple[bool, Any]]:
+    """_open_turn() for each call of one hop: the plain starts together (chat.starts), any other alone.
+
+    Each call gets (True, its OpenedTurn) or (False, its exception); one
+    stored alone rolls back alone.
+    """
+    requests = [_Start(*args, **kwargs) for args, kwargs in calls]
+    outcomes: list[tuple[bool, Any] | None] = [None] * len(requests)
+    new, at = [], []
+    for i, start in enumerate(requests):
+        if start.parent is not turns.ACTIVE_LEAF:
+            continue
+        if start.agent is None and not settings.AGENT_WORKERS:
+            try:
+                requests[i] = start = start._replace(agent=turn_agent(start.thread_id))
+            except Exception as exc:  # a misconfigured agent: nothing is stored
+                outcomes[i] = (False, exc)
+                continue
+        answer = (start.agent.name, start.agent.model, start.runner) if start.runner and start.agent else None
+        new.append(starts.NewTurn(start.thread_id, start.turn_id, start.content, start.mentioned_documents, answer))
+        at.append(i)
+    for i, stored in zip(at, starts.store_new_turns(new), strict=True):
+        if stored is not None:
+            opened = OpenedTurn(requests[i].agent, stored.message, True, stored.running, stored.answer, stored.history)
+            outcomes[i] = (True, opened)
+    for i, outcome in enumerate(outcomes):
+        if outcome is None:
+            try:
+                with transaction.atomic():
+                    outcomes[i] = (True, _open_turn(*requests[i]))
+            except Exception as exc:
+                if connection.needs_rollback:  # the transaction itself is lost: the hop runs them one by one
+                    raise
+                outcomes[i] = (False, exc)
+    return [outcome for outcome in outcomes if outcome is not None]
+
+
+_aopen_turn = aretrying(_open_turn, shared_commit=True, batch=_open_turns)
 _arequest_stop = aretrying(request_stop)
 
 

@@ -13,6 +13,7 @@ of several per turn.
 from __future__ import annotations
 
 import asyncio
+import logging
 import weakref
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -20,7 +21,10 @@ from typing import Any
 from channels.db import database_sync_to_async
 from django.db import connection, transaction
 
-Call = tuple[Callable[..., Any], tuple, dict, asyncio.Future, bool]  # ..., shared_commit
+logger = logging.getLogger(__name__)
+
+Batch = Callable[[list[tuple[tuple, dict]]], list[tuple[bool, Any]]]
+Call = tuple[Callable[..., Any], tuple, dict, asyncio.Future, bool, Batch | None]  # ..., shared_commit, batch
 
 
 def _run_all(calls: list[Call]) -> list[tuple[bool, Any]]:
@@ -32,17 +36,18 @@ def _run_all(calls: list[Call]) -> list[tuple[bool, Any]]:
     call that fails rolls back alone. When
     that transaction itself is lost (a broken connection, a failed commit),
     each of its calls fails with the error, to be retried by its caller
-    (chat.retry). A caller awaits its call, so no caller sees its own calls
-    reordered.
+    (chat.retry). Calls with a batched twin (see hop) go through it first.
+    A caller awaits its call, so no caller sees its own calls reordered.
     """
-    shared = [i for i, call in enumerate(calls) if call[4]] if connection.vendor == "postgresql" else []
+    outcomes: list[tuple[bool, Any] | None] = _run_batches(calls)
+    left = [i for i, outcome in enumerate(outcomes) if outcome is None]
+    shared = [i for i in left if calls[i][4]] if connection.vendor == "postgresql" else []
     shared.sort(key=lambda i: calls[i][1][0])  # by thread id: every process locks thread rows in one order
-    if len(shared) < 2:
-        return [_outcome(call) for call in calls]
-    outcomes: list[tuple[bool, Any] | None] = [None] * len(calls)
-    alone = set(range(len(calls))) - set(shared)
+    alone = set(left) - set(shared) if len(shared) >= 2 else set(left)
     for i in sorted(alone):
         outcomes[i] = _outcome(calls[i])
+    if len(shared) < 2:
+        return [outcome for outcome in outcomes if outcome is not None]
     try:
         with transaction.atomic():
             for i in shared:
@@ -58,6 +63,31 @@ def _run_all(calls: list[Call]) -> list[tuple[bool, Any]]:
         for i in shared:
             outcomes[i] = (False, exc)
     return [outcome for outcome in outcomes if outcome is not None]
+
+
+def _run_batches(calls: list[Call]) -> list[tuple[bool, Any] | None]:
+    """Run the calls that have a batched twin through it, in one transaction per twin; None for the others.
+
+    When the twin fails as a whole (its transaction was lost, a concurrent
+    writer broke a constraint), its calls are left to run one by one.
+    """
+    outcomes: list[tuple[bool, Any] | None] = [None] * len(calls)
+    twins: dict[Batch, list[int]] = {}
+    for i, call in enumerate(calls):
+        if call[5] is not None:
+            twins.setdefault(call[5], []).append(i)
+    for batch, indexes in twins.items():
+        if len(indexes) < 2:
+            continue
+        try:
+            with transaction.atomic():
+                results = batch([(calls[i][1], calls[i][2]) for i in indexes])
+        except Exception:
+            logger.warning("a batch of %d %s failed; its calls run one by one", len(indexes), calls[indexes[0]][0])
+            continue
+        for i, outcome in zip(indexes, results, strict=True):
+            outcomes[i] = outcome
+    return outcomes
 
 
 def _outcome(call: Call) -> tuple[bool, Any]:
@@ -78,9 +108,11 @@ class HopQueue:
         self.calls: list[Call] = []
         self.task: asyncio.Task | None = None
 
-    async def call(self, fn: Callable[..., Any], args: tuple, kwargs: dict, shared_commit: bool) -> Any:
+    async def call(
+        self, fn: Callable[..., Any], args: tuple, kwargs: dict, shared_commit: bool, batch: Batch | None
+    ) -> Any:
         future = asyncio.get_running_loop().create_future()
-        self.calls.append((fn, args, kwargs, future, shared_commit))
+        self.calls.append((fn, args, kwargs, future, shared_commit, batch))
         if self.task is None or self.task.done():
             self.task = asyncio.get_running_loop().create_task(self._drain(), name="database-hops")
         return await future
@@ -91,11 +123,11 @@ class HopQueue:
             try:
                 outcomes = await _run_hop(batch)
             except BaseException as exc:  # the hop itself failed (or this task is cancelled): so did its calls
-                for _, _, _, future, _ in batch:
+                for _, _, _, future, *_ in batch:
                     if not future.done():
                         future.set_exception(exc if isinstance(exc, Exception) else asyncio.CancelledError())
                 raise
-            for (_, _, _, future, _), (ok, value) in zip(batch, outcomes, strict=True):
+            for (_, _, _, future, *_), (ok, value) in zip(batch, outcomes, strict=True):
                 if future.done():  # its caller stopped waiting
                     continue
                 if ok:
@@ -107,7 +139,9 @@ class HopQueue:
 _queues: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, HopQueue] = weakref.WeakKeyDictionary()
 
 
-def hop[**P, R](fn: Callable[P, R], shared_commit: bool = False) -> Callable[P, Awaitable[R]]:
+def hop[**P, R](
+    fn: Callable[P, R], shared_commit: bool = False, batch: Batch | None = None
+) -> Callable[P, Awaitable[R]]:
     """The async twin of `fn`, run on Channels' database thread in a hop shared with other calls.
 
     `shared_commit`: on PostgreSQL, `fn` may commit together with the hop's
@@ -117,6 +151,10 @@ def hop[**P, R](fn: Callable[P, R], shared_commit: bool = False) -> Callable[P, 
     threads in one order; a shared transaction that also locked existing
     message rows could deadlock with a delta writer, which locks those in
     an order of its own.
+
+    `batch`: the batched twin of `fn`, given the (args, kwargs) of several
+    calls of one hop and returning each one's outcome, (True, result) or
+    (False, exception), in that order; it runs in a transaction of its own.
     """
 
     async def call(*args: P.args, **kwargs: P.kwargs) -> R:
@@ -124,7 +162,7 @@ def hop[**P, R](fn: Callable[P, R], shared_commit: bool = False) -> Callable[P, 
         queue = _queues.get(loop)
         if queue is None:
             queue = _queues[loop] = HopQueue()
-        return await queue.call(fn, args, kwargs, shared_commit)
+        return await queue.call(fn, args, kwargs, shared_commit, batch)
 
     call.__name__ = getattr(fn, "__name__", "hop")
     call.__doc__ = fn.__doc__

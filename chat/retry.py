@@ -22,7 +22,7 @@ from asgiref.sync import SyncToAsync
 from django.conf import settings
 from django.db import InterfaceError, OperationalError, close_old_connections, connection
 
-from .hops import hop
+from .hops import Batch, hop
 
 logger = logging.getLogger(__name__)
 
@@ -74,14 +74,15 @@ def aretrying[**P, R](
     window: str = "DB_OUTAGE_SECONDS",
     thread: ThreadPoolExecutor | None = None,
     shared_commit: bool = False,
+    batch: Batch | None = None,
 ) -> Callable[P, Awaitable[R]]:
     """The async twin of `write`, retried through a database outage of up to the setting named `window` (seconds).
 
     It runs on Channels' database thread in a shared hop (chat.hops, where
-    `shared_commit` is explained), or on `thread` (see own_thread).
+    `shared_commit` and `batch` are explained), or on `thread` (see own_thread).
     """
     if thread is None:
-        call = hop(_on_fresh_connection(write), shared_commit)
+        call = hop(_on_fresh_connection(write), shared_commit, batch)
     else:
         attempt = _with_old_connections_closed(_on_fresh_connection(write))
         call = SyncToAsync(attempt, thread_sensitive=False, executor=thread)

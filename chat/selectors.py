@@ -302,30 +302,40 @@ def user_message_dict(message_id: int) -> dict | None:
 
 HISTORY_MESSAGES = 200
 
-# The ancestors of a message, nearest first: parent links walked in SQL (SQLite and PostgreSQL alike).
+# The ancestors of each given message: parent links walked in SQL (SQLite and PostgreSQL alike).
 _ANCESTORS = """
-WITH RECURSIVE path(id, depth) AS (
-    SELECT parent_id, 1 FROM chat_message WHERE id = %s
+WITH RECURSIVE path(root, id, depth) AS (
+    SELECT id, parent_id, 1 FROM chat_message WHERE id IN ({marks})
     UNION ALL
-    SELECT m.parent_id, path.depth + 1 FROM chat_message m JOIN path ON m.id = path.id WHERE path.depth < %s
+    SELECT path.root, m.parent_id, path.depth + 1 FROM chat_message m JOIN path ON m.id = path.id
+    WHERE path.depth < %s
 )
-SELECT m.id, m.role, m.content, m.status FROM path JOIN chat_message m ON m.id = path.id ORDER BY m.seq
+SELECT path.root, m.id, m.role, m.content, m.status FROM path JOIN chat_message m ON m.id = path.id
+ORDER BY path.root, m.seq
 """
 
 
 def history_entries(thread_id: int, before_message_id: int, limit: int = HISTORY_MESSAGES) -> list[dict]:
-    """The latest ancestors of a message (the path it answers, no other branch), oldest first, for a model.
+    """The latest ancestors of a message (the path it answers, no other branch), oldest first, for a model."""
+    return histories([before_message_id], limit)[before_message_id]
 
-    Read in hand-written SQL, as a turn starts: the path by its parent links,
+
+def histories(message_ids: list[int], limit: int = HISTORY_MESSAGES) -> dict[int, list[dict]]:
+    """history_entries() of each message, in three statements however many there are.
+
+    Read in hand-written SQL, as turns start: each path by its parent links,
     the text of a message still streaming (rare) with its pieces, and tool
     calls only when an answer is there.
     """
+    found: dict[int, list[dict]] = {message_id: [] for message_id in message_ids}
+    if not message_ids:
+        return found
     with connection.cursor() as cursor:
-        cursor.execute(_ANCESTORS, [before_message_id, limit])
+        cursor.execute(_ANCESTORS.format(marks=", ".join(["%s"] * len(message_ids))), [*message_ids, limit])
         rows = cursor.fetchall()
-        streaming = [pk for pk, _, _, status in rows if status == Message.Status.STREAMING]
+        streaming = {pk for _, pk, _, _, status in rows if status == Message.Status.STREAMING}
         texts = {m.pk: message_text(m) for m in _message_queryset().filter(pk__in=streaming)} if streaming else {}
-        answers = [pk for pk, role, _, _ in rows if role == Message.Role.ASSISTANT]
+        answers = sorted({pk for _, pk, role, _, _ in rows if role == Message.Role.ASSISTANT})
         actions: dict[int, list[dict]] = defaultdict(list)
         if answers:
             cursor.execute(
@@ -343,7 +353,9 @@ def history_entries(thread_id: int, before_message_id: int, limit: int = HISTORY
                         "status": status,
                     }
                 )
-    return [{"role": role, "content": texts.get(pk, content), "actions": actions[pk]} for pk, role, content, _ in rows]
+    for root, pk, role, content, _ in rows:
+        found[root].append({"role": role, "content": texts.get(pk, content), "actions": actions[pk]})
+    return found
 
 
 def _json(value: object) -> object:

@@ -69,7 +69,7 @@ def _next_seq(thread_id: int, now: Any = None) -> tuple[int, int | None]:
         cursor.execute(
             "UPDATE chat_thread SET last_seq = last_seq + 1, updated_at = %s WHERE id = %s"
             " RETURNING last_seq, active_leaf_id",
-            [_db_time(now or timezone.now()), thread_id],
+            [db_time(now or timezone.now()), thread_id],
         )
         row = cursor.fetchone()
     if row is None:
@@ -77,7 +77,7 @@ def _next_seq(thread_id: int, now: Any = None) -> tuple[int, int | None]:
     return row[0], row[1]
 
 
-def _db_time(value: Any) -> Any:
+def db_time(value: Any) -> Any:
     """A datetime as the ORM stores it (naive UTC text on SQLite), for hand-written SQL."""
     return connection.ops.adapt_datetimefield_value(value)
 
@@ -134,6 +134,45 @@ INSERT_MESSAGE = (
 )
 
 
+def insert_message_rows(count: int) -> str:
+    """INSERT_MESSAGE for `count` rows, returning each row's id and thread."""
+    row = f"({', '.join(['%s'] * len(MESSAGE_COLUMNS))})"
+    rows = ", ".join([row] * count)
+    return f"INSERT INTO chat_message ({', '.join(MESSAGE_COLUMNS)}) VALUES {rows} RETURNING id, thread_id"
+
+
+def message_values(
+    thread_id: int,
+    turn_id: str,
+    role: str,
+    seq: int,
+    parent_id: int | None,
+    content: str,
+    status: str,
+    metadata: dict,
+    heartbeat_at: Any,
+    runner: str,
+    stored_at: Any,
+) -> list:
+    """The values of a new message row, in MESSAGE_COLUMNS order (times already as db_time() gives them)."""
+    return [
+        thread_id,
+        turn_id,
+        role,
+        seq,
+        parent_id,
+        content,
+        len(content),
+        status,
+        _METADATA.get_db_prep_save(metadata, connection),
+        heartbeat_at,
+        False,
+        runner,
+        stored_at,
+        stored_at,
+    ]
+
+
 def _insert_turn_message(
     thread_id: int,
     turn_id: str,
@@ -162,23 +201,10 @@ def _insert_turn_message(
         now = timezone.now()
         seq, leaf = _next_seq(thread_id, now)  # locks the thread row: the leaf stays current
         parent_id = leaf if parent is ACTIVE_LEAF else parent
-        stored_at = _db_time(now)
-        values = [
-            thread_id,
-            turn_id,
-            role,
-            seq,
-            parent_id,
-            content,
-            len(content),
-            status,
-            _METADATA.get_db_prep_save(metadata or {}, connection),
-            None if heartbeat_at is None else _db_time(heartbeat_at),
-            False,
-            runner,
-            stored_at,
-            stored_at,
-        ]
+        beat = None if heartbeat_at is None else db_time(heartbeat_at)
+        values = message_values(
+            thread_id, turn_id, role, seq, parent_id, content, status, metadata or {}, beat, runner, db_time(now)
+        )
         with connection.cursor() as cursor:
             cursor.execute(INSERT_MESSAGE, values)
             message_id = cursor.fetchone()[0]
@@ -232,13 +258,19 @@ def persist_user_turn(
     return _insert_user_message(thread_id, turn_id, text, mentioned_documents, parent)[0]
 
 
-def _insert_user_message(
-    thread_id: int, turn_id: str, text: str, mentioned_documents: Any, parent: int | None | Follow
-) -> tuple[Persisted, Inserted | None, dict]:
+def user_metadata(mentioned_documents: Any) -> dict[str, Any]:
+    """The metadata of a new user message: its flags, and the documents it mentions, when any is complete."""
     metadata: dict[str, Any] = {"streaming": False, "cancelled": False, "has_error": False}
     documents = clean_documents(mentioned_documents)
     if documents:
         metadata["mentioned_documents"] = documents
+    return metadata
+
+
+def _insert_user_message(
+    thread_id: int, turn_id: str, text: str, mentioned_documents: Any, parent: int | None | Follow
+) -> tuple[Persisted, Inserted | None, dict]:
+    metadata = user_metadata(mentioned_documents)
     persisted, inserted = _insert_turn_message(
         thread_id, turn_id, Message.Role.USER, parent, True, content=text, metadata=metadata
     )
@@ -277,6 +309,11 @@ def store_user_message(
     return message, True
 
 
+def shell_metadata(agent: str, model: str) -> dict[str, Any]:
+    """The metadata of a new answer's shell: streaming, and the agent and model that answer."""
+    return {"streaming": True, "cancelled": False, "has_error": False, "agent": agent, "model": model}
+
+
 def persist_assistant_shell(
     thread_id: int,
     turn_id: str,
@@ -299,7 +336,7 @@ def persist_assistant_shell(
         parent_id,
         activate,
         status=Message.Status.STREAMING,
-        metadata={"streaming": True, "cancelled": False, "has_error": False, "agent": agent, "model": model},
+        metadata=shell_metadata(agent, model),
         heartbeat_at=timezone.now(),
         runner=runner,
     )[0]
@@ -344,7 +381,7 @@ def append_contents(pieces: list[tuple[int, str, int]]) -> list[int | None]:
     """
     if len({message_id for message_id, _, _ in pieces}) < len(pieces):
         return _append_one_by_one(pieces)  # one message twice: each piece must see the one before
-    now = _db_time(timezone.now())
+    now = db_time(timezone.now())
     lengths: list[int | None] = []
     inserts: list[tuple[int, int, str]] = []
     with transaction.atomic(), connection.cursor() as cursor:
@@ -392,7 +429,7 @@ def _append_one_by_one(pieces: list[tuple[int, str, int]]) -> list[int | None]:
     """append_contents() for a batch that holds a message more than once: a statement per piece."""
     lengths: list[int | None] = []
     with transaction.atomic(), connection.cursor() as cursor:
-        now = _db_time(timezone.now())
+        now = db_time(timezone.now())
         for message_id, delta, start in pieces:
             appended = _append(cursor, message_id, delta, start, now)
             lengths.append(None if appended is None else appended[0])
@@ -529,7 +566,7 @@ def _close_message(cursor: Any, message_id: int, content: str, metadata: Any, st
     )
     if error:
         metadata["error"] = _storable_error(error)
-    now = _db_time(timezone.now())
+    now = db_time(timezone.now())
     cursor.execute(
         "UPDATE chat_message SET content = %s, content_length = %s, status = %s, metadata = %s, updated_at = %s"
         " WHERE id = %s",
@@ -605,7 +642,7 @@ def touch_turn(message_id: int) -> bool:
     with connection.cursor() as cursor:
         cursor.execute(
             "UPDATE chat_message SET heartbeat_at = %s WHERE id = %s AND status = 'streaming'",
-            [_db_time(timezone.now()), message_id],
+            [db_time(timezone.now()), message_id],
         )
         cursor.execute("SELECT cancel_requested FROM chat_message WHERE id = %s", [message_id])
         row = cursor.fetchone()
@@ -668,7 +705,6 @@ def turn_summary(message_id: int) -> dict[str, Any] | None:
 apersist_user_turn = aretrying(persist_user_turn)
 astore_user_message = aretrying(store_user_message, shared_commit=True)
 apersist_assistant_shell = aretrying(persist_assistant_shell)
-aopen_answer = aretrying(open_answer, shared_commit=True)
 aappend_content = aretrying(append_content)
 # The delta writer's commits have a thread and connection of their own: a
 # stream's next delta never waits behind other turns' starts and reads.

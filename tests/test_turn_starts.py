@@ -1,0 +1,211 @@
+"""Many turns started in one hop (chat.starts): the same rows, dicts and answers as starting each alone."""
+
+from __future__ import annotations
+
+import asyncio
+from unittest import mock
+
+from django.db import IntegrityError, transaction
+
+from agents import runtime
+from chat import selectors, starts, turns
+from chat.models import Message, Thread
+from tests.base import ChatTestCase, ChatTransactionTestCase
+
+RUNNER = "specific.test!runner"
+
+
+def start(thread_id: int, turn_id: str, text: str = "hello", parent: object = turns.ACTIVE_LEAF) -> tuple:
+    return (thread_id, turn_id, text, None, parent), {"runner": RUNNER}
+
+
+class BatchedStartTests(ChatTestCase):
+    def setUp(self) -> None:
+        self.user = self.make_user()
+
+    def answered_thread(self) -> Thread:
+        """A thread with one finished turn: a new message follows its answer."""
+        thread = self.make_thread(self.user)
+        message = turns.persist_user_turn(thread.pk, "old", "before")
+        answer = turns.persist_assistant_shell(thread.pk, "old", parent_id=message.id)
+        turns.append_content(answer.id, "an answer")
+        turns.finalize_assistant_turn(answer.id, Message.Status.COMPLETED)
+        return thread
+
+    def assert_started_like_alone(self, thread: Thread, opened: runtime.OpenedTurn, text: str) -> None:
+        """What a start alone guarantees: the dict reads back the same, the shell answers it and is the leaf."""
+        self.assertTrue(opened.created)
+        self.assertEqual(opened.message, selectors.user_message_dict(opened.message["id"]))
+        self.assertEqual(opened.message["content"], text)
+        assert opened.answer is not None
+        shell = Message.objects.get(pk=opened.answer.id)
+        self.assertEqual(
+            (shell.role, shell.status, shell.parent_id, shell.runner, shell.seq),
+            ("assistant", "streaming", opened.message["id"], RUNNER, opened.message["seq"] + 1),
+        )
+        self.assertEqual(shell.metadata["agent"], opened.agent.name)
+        self.assertIsNotNone(shell.heartbeat_at)
+        thread.refresh_from_db()
+        self.assertEqual((thread.active_leaf_id, thread.last_seq), (shell.pk, shell.seq))
+        self.assertEqual(opened.history, selectors.history_entries(thread.pk, shell.pk))
+
+    def test_plain_starts_of_fresh_and_answered_threads(self) -> None:
+        fresh = [self.make_thread(self.user) for _ in range(5)]
+        answered = [self.answered_thread() for _ in range(3)]
+        calls = [start(t.pk, f"new-{t.pk}", f"text {t.pk}") for t in fresh + answered]
+        alone = mock.patch.object(turns, "_insert_turn_message", wraps=turns._insert_turn_message)
+        with alone as one_by_one, transaction.atomic():
+            outcomes = runtime._open_turns(calls)
+        self.assertEqual(one_by_one.call_count, 0, "every start was taken by the batch")
+        for thread, (ok, opened) in zip(fresh + answered, outcomes, strict=True):
+            self.assertTrue(ok, opened)
+            self.assert_started_like_alone(thread, opened, f"text {thread.pk}")
+        for thread, (_, opened) in zip(answered, outcomes[5:], strict=True):
+            old_answer = Message.objects.get(thread=thread, turn_id="old", role="assistant")
+            self.assertEqual(opened.message["parent_id"], old_answer.pk)
+            self.assertEqual(opened.message["versions"], [opened.message["id"]])
+            self.assertEqual([e["content"] for e in opened.history], ["before", "an answer", f"text {thread.pk}"])
+
+    def test_starts_not_taken_are_stored_alone_with_their_own_outcome(self) -> None:
+        """A thread twice, a repeated turn_id, a streaming thread, an edit, a thread gone: as each alone."""
+        twice, repeated, streaming, edited, plain = (self.make_thread(self.user) for _ in range(5))
+        first = turns.persist_user_turn(repeated.pk, "seen", "first send")
+        busy = turns.persist_user_turn(streaming.pk, "busy", "running")
+        turns.persist_assistant_shell(streaming.pk, "busy", parent_id=busy.id)
+        root = turns.persist_user_turn(edited.pk, "root", "root")
+        calls = [
+            start(twice.pk, "a", "one"),
+            start(twice.pk, "b", "two"),
+            start(repeated.pk, "seen", "second send"),
+            start(streaming.pk, "next", "while busy"),
+            start(edited.pk, "edit", "edited", parent=None),
+            start(999_999, "gone"),
+            start(plain.pk, "plain", "plain"),
+        ]
+        with transaction.atomic():
+            outcomes = runtime._open_turns(calls)
+        (ok_a, a), (ok_b, b), (ok_r, r), (ok_s, s), (ok_e, e), (ok_g, g), (ok_p, p) = outcomes
+        self.assertTrue(ok_a and ok_b and ok_r and ok_s and ok_e and ok_p)
+        self.assertIsNotNone(a.answer)  # the first of the thread answers at once
+        self.assertEqual((b.created, b.running, b.answer), (True, True, None))  # the second finds it streaming
+        self.assertEqual((r.created, r.message["id"], r.message["content"]), (False, first.id, "first send"))
+        self.assertEqual((s.created, s.running, s.answer), (True, True, None))
+        self.assertEqual((e.message["parent_id"], e.message["versions"]), (None, [root.id, e.message["id"]]))
+        self.assertFalse(ok_g)
+        self.assertIsInstance(g, ValueError)
+        self.assert_started_like_alone(plain, p, "plain")
+
+    def test_a_misconfigured_agent_fails_its_start_alone_and_stores_nothing(self) -> None:
+        bad, good = self.make_thread(self.user), self.make_thread(self.user)
+        real = runtime.turn_agent
+
+        def agent_of(thread_id: int) -> runtime.TurnAgent:
+            if thread_id == bad.pk:
+                raise ValueError("no provider")
+            return real(thread_id)
+
+        with mock.patch.object(runtime, "turn_agent", agent_of), transaction.atomic():
+            outcomes = runtime._open_turns([start(bad.pk, "x"), start(good.pk, "y")])
+        self.assertFalse(outcomes[0][0])
+        self.assertFalse(Message.objects.filter(thread=bad).exists())
+        self.assert_started_like_alone(good, outcomes[1][1], "hello")
+
+
+class BatchedAnswerTests(ChatTestCase):
+    """A worker opens the answers of the turns it is sent: starts.aopen_answer's batch."""
+
+    def setUp(self) -> None:
+        self.user = self.make_user()
+
+    def asked(self, turn_id: str = "t") -> tuple[Thread, int]:
+        thread = self.make_thread(self.user)
+        return thread, turns.persist_user_turn(thread.pk, turn_id, f"question {thread.pk}").id
+
+    def open_answer(self, thread_id: int, turn_id: str, parent_id: object, activate: bool | None = None) -> tuple:
+        shell = {"agent": "a", "model": "m", "runner": RUNNER, "parent_id": parent_id, "activate": activate}
+        return (thread_id, turn_id), shell
+
+    def test_answers_as_opened_alone(self) -> None:
+        plain = [self.asked() for _ in range(4)]
+        regenerated, first = self.asked()
+        moved, moved_question = self.asked()
+        turns.persist_user_turn(moved.pk, "later", "the path moved on")  # the leaf is no longer the question
+        repeated, repeated_question = self.asked()
+        existing = turns.persist_assistant_shell(repeated.pk, "t", parent_id=repeated_question)
+        followed, _ = self.asked()
+        calls = [self.open_answer(t.pk, "t", q) for t, q in plain] + [
+            self.open_answer(regenerated.pk, "again", first, activate=True),
+            self.open_answer(moved.pk, "t", moved_question),
+            self.open_answer(repeated.pk, "t", repeated_question),
+            self.open_answer(followed.pk, "t", turns.ACTIVE_LEAF),
+        ]
+        alone = mock.patch.object(turns, "open_answer", wraps=turns.open_answer)
+        with alone as one_by_one, transaction.atomic():
+            outcomes = starts._open_answers(calls)
+        self.assertEqual(one_by_one.call_count, 2, "the repeated turn and the parent to be found ran alone")
+        self.assertTrue(all(ok for ok, _ in outcomes), outcomes)
+        for (thread, question), (_, (persisted, history)) in zip(plain, outcomes[:4], strict=True):
+            shell = Message.objects.get(pk=persisted.id)
+            thread.refresh_from_db()
+            self.assertEqual(
+                (shell.parent_id, shell.status, shell.runner, shell.metadata["model"]),
+                (question, "streaming", RUNNER, "m"),
+            )
+            self.assertEqual((thread.active_leaf_id, thread.last_seq), (shell.pk, shell.seq))
+            self.assertEqual(history, selectors.history_entries(thread.pk, shell.pk))
+            self.assertEqual([e["content"] for e in history], [f"question {thread.pk}"])
+        again, kept, repeat, follow = (outcome for _, outcome in outcomes[4:])
+        self.assertEqual(Thread.objects.get(pk=regenerated.pk).active_leaf_id, again[0].id)
+        moved_leaf = Message.objects.get(thread=moved, turn_id="later").pk
+        self.assertEqual(Thread.objects.get(pk=moved.pk).active_leaf_id, moved_leaf, "the path was not pulled back")
+        self.assertTrue(kept[0].created)
+        self.assertEqual(repeat[0], turns.Persisted(existing.id, False))
+        self.assertTrue(follow[0].created)
+
+
+class BatchedHopTests(ChatTransactionTestCase):
+    async def test_a_burst_of_starts_takes_one_batch_and_each_gets_its_answer(self) -> None:
+        user = await asyncio.to_thread(self.make_user)
+        threads = await asyncio.to_thread(lambda: [self.make_thread(user).pk for _ in range(40)])
+        with mock.patch.object(starts, "store_new_turns", wraps=starts.store_new_turns) as batch:
+            opened = await asyncio.gather(
+                *(runtime._aopen_turn(t, f"burst-{t}", "hi", None, turns.ACTIVE_LEAF, runner=RUNNER) for t in threads)
+            )
+        self.assertLessEqual(batch.call_count, 2, "the first start's hop, then all that waited for it")
+        self.assertTrue(all(o.created and o.answer is not None for o in opened))
+        leaves = await asyncio.to_thread(
+            lambda: dict(Thread.objects.filter(pk__in=threads).values_list("pk", "active_leaf_id"))
+        )
+        self.assertEqual(leaves, {t: o.answer.id for t, o in zip(threads, opened, strict=True)})
+
+    async def test_a_batch_that_fails_as_a_whole_leaves_each_start_to_run_alone(self) -> None:
+        """A concurrent writer broke a constraint under the batch: it rolls back and each start runs alone."""
+        user = await asyncio.to_thread(self.make_user)
+        threads = await asyncio.to_thread(lambda: [self.make_thread(user).pk for _ in range(10)])
+
+        def broken(new: list) -> list:
+            turns.persist_user_turn(new[0].thread_id, "ghost", "rolled back")
+            raise IntegrityError("a concurrent insert")
+
+        with mock.patch.object(starts, "store_new_turns", broken), self.assertLogs("chat.hops", "WARNING"):
+            opened = await asyncio.gather(
+                *(runtime._aopen_turn(t, f"t-{t}", "hi", None, turns.ACTIVE_LEAF, runner=RUNNER) for t in threads)
+            )
+        self.assertTrue(all(o.created and o.answer is not None for o in opened))
+        ghosts = await asyncio.to_thread(lambda: Message.objects.filter(turn_id="ghost").count())
+        self.assertEqual(ghosts, 0, "the batch's writes were rolled back")
+
+    async def test_a_burst_of_answers_opened_in_a_worker_takes_one_batch(self) -> None:
+        user = await asyncio.to_thread(self.make_user)
+
+        def asked() -> tuple[int, int]:
+            thread = self.make_thread(user)
+            return thread.pk, turns.persist_user_turn(thread.pk, "w", "question").id
+
+        questions = await asyncio.to_thread(lambda: [asked() for _ in range(30)])
+        with mock.patch.object(starts, "open_new_answers", wraps=starts.open_new_answers) as batch:
+            opened = await asyncio.gather(
+                *(starts.aopen_answer(t, "w", agent="a", model="m", runner=RUNNER, parent_id=q) for t, q in questions)
+            )
+        self.assertLessEqual(batch.call_count, 2)
+        self.assertTrue(all(persisted.created and history for persisted, history in opened))
