@@ -199,7 +199,7 @@ GIL_SWITCH_INTERVAL_MS = env.float("GIL_SWITCH_INTERVAL_MS", default=0.5)
 # REDIS_URL) instead of the web process that received the message.
 AGENT_WORKERS = env.bool("AGENT_WORKERS", default=False)
 # Receives a worker process keeps in flight on the turns channel at once.
-AGENT_WORKER_LISTENERS = env.int("AGENT_WORKER_LISTENERS", default=16)
+AGENT_WORKER_LISTENERS = env.int("AGENT_WORKER_LISTENERS", default=64)
 # A user message with no answer started after this long had its start lost
 # (a worker killed between taking it and starting it): the sweeper sends it
 # again; after TURN_START_DEADLINE_SECONDS the turn ends `interrupted`.
