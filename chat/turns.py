@@ -399,12 +399,7 @@ def append_contents(pieces: list[tuple[int, str, int]]) -> list[int | None]:
             else:
                 lengths.append(None)
         for at in range(0, len(inserts), STATEMENT_ROWS):
-            rows = inserts[at : at + STATEMENT_ROWS]
-            cursor.execute(
-                "INSERT INTO chat_messagechunk (message_id, start, text) VALUES "
-                + ", ".join(["(%s, %s, %s)"] * len(rows)),
-                [value for row in rows for value in row],
-            )
+            _insert_pieces(cursor, inserts[at : at + STATEMENT_ROWS])
     return lengths
 
 
@@ -413,16 +408,41 @@ STATEMENT_ROWS = 500
 
 
 def _grow(cursor: Any, pieces: list[tuple[int, str, int]], now: Any) -> dict[int, int]:
-    """Grow each streaming message at its `start` by its delta's length, in one statement: {id: new length}."""
-    values = ", ".join(["(CAST(%s AS bigint), CAST(%s AS integer), CAST(%s AS integer))"] * len(pieces))
+    """Grow each streaming message at its `start` by its delta's length, in one statement: {id: new length}.
+
+    On PostgreSQL the rows go as three arrays: a short statement that psycopg
+    parses once, instead of three placeholders per message.
+    """
+    if connection.vendor == "postgresql":
+        rows = "unnest(%s::bigint[], %s::integer[], %s::integer[]) AS v(column1, column2, column3)"
+        params: list = [[m for m, _, _ in pieces], [len(d) for _, d, _ in pieces], [s for _, _, s in pieces]]
+    else:
+        values = ", ".join(["(CAST(%s AS bigint), CAST(%s AS integer), CAST(%s AS integer))"] * len(pieces))
+        rows = f"(VALUES {values}) AS v"
+        params = [value for message_id, delta, start in pieces for value in (message_id, len(delta), start)]
     cursor.execute(
         "UPDATE chat_message SET content_length = chat_message.content_length + v.column2, heartbeat_at = %s,"
-        f" updated_at = %s FROM (VALUES {values}) AS v WHERE chat_message.id = v.column1"
+        f" updated_at = %s FROM {rows} WHERE chat_message.id = v.column1"
         " AND chat_message.status = 'streaming' AND chat_message.content_length = v.column3"
         " RETURNING chat_message.id, chat_message.content_length",
-        [now, now, *(value for message_id, delta, start in pieces for value in (message_id, len(delta), start))],
+        [now, now, *params],
     )
     return dict(cursor.fetchall())
+
+
+def _insert_pieces(cursor: Any, rows: list[tuple[int, int, str]]) -> None:
+    """Store (message_id, start, text) pieces in one statement (as arrays on PostgreSQL, see _grow)."""
+    if connection.vendor == "postgresql":
+        cursor.execute(
+            "INSERT INTO chat_messagechunk (message_id, start, text)"
+            " SELECT * FROM unnest(%s::bigint[], %s::integer[], %s::text[])",
+            [[m for m, _, _ in rows], [s for _, s, _ in rows], [t for _, _, t in rows]],
+        )
+        return
+    cursor.execute(
+        "INSERT INTO chat_messagechunk (message_id, start, text) VALUES " + ", ".join(["(%s, %s, %s)"] * len(rows)),
+        [value for row in rows for value in row],
+    )
 
 
 def _append_one_by_one(pieces: list[tuple[int, str, int]]) -> list[int | None]:
@@ -649,6 +669,24 @@ def touch_turn(message_id: int) -> bool:
     return bool(row and row[0])
 
 
+def _touch_turns(calls: list[tuple[tuple, dict]]) -> list[tuple[bool, Any]]:
+    """touch_turn() for each call of one hop (chat.hops), in two statements: every streaming turn beats at once."""
+    message_ids = [_touched(*args, **kwargs) for args, kwargs in calls]
+    marks = ", ".join(["%s"] * len(message_ids))
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"UPDATE chat_message SET heartbeat_at = %s WHERE id IN ({marks}) AND status = 'streaming'",
+            [db_time(timezone.now()), *message_ids],
+        )
+        cursor.execute(f"SELECT id, cancel_requested FROM chat_message WHERE id IN ({marks})", message_ids)
+        flagged = {message_id for message_id, cancel in cursor.fetchall() if cancel}
+    return [(True, message_id in flagged) for message_id in message_ids]
+
+
+def _touched(message_id: int) -> int:
+    return message_id
+
+
 def request_cancel(thread_id: int, turn_id: str | None = None) -> int | None:
     """Flag the thread's streaming assistant message (of `turn_id`, if given) to stop.
 
@@ -712,7 +750,7 @@ APPEND_THREAD = own_thread("delta-append")
 aappend_contents = aretrying(append_contents, thread=APPEND_THREAD)
 astart_action = aretrying(start_action)
 afinish_action = aretrying(finish_action)
-atouch_turn = hop(touch_turn)
+atouch_turn = hop(touch_turn, batch=_touch_turns)
 # A turn that gave up on its appends still ends with its text once the
 # database is back: its finalize waits as long as the sweeper would.
 _aclose_assistant_turn = aretrying(close_assistant_turn, window="TURN_STALE_SECONDS")

@@ -96,3 +96,30 @@ class HopTests(ChatTransactionTestCase):
         expected = [1, 3, 5, 7, 9] if connection.vendor == "postgresql" else [5, 3, 9, 1, 7]
         # The first call goes alone in the first hop; the rest wait together for the second.
         self.assertEqual(ran[1:], [n for n in expected if n != ran[0]])
+
+
+class HeartbeatBatchTests(ChatTransactionTestCase):
+    async def test_heartbeats_of_one_hop_go_together_and_each_learns_its_own_cancel_flag(self) -> None:
+        from chat import turns
+        from chat.models import Message
+
+        user = await asyncio.to_thread(self.make_user)
+
+        def streaming(n: int) -> int:
+            thread = self.make_thread(user)
+            asked = turns.persist_user_turn(thread.pk, f"t{n}", "question")
+            return turns.persist_assistant_shell(thread.pk, f"t{n}", parent_id=asked.id).id
+
+        answers = await asyncio.to_thread(lambda: [streaming(n) for n in range(20)])
+        await asyncio.to_thread(lambda: Message.objects.filter(pk=answers[3]).update(cancel_requested=True))
+        await asyncio.to_thread(lambda: Message.objects.filter(pk__in=answers).update(heartbeat_at=None))
+        await asyncio.to_thread(lambda: Message.objects.filter(pk=answers[5]).update(status="completed"))
+        with mock.patch.object(turns, "_touch_turns", wraps=turns._touch_turns) as batch:
+            flags = await asyncio.gather(*(turns.atouch_turn(answer) for answer in answers))
+        self.assertIn(batch.call_count, (1, 2), "the first heartbeat's hop, then all that waited for it")
+        self.assertEqual([n for n, flag in enumerate(flags) if flag], [3])
+        beats = await asyncio.to_thread(
+            lambda: dict(Message.objects.filter(pk__in=answers).values_list("pk", "heartbeat_at"))
+        )
+        self.assertIsNone(beats[answers[5]], "a finished answer keeps no heartbeat")
+        self.assertTrue(all(beats[a] is not None for n, a in enumerate(answers) if n != 5))

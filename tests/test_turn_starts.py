@@ -171,7 +171,7 @@ class BatchedHopTests(ChatTransactionTestCase):
             opened = await asyncio.gather(
                 *(runtime._aopen_turn(t, f"burst-{t}", "hi", None, turns.ACTIVE_LEAF, runner=RUNNER) for t in threads)
             )
-        self.assertLessEqual(batch.call_count, 2, "the first start's hop, then all that waited for it")
+        self.assertIn(batch.call_count, (1, 2), "the first start's hop, then all that waited for it")
         self.assertTrue(all(o.created and o.answer is not None for o in opened))
         leaves = await asyncio.to_thread(
             lambda: dict(Thread.objects.filter(pk__in=threads).values_list("pk", "active_leaf_id"))
@@ -207,5 +207,5 @@ class BatchedHopTests(ChatTransactionTestCase):
             opened = await asyncio.gather(
                 *(starts.aopen_answer(t, "w", agent="a", model="m", runner=RUNNER, parent_id=q) for t, q in questions)
             )
-        self.assertLessEqual(batch.call_count, 2)
+        self.assertIn(batch.call_count, (1, 2))
         self.assertTrue(all(persisted.created and history for persisted, history in opened))
