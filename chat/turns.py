@@ -669,22 +669,23 @@ def touch_turn(message_id: int) -> bool:
     return bool(row and row[0])
 
 
-def _touch_turns(calls: list[tuple[tuple, dict]]) -> list[tuple[bool, Any]]:
-    """touch_turn() for each call of one hop (chat.hops), in two statements: every streaming turn beats at once."""
-    message_ids = [_touched(*args, **kwargs) for args, kwargs in calls]
+def touch_turns(message_ids: list[int]) -> set[int]:
+    """touch_turn() for many turns in two statements; the ids of those asked to cancel."""
     marks = ", ".join(["%s"] * len(message_ids))
     with connection.cursor() as cursor:
         cursor.execute(
             f"UPDATE chat_message SET heartbeat_at = %s WHERE id IN ({marks}) AND status = 'streaming'",
             [db_time(timezone.now()), *message_ids],
         )
-        cursor.execute(f"SELECT id, cancel_requested FROM chat_message WHERE id IN ({marks})", message_ids)
-        flagged = {message_id for message_id, cancel in cursor.fetchall() if cancel}
+        cursor.execute(f"SELECT id FROM chat_message WHERE id IN ({marks}) AND cancel_requested", message_ids)
+        return {row[0] for row in cursor.fetchall()}
+
+
+def _touch_in_one_hop(calls: list[tuple[tuple, dict]]) -> list[tuple[bool, Any]]:
+    """The touch_turn() calls of one hop (chat.hops) as one touch_turns(): every streaming turn beats at once."""
+    message_ids = [args[0] if args else kwargs["message_id"] for args, kwargs in calls]
+    flagged = touch_turns(message_ids)
     return [(True, message_id in flagged) for message_id in message_ids]
-
-
-def _touched(message_id: int) -> int:
-    return message_id
 
 
 def request_cancel(thread_id: int, turn_id: str | None = None) -> int | None:
@@ -750,7 +751,7 @@ APPEND_THREAD = own_thread("delta-append")
 aappend_contents = aretrying(append_contents, thread=APPEND_THREAD)
 astart_action = aretrying(start_action)
 afinish_action = aretrying(finish_action)
-atouch_turn = hop(touch_turn, batch=_touch_turns)
+atouch_turn = hop(touch_turn, batch=_touch_in_one_hop)
 # A turn that gave up on its appends still ends with its text once the
 # database is back: its finalize waits as long as the sweeper would.
 _aclose_assistant_turn = aretrying(close_assistant_turn, window="TURN_STALE_SECONDS")

@@ -114,7 +114,7 @@ class HeartbeatBatchTests(ChatTransactionTestCase):
         await asyncio.to_thread(lambda: Message.objects.filter(pk=answers[3]).update(cancel_requested=True))
         await asyncio.to_thread(lambda: Message.objects.filter(pk__in=answers).update(heartbeat_at=None))
         await asyncio.to_thread(lambda: Message.objects.filter(pk=answers[5]).update(status="completed"))
-        with mock.patch.object(turns, "_touch_turns", wraps=turns._touch_turns) as batch:
+        with mock.patch.object(turns, "touch_turns", wraps=turns.touch_turns) as batch:
             flags = await asyncio.gather(*(turns.atouch_turn(answer) for answer in answers))
         self.assertIn(batch.call_count, (1, 2), "the first heartbeat's hop, then all that waited for it")
         self.assertEqual([n for n, flag in enumerate(flags) if flag], [3])
