@@ -18,7 +18,6 @@ from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 from channels.db import database_sync_to_async
-from channels.layers import get_channel_layer
 from django.conf import settings
 from django.db import connection, transaction
 
@@ -26,7 +25,7 @@ from chat import selectors, starts, turns
 from chat.models import AgentAction, Message
 from chat.retry import aretrying
 
-from . import inbox
+from . import inbox, turn_queue
 from .catalog import TurnAgent, aturn_agent, turn_agent
 from .control import acancel_turn, stop_requested
 from .control import request as request_stop
@@ -49,7 +48,6 @@ from .usage import TurnTokenAccumulator
 logger = logging.getLogger(__name__)
 
 # The queue (a channel-layer channel) worker processes take turns from.
-TURNS_CHANNEL = "agent-turns"
 
 SERVER_ERROR = {"code": "server_error", "message": "The agent stopped because of a server error.", "retryable": True}
 STORAGE_ERROR = {
@@ -100,7 +98,7 @@ async def start_turn(
 
     The turn runs with `agent`, by default the thread's (agents.catalog):
     here as a task, or with AGENT_WORKERS in a worker process
-    (agents.worker), which receives it through the TURNS_CHANNEL queue.
+    (agents.worker), which receives it through agents.turn_queue.
     """
     turn_id = turn_id or new_turn_id()
     # Here, with nothing running in the thread, the answer's shell goes in the same hop.
@@ -261,7 +259,7 @@ async def dispatch(
         message["activate"] = activate
     if not wait_for_previous:
         message["wait_for_previous"] = False
-    await get_channel_layer().send(TURNS_CHANNEL, message)
+    await turn_queue.send(message)
 
 
 def begin_turn(

@@ -1,7 +1,8 @@
 """Agent worker processes: Channels' own background workers run the turns of a cluster.
 
 With AGENT_WORKERS set, a web process stores the user's message and queues
-`turn.start` on runtime.TURNS_CHANNEL; `python manage.py run_agent_worker`
+`turn.start` on TURNS_CHANNEL (agents.turn_queue: a burst goes in `turn.starts`
+messages); `python manage.py run_agent_worker`
 (Channels' `runworker` with a graceful stop) takes it and runs the turn with
 the same runtime code as the embedded default. The queue is a channels-redis
 list: a message waits there (up to the layer's expiry) until a worker takes
@@ -39,6 +40,11 @@ class TurnWorkerConsumer(DirectDispatch, AsyncConsumer):
             activate=message.get("activate"),
             wait_for_previous=message.get("wait_for_previous", True),
         )
+
+    async def turn_starts(self, message: dict) -> None:
+        """Starts sent together (agents.turn_queue), each as its own `turn.start`."""
+        for start in message["turns"]:
+            await self.turn_start(start)
 
 
 class AgentWorker(Worker):

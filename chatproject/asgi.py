@@ -10,8 +10,8 @@ django_asgi_app = get_asgi_application()
 from channels.routing import ChannelNameRouter, ProtocolTypeRouter  # noqa: E402
 
 from agents import process  # noqa: E402
-from agents.runtime import TURNS_CHANNEL  # noqa: E402
 from agents.sweeper import SweeperMiddleware, start_when_serving  # noqa: E402
+from agents.turn_queue import TURNS_CHANNEL  # noqa: E402
 from agents.worker import TurnWorkerConsumer  # noqa: E402
 from chatproject import shutdown  # noqa: E402
 from web.routing import websocket_application  # noqa: E402

@@ -7,7 +7,7 @@ from typing import Any
 from channels.management.commands.runworker import Command as RunWorker
 
 from agents import process
-from agents.runtime import TURNS_CHANNEL
+from agents.turn_queue import TURNS_CHANNEL
 from agents.worker import AgentWorker
 
 
