@@ -123,3 +123,46 @@ class HeartbeatBatchTests(ChatTransactionTestCase):
         )
         self.assertIsNone(beats[answers[5]], "a finished answer keeps no heartbeat")
         self.assertTrue(all(beats[a] is not None for n, a in enumerate(answers) if n != 5))
+
+    def test_a_heartbeat_skips_an_answer_the_delta_writer_holds_on_postgresql(self) -> None:
+        """Waiting for the writer's row lock while holding others deadlocked with it: the held row is skipped."""
+        import unittest
+
+        from django.db import connections, transaction
+
+        from chat import turns
+        from chat.models import Message
+
+        if connection.vendor != "postgresql":
+            raise unittest.SkipTest("row locks: PostgreSQL")
+        user = self.make_user()
+        answers = []
+        for n in range(2):
+            thread = self.make_thread(user)
+            asked = turns.persist_user_turn(thread.pk, f"t{n}", "question")
+            answers.append(turns.persist_assistant_shell(thread.pk, f"t{n}", parent_id=asked.id).id)
+        Message.objects.filter(pk__in=answers).update(heartbeat_at=None, cancel_requested=True)
+        locked, released = threading.Event(), threading.Event()
+
+        def writer_holds_the_first() -> None:
+            try:
+                with transaction.atomic():
+                    Message.objects.select_for_update().get(pk=answers[0])
+                    locked.set()
+                    released.wait(30)
+            finally:
+                connections.close_all()
+
+        holder = threading.Thread(target=writer_holds_the_first, daemon=True)
+        holder.start()
+        self.assertTrue(locked.wait(30))
+        try:
+            with transaction.atomic():
+                flagged = turns.touch_turns(answers)  # returns at once: nothing to wait for
+        finally:
+            released.set()
+            holder.join(30)
+        self.assertEqual(flagged, set(answers), "both cancel flags are read, the held row's too")
+        beats = dict(Message.objects.filter(pk__in=answers).values_list("pk", "heartbeat_at"))
+        self.assertIsNone(beats[answers[0]])
+        self.assertIsNotNone(beats[answers[1]])
