@@ -24,7 +24,16 @@ from .registry import registry
 
 ACTIVE_LEAF = turns.ACTIVE_LEAF
 
-aturn_facts = hop(selectors.turn_facts)
+def _facts_in_one_hop(calls: list[tuple[tuple, dict]]) -> list[tuple[bool, Any]]:
+    """The turn_facts() calls of one hop (chat.hops) as one selectors.turn_facts_many()."""
+    asked = [(args[0], args[1], args[2]) for args, _ in calls]
+    beats = {args[3] for args, _ in calls}
+    if len(beats) > 1 or any(kwargs or len(args) != 4 for args, kwargs in calls):
+        return [(True, selectors.turn_facts(*args, **kwargs)) for args, kwargs in calls]
+    return [(True, facts) for facts in selectors.turn_facts_many(asked, beats.pop())]
+
+
+aturn_facts = hop(selectors.turn_facts, batch=_facts_in_one_hop)
 alive_turns_elsewhere = database_sync_to_async(selectors.live_turns_elsewhere)
 aturn_exists = database_sync_to_async(selectors.turn_exists)
 aanswered_message = database_sync_to_async(selectors.answered_message)

@@ -163,6 +163,37 @@ class BatchedAnswerTests(ChatTestCase):
         self.assertTrue(follow[0].created)
 
 
+class BatchedFactsTests(ChatTestCase):
+    def test_facts_of_many_messages_read_together_equal_each_read_alone(self) -> None:
+        """Repeated, regenerated and new turn_ids; users with running turns here and elsewhere, one gone stale."""
+        from datetime import timedelta
+
+        from django.utils import timezone
+
+        alice, bob = self.make_user("alice"), self.make_user("bob")
+        threads = [self.make_thread(alice) for _ in range(4)] + [self.make_thread(bob) for _ in range(2)]
+        sent = turns.persist_user_turn(threads[0].pk, "sent", "once")
+        for n, thread in enumerate(threads[1:4] + threads[4:5]):
+            asked = turns.persist_user_turn(thread.pk, f"run{n}", "running")
+            turns.persist_assistant_shell(thread.pk, f"run{n}", parent_id=asked.id)
+        turns.persist_assistant_shell(threads[5].pk, "regen", parent_id=None)
+        stale = Message.objects.get(thread=threads[3], role="assistant")
+        Message.objects.filter(pk=stale.pk).update(heartbeat_at=timezone.now() - timedelta(minutes=5))
+        asked = [
+            (alice.pk, threads[0].pk, "sent"),
+            (alice.pk, threads[0].pk, "new"),
+            (alice.pk, threads[1].pk, None),
+            (alice.pk, threads[2].pk, "run1"),
+            (bob.pk, threads[5].pk, "regen"),
+            (bob.pk, threads[4].pk, "fresh"),
+        ]
+        together = selectors.turn_facts_many(asked, 6.0)
+        self.assertEqual(together, [selectors.turn_facts(*a, 6.0) for a in asked])
+        self.assertEqual(together[0].stored_user_message["id"], sent.id)
+        self.assertEqual([f.live_elsewhere for f in together], [2, 2, 1, 1, 1, 1])
+        self.assertEqual((together[4].turn_exists, together[4].stored_user_message), (True, None))
+
+
 class BatchedHopTests(ChatTransactionTestCase):
     async def test_a_burst_of_starts_takes_one_batch_and_each_gets_its_answer(self) -> None:
         user = await asyncio.to_thread(self.make_user)
