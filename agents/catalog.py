@@ -77,7 +77,27 @@ def join_prompts(*prompts: str) -> str:
 def turn_agent(thread_id: int) -> TurnAgent:
     """The agent a new turn of the thread runs with: the thread's, or the default one."""
     own, default, thread_prompt = agent_store.turn_agents(thread_id)
-    default = _in_step(default)  # raises for a misconfigured provider, whichever agent runs
+    return _turn_agent(own, _in_step(default), thread_prompt)  # _in_step raises for a misconfigured provider
+
+
+def turn_agents(thread_ids: list[int]) -> dict[int, TurnAgent | Exception]:
+    """turn_agent() of many threads in one query; each gets its agent, or the error a start alone would raise."""
+    found = agent_store.turn_agents_of(thread_ids)
+    in_step: dict[int | None, Agent] = {}  # the default agent, brought in step once
+    agents: dict[int, TurnAgent | Exception] = {}
+    for thread_id in thread_ids:
+        own, default, thread_prompt = found.get(thread_id, (None, None, ""))
+        key = default.pk if default is not None else None
+        try:
+            if key not in in_step:
+                in_step[key] = _in_step(default)
+            agents[thread_id] = _turn_agent(own, in_step[key], thread_prompt)
+        except Exception as exc:
+            agents[thread_id] = exc
+    return agents
+
+
+def _turn_agent(own: Agent | None, default: Agent, thread_prompt: str) -> TurnAgent:
     agent = own or default
     tools = tuple(name for name in agent.tools or () if name in TOOLS)
     provider = build_provider(agent)

@@ -26,7 +26,7 @@ from chat.models import AgentAction, Message
 from chat.retry import aretrying
 
 from . import inbox, turn_queue
-from .catalog import TurnAgent, aturn_agent, turn_agent
+from .catalog import TurnAgent, aturn_agent, turn_agent, turn_agents
 from .control import acancel_turn, stop_requested
 from .control import request as request_stop
 from .errors import INTERRUPTED_ERROR
@@ -187,16 +187,18 @@ def _open_turns(calls: list[tuple[tuple, dict]]) -> list[tuple[bool, Any]]:
     """
     requests = [_Start(*args, **kwargs) for args, kwargs in calls]
     outcomes: list[tuple[bool, Any] | None] = [None] * len(requests)
+    unknown = [s.thread_id for s in requests if s.agent is None] if not settings.AGENT_WORKERS else []
+    agents = turn_agents(unknown) if unknown else {}
     new, at = [], []
     for i, start in enumerate(requests):
+        found = agents.get(start.thread_id)
+        if isinstance(found, Exception):  # a misconfigured agent: nothing is stored
+            outcomes[i] = (False, found)
+            continue
+        if found is not None:
+            requests[i] = start = start._replace(agent=found)
         if start.parent is not turns.ACTIVE_LEAF:
             continue
-        if start.agent is None and not settings.AGENT_WORKERS:
-            try:
-                requests[i] = start = start._replace(agent=turn_agent(start.thread_id))
-            except Exception as exc:  # a misconfigured agent: nothing is stored
-                outcomes[i] = (False, exc)
-                continue
         answer = (start.agent.name, start.agent.model, start.runner) if start.runner and start.agent else None
         new.append(starts.NewTurn(start.thread_id, start.turn_id, start.content, start.mentioned_documents, answer))
         at.append(i)

@@ -75,25 +75,34 @@ def turn_agents(thread_id: int) -> tuple[Agent | None, Agent | None, str]:
     One hand-written query, as a turn starts; the rows carry what a turn
     needs of an agent, not its description or creation time.
     """
+    return turn_agents_of([thread_id]).get(thread_id, (None, None, ""))
+
+
+def turn_agents_of(thread_ids: list[int]) -> dict[int, tuple[Agent | None, Agent | None, str]]:
+    """turn_agents() of many threads in one query; a thread that is gone is left out."""
     columns = ", ".join(f"a.{name}" for name in _TURN_AGENT_FIELDS)
+    marks = ", ".join(["%s"] * len(thread_ids))
     with connection.cursor() as cursor:
         cursor.execute(
-            f"SELECT t.system_prompt, t.agent_id, {columns} FROM chat_thread t"
-            " LEFT JOIN chat_agent a ON a.id = t.agent_id OR a.is_default = %s WHERE t.id = %s",
-            [True, thread_id],
+            f"SELECT t.id, t.system_prompt, t.agent_id, {columns} FROM chat_thread t"
+            f" LEFT JOIN chat_agent a ON a.id = t.agent_id OR a.is_default = %s WHERE t.id IN ({marks})",
+            [True, *thread_ids],
         )
         rows = cursor.fetchall()
-    own = default = None
-    for _prompt, agent_id, *values in rows:
-        if values[0] is None:
-            continue  # no agent at all yet
-        fields = dict(zip(_TURN_AGENT_FIELDS, values, strict=True))
-        fields["tools"] = json.loads(fields["tools"]) if isinstance(fields["tools"], str) else fields["tools"]
-        fields["is_default"] = bool(fields["is_default"])
-        agent = Agent(**fields)
-        if agent.pk == agent_id:
-            own = agent
-        if agent.is_default:
-            default = agent
-    prompt = rows[0][0] if rows else ""
-    return own, default, prompt
+    agents: dict[int, Agent] = {}  # each row once, however many threads share it
+    found: dict[int, tuple[Agent | None, Agent | None, str]] = {}
+    for thread_id, prompt, agent_id, *values in rows:
+        own, default, _ = found.get(thread_id, (None, None, prompt))
+        if values[0] is not None:  # else no agent at all yet
+            agent = agents.get(values[0])
+            if agent is None:
+                fields = dict(zip(_TURN_AGENT_FIELDS, values, strict=True))
+                fields["tools"] = json.loads(fields["tools"]) if isinstance(fields["tools"], str) else fields["tools"]
+                fields["is_default"] = bool(fields["is_default"])
+                agent = agents[values[0]] = Agent(**fields)
+            if agent.pk == agent_id:
+                own = agent
+            if agent.is_default:
+                default = agent
+        found[thread_id] = (own, default, prompt)
+    return found

@@ -95,20 +95,28 @@ class BatchedStartTests(ChatTestCase):
         self.assertIsInstance(g, ValueError)
         self.assert_started_like_alone(plain, p, "plain")
 
-    def test_a_misconfigured_agent_fails_its_start_alone_and_stores_nothing(self) -> None:
-        bad, good = self.make_thread(self.user), self.make_thread(self.user)
-        real = runtime.turn_agent
+    def test_each_start_runs_with_its_threads_agent_and_a_misconfigured_one_fails_alone(self) -> None:
+        from chat.models import Agent
 
-        def agent_of(thread_id: int) -> runtime.TurnAgent:
-            if thread_id == bad.pk:
-                raise ValueError("no provider")
-            return real(thread_id)
-
-        with mock.patch.object(runtime, "turn_agent", agent_of), transaction.atomic():
-            outcomes = runtime._open_turns([start(bad.pk, "x"), start(good.pk, "y")])
+        bad, own, default = (self.make_thread(self.user) for _ in range(3))
+        bad.agent = Agent.objects.create(name="broken", provider="nope")
+        bad.save()
+        own.agent = Agent.objects.create(name="writer", provider="local", system_prompt="Write.")
+        own.system_prompt = "Briefly."
+        own.save()
+        with transaction.atomic():
+            outcomes = runtime._open_turns([start(bad.pk, "x"), start(own.pk, "y"), start(default.pk, "z")])
         self.assertFalse(outcomes[0][0])
+        self.assertIsInstance(outcomes[0][1], ValueError)
         self.assertFalse(Message.objects.filter(thread=bad).exists())
-        self.assert_started_like_alone(good, outcomes[1][1], "hello")
+        for thread, (ok, opened) in zip((own, default), outcomes[1:], strict=True):
+            self.assertTrue(ok, opened)
+            self.assert_started_like_alone(thread, opened, "hello")
+            alone = runtime.turn_agent(thread.pk)
+            self.assertEqual((opened.agent.name, opened.agent.system_prompt), (alone.name, alone.system_prompt))
+        self.assertEqual(
+            (outcomes[1][1].agent.name, outcomes[1][1].agent.system_prompt), ("writer", "Write.\n\nBriefly.")
+        )
 
 
 class BatchedAnswerTests(ChatTestCase):
