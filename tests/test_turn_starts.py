@@ -248,3 +248,14 @@ class BatchedHopTests(ChatTransactionTestCase):
             )
         self.assertIn(batch.call_count, (1, 2))
         self.assertTrue(all(persisted.created and history for persisted, history in opened))
+
+    async def test_a_workers_burst_of_starts_reads_their_agents_in_one_query(self) -> None:
+        from agents import catalog
+
+        user = await asyncio.to_thread(self.make_user)
+        threads = await asyncio.to_thread(lambda: [self.make_thread(user).pk for _ in range(25)])
+        with mock.patch.object(catalog.agent_store, "turn_agents_of", wraps=catalog.agent_store.turn_agents_of) as read:
+            agents = await asyncio.gather(*(catalog.aturn_agent(t) for t in threads))
+        self.assertIn(read.call_count, (1, 2))
+        alone = await asyncio.to_thread(catalog.turn_agent, threads[0])
+        self.assertTrue(all((a.name, a.model) == (alone.name, alone.model) for a in agents))
