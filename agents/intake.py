@@ -24,6 +24,7 @@ from .registry import registry
 
 ACTIVE_LEAF = turns.ACTIVE_LEAF
 
+
 def _facts_in_one_hop(calls: list[tuple[tuple, dict]]) -> list[tuple[bool, Any]]:
     """The turn_facts() calls of one hop (chat.hops) as one selectors.turn_facts_many()."""
     asked = [(args[0], args[1], args[2]) for args, _ in calls]
