@@ -2,11 +2,16 @@
 
 A socket registers here for its thread (`join`) and gets every event of it
 through its `deliver`, a call in this process: no channel-layer message and
-no database hop per socket. Events also go to the thread's group on the
-events layer (settings.EVENTS_CHANNEL_LAYER, Redis pub/sub in a cluster),
-to which each process holding sockets of the thread subscribes its own
-channel once; such a process hands each event it receives to its sockets,
-and skips the ones it made itself.
+no database hop per socket. Events also go to the events layer
+(settings.EVENTS_CHANNEL_LAYER, Redis pub/sub in a cluster), to which each
+process holding sockets of a thread subscribes its own channel once; such
+a process hands each event it receives to its sockets, and skips the ones
+it made itself. Over Redis, a thread's events go to its shard's group (one
+of SHARDS): what a process sends in one round trip (a delta writer's
+commit, say) is one message per shard, not one per thread, and a receiving
+process takes the events of its own threads out of it. One message per
+thread had cost each web process a pub/sub message to parse, decode and
+queue per event: 2,200 a second each at 442 streams.
 
 A layer may lose events (a Redis restart, a full channel). Events of a turn
 carry a sequence number per sending process: a gap makes this process's
@@ -22,7 +27,7 @@ import asyncio
 import contextlib
 import logging
 import uuid
-from collections import OrderedDict, deque
+from collections import Counter, OrderedDict, deque
 from typing import Protocol
 
 from channels.layers import BaseChannelLayer, InMemoryChannelLayer, get_channel_layer
@@ -35,6 +40,7 @@ from . import groups
 logger = logging.getLogger(__name__)
 
 EVENT_TYPE = "thread.event"
+EVENTS_TYPE = "thread.events"  # events of one shard's threads, in the order they were sent
 SWITCHED_TYPE = "thread.switched"  # the thread's active path changed: resync
 PROBE_TYPE = "fanout.probe"
 ORIGIN = uuid.uuid4().hex  # tags this process's events, so that it skips its own when they come back
@@ -42,6 +48,7 @@ SEEN_LIMIT = 10_000  # (thread, turn, origin) sequences remembered
 RETRY_SECONDS = 1.0
 OUTBOX = 10_000  # events waiting for the layer in this process, at most
 BATCH = 1_000  # events sent to the layer in one round trip, at most
+SHARDS = 16  # groups a remote layer's events are spread over (see shard_group)
 
 
 class Subscriber(Protocol):
@@ -53,10 +60,21 @@ class Subscriber(Protocol):
 
 
 def thread_group(thread_id: int) -> str:
+    """The group of the thread's events on an in-memory layer (this process's own listeners, in tests)."""
     return f"thread-{thread_id}"
 
 
+def shard_group(thread_id: int) -> str:
+    """The group of the thread's events on a remote layer, shared with the other threads of its shard.
+
+    Fewer shards mean fewer messages per round trip but more events a
+    process receives for threads it holds no socket of.
+    """
+    return f"thread-events-{thread_id % SHARDS}"
+
+
 _sockets: dict[int, set[Subscriber]] = {}
+_shard_threads: Counter[str] = Counter()  # per shard group: the threads this process holds sockets of
 
 
 def deliver(thread_id: int, frame: dict) -> None:
@@ -93,7 +111,10 @@ async def publish_switch(thread_id: int) -> None:
 
 async def join(thread_id: int, socket: Subscriber) -> None:
     """Send the thread's events to `socket` from now on; the first one subscribes this process to the thread."""
-    _sockets.setdefault(thread_id, set()).add(socket)
+    if thread_id not in _sockets:
+        _sockets[thread_id] = set()
+        _shard_threads[shard_group(thread_id)] += 1
+    _sockets[thread_id].add(socket)
     await _subscription().reconcile(thread_id)
 
 
@@ -104,6 +125,7 @@ async def leave(thread_id: int, socket: Subscriber) -> None:
         sockets.discard(socket)
         if not sockets:
             del _sockets[thread_id]
+            _shard_threads[shard_group(thread_id)] -= 1
     await _subscription().reconcile(thread_id)
 
 
@@ -115,11 +137,11 @@ class Subscription:
         self.loop = asyncio.get_running_loop()
         self.lock = asyncio.Lock()
         self.channel = ""
-        self.threads: set[int] = set()
+        self.shards: set[str] = set()  # the shard groups this channel is in
         self.seen: OrderedDict[tuple[int, str, str], int] = OrderedDict()
         self.tasks: list[asyncio.Task] = []
         self.heard = asyncio.Event()
-        self.outbox: deque[tuple[str, dict]] = deque()
+        self.outbox: deque[tuple[str, dict]] = deque()  # (shard group, message)
         self.has_mail = asyncio.Event()
         self.sender: asyncio.Task | None = None
         self.dropped = 0
@@ -146,7 +168,7 @@ class Subscription:
         if len(self.outbox) >= OUTBOX:
             self.outbox.popleft()
             self.dropped += 1
-        self.outbox.append((thread_group(thread_id), message))
+        self.outbox.append((shard_group(thread_id), message))
         self.has_mail.set()
         if self.sender is None or self.sender.done():
             self.sender = self.loop.create_task(self._send_all(), name="events-sender")
@@ -159,8 +181,13 @@ class Subscription:
             self.has_mail.clear()
             while self.outbox:
                 # Everything queued while the last batch was on its way goes
-                # in one round trip (groups.send_many), in order.
-                batch = [self.outbox.popleft() for _ in range(min(len(self.outbox), BATCH))]
+                # in one round trip (groups.send_many), one message per shard,
+                # each shard's events in order.
+                by_shard: dict[str, list[dict]] = {}
+                for _ in range(min(len(self.outbox), BATCH)):
+                    group, message = self.outbox.popleft()
+                    by_shard.setdefault(group, []).append(message)
+                batch = [(group, {"type": EVENTS_TYPE, "events": events}) for group, events in by_shard.items()]
                 try:
                     await groups.send_many(self.layer, batch)
                     if failing:
@@ -177,7 +204,7 @@ class Subscription:
         return self.layer is not None and not isinstance(self.layer, InMemoryChannelLayer)
 
     async def reconcile(self, thread_id: int) -> None:
-        """Subscribe to the thread's group while this process holds sockets of it, and only then."""
+        """Subscribe to the thread's shard while this process holds sockets of a thread of it, and only then."""
         if not self.remote:
             return
         assert self.layer is not None
@@ -185,13 +212,14 @@ class Subscription:
             if not self.channel:
                 self.channel = await self.layer.new_channel()
                 self.tasks = [self.loop.create_task(self._listen()), self.loop.create_task(self._probe())]
-            wanted, held = thread_id in _sockets, thread_id in self.threads
+            group = shard_group(thread_id)
+            wanted, held = _shard_threads[group] > 0, group in self.shards
             if wanted and not held:
-                await self.layer.group_add(thread_group(thread_id), self.channel)
-                self.threads.add(thread_id)
+                await self.layer.group_add(group, self.channel)
+                self.shards.add(group)
             elif held and not wanted:
-                self.threads.discard(thread_id)
-                await self.layer.group_discard(thread_group(thread_id), self.channel)
+                self.shards.discard(group)
+                await self.layer.group_discard(group, self.channel)
 
     async def _listen(self) -> None:
         assert self.layer is not None
@@ -212,8 +240,12 @@ class Subscription:
         if kind == PROBE_TYPE:
             self.heard.set()
             return
-        if message.get("origin") == ORIGIN or "thread_id" not in message:
+        if kind == EVENTS_TYPE:
+            for event in message.get("events", ()):
+                self.received(event)
             return
+        if message.get("origin") == ORIGIN or message.get("thread_id") not in _sockets:
+            return  # this process's own, or of a thread of the shard it holds no socket of
         thread_id = message["thread_id"]
         if kind == SWITCHED_TYPE:
             resync(thread_id)

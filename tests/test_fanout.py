@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections import Counter
 from collections.abc import AsyncIterator
 from unittest import mock
 
@@ -94,9 +95,9 @@ class FanoutTests(SimpleTestCase):
         await fanout.join(900_007, one)
         await fanout.join(900_007, two)
         frame = {"type": "message_delta", "turn_id": "t", "message_id": 1, "data": {"offset": 0, "delta": "a"}}
-        group = fanout.thread_group(900_007)
+        group = fanout.shard_group(900_007)
         other = {"type": fanout.EVENT_TYPE, "thread_id": 900_007, "frame": frame, "origin": "elsewhere", "seq": 1}
-        await RemoteLayer.shared.group_send(group, other)
+        await RemoteLayer.shared.group_send(group, {"type": fanout.EVENTS_TYPE, "events": [other]})
         await fanout.publish(900_007, frame, 1)  # this process's: handed over by broadcast, skipped when it comes back
         await until(lambda: one.frames and two.frames, "the other process's event")
         await asyncio.sleep(0.1)  # let this process's own event come back, were it not skipped
@@ -118,13 +119,35 @@ class FanoutTests(SimpleTestCase):
         await fanout.leave(900_001, here)
         await fanout.leave(900_002, there)
 
-    async def test_the_last_socket_of_a_thread_unsubscribes_the_process(self) -> None:
-        """Once no socket of the thread is left here, its events no longer come to this process."""
+    async def test_the_last_socket_of_a_shard_unsubscribes_the_process(self) -> None:
+        """Once no socket of any thread of the shard is left here, its events no longer come to this process."""
+        one, other = Socket(), Socket()
+        # This process alone, without the sockets earlier tests left registered.
+        self.enterContext(mock.patch.object(fanout, "_sockets", {}))
+        self.enterContext(mock.patch.object(fanout, "_shard_threads", Counter()))
+        thread_id = 900_003
+        same_shard = thread_id + fanout.SHARDS
+        group = fanout.shard_group(thread_id)
+        await fanout.join(thread_id, one)
+        await fanout.join(same_shard, other)
+        await fanout.leave(thread_id, one)
+        self.assertIn(group, fanout._subscription().shards, "a thread of the shard still has a socket here")
+        await fanout.leave(same_shard, other)
+        self.assertNotIn(group, fanout._subscription().shards)
+        self.assertFalse(RemoteLayer.shared.groups.get(group))
+
+    async def test_events_of_a_shards_other_threads_are_skipped(self) -> None:
+        """A shard's message carries threads this process holds no socket of: only its own reach its sockets."""
         socket = Socket()
-        await fanout.join(900_003, socket)
-        await fanout.leave(900_003, socket)
-        self.assertNotIn(900_003, fanout._subscription().threads)
-        self.assertFalse(RemoteLayer.shared.groups.get(fanout.thread_group(900_003)))
+        await fanout.join(900_004, socket)
+        stranger = other_process_event(900_004 + fanout.SHARDS, 1)
+        mine = other_process_event(900_004, 1)
+        message = {"type": fanout.EVENTS_TYPE, "events": [stranger, mine, other_process_event(900_004, 2)]}
+        await RemoteLayer.shared.group_send(fanout.shard_group(900_004), message)
+        await until(lambda: len(socket.frames) == 2, "this process's thread's events")
+        self.assertEqual([f["data"]["seq"] for f in socket.frames], [1, 2])
+        self.assertEqual(socket.resyncs, 0)
+        await fanout.leave(900_004, socket)
 
 
 def other_process_event(thread_id: int, seq: int) -> dict:
@@ -171,9 +194,9 @@ class RedisFanoutTests(SimpleTestCase):
             await here.layer.flush()
 
     async def until_subscribed(self) -> None:
-        """Wait until Redis lists this process's subscription to each thread's group (SUBSCRIBE is not answered)."""
+        """Wait until Redis lists this process's subscription to each thread's shard (SUBSCRIBE is not answered)."""
         layer = fanout.events_layer()._get_layer()
-        channels = [layer._get_group_channel_name(fanout.thread_group(thread_id)) for thread_id in self.THREADS]
+        channels = [layer._get_group_channel_name(fanout.shard_group(thread_id)) for thread_id in self.THREADS]
         client = aioredis.from_url(self.redis_url)
         try:
             loop = asyncio.get_running_loop()
@@ -198,10 +221,14 @@ class RedisFanoutTests(SimpleTestCase):
         return spy
 
     async def test_a_burst_of_several_threads_arrives_in_order_in_one_round_trip(self) -> None:
-        """Events queued together go to Redis in one batch and reach each thread's socket in order, none resynced."""
+        """Events queued together go to Redis in one batch, a message per shard, and reach each thread's socket
+        in order, none resynced."""
         async with self.two_processes():
             spy = await self.send_burst()
-        self.assertEqual([len(call.args[1]) for call in spy.await_args_list], [len(self.THREADS) * self.BURST])
+        self.assertEqual(spy.await_count, 1)
+        batch = spy.await_args.args[1]
+        self.assertEqual(sorted(group for group, _ in batch), sorted(fanout.shard_group(t) for t in self.THREADS))
+        self.assertEqual(sum(len(message["events"]) for _, message in batch), len(self.THREADS) * self.BURST)
         for socket in self.sockets.values():
             self.assertEqual([frame["data"]["seq"] for frame in socket.frames], list(range(1, self.BURST + 1)))
             self.assertEqual(socket.resyncs, 0)
