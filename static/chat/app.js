@@ -117,6 +117,7 @@ async function sendMessage(content, { fromComposer = false } = {}) {
     navigate(created.id, { replace: true }); // the new-chat page becomes this thread in the history
   } else {
     autoTitle = threads.isUntitled(thread.state.threadId);
+    await settings.settled(); // a prompt or agent saved a moment ago applies to this message
   }
   const sent = await thread.send(content, { fromComposer, autoTitle });
   if (sent) view.followLatest();

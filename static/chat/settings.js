@@ -76,18 +76,29 @@ export class ChatSettings {
     this.promptInput.focus();
   }
 
-  async save(fields) {
+  save(fields) {
     const thread = this.hooks.thread();
     if (!thread) {
       this.draft = { ...this.draft, ...fields };
       this.draw();
-      return;
+      return Promise.resolve();
     }
+    const saving = this.store(thread.id, fields);
+    this.saving = saving;
+    return saving;
+  }
+
+  async store(threadId, fields) {
     try {
-      this.hooks.saved(await api.updateThread(thread.id, fields));
+      this.hooks.saved(await api.updateThread(threadId, fields));
     } catch (error) {
       toast(`Could not change this chat: ${error.message}`, { error: true });
     }
     this.draw();
+  }
+
+  /** Resolves once the last change sent to the server was answered: a message sent next runs with it. */
+  settled() {
+    return this.saving || Promise.resolve();
   }
 }

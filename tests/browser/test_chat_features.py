@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import time
 
 from playwright.sync_api import expect
 
@@ -102,8 +103,22 @@ class ChatFeatureTests(BrowserTestCase):
         page.get_by_test_id("prompt-open").click()
         page.get_by_test_id("prompt-input").fill("please reply in capitals")
         self.shot(page, "prompt-dialog")
+        # The save is held on its way: a message sent meanwhile waits for it, so it runs with the new prompt.
+        held = []
+        page.route(
+            re.compile(r"/api/threads/\d+/$"),
+            lambda route: held.append(route) if route.request.method == "PATCH" else route.continue_(),
+        )
         page.get_by_test_id("prompt-save").click()
-        self.answered(page, "more soft words")
+        count = page.locator("[data-testid=message][data-role=assistant]").count()
+        self.send(page, "more soft words")
+        deadline = time.monotonic() + 10
+        while not held and time.monotonic() < deadline:
+            page.wait_for_timeout(20)  # until the route has the save in hand
+        self.assertTrue(held, "the prompt's save reached the route")
+        held[0].continue_()
+        expect(page.locator("[data-testid=message][data-role=assistant]")).to_have_count(count + 1)
+        expect(self.last_answer(page)).to_have_attribute("data-status", "completed")
         expect(self.last_answer(page)).to_contain_text("MORE SOFT WORDS")
         self.assertEqual(self.api_thread(self.thread_id(page))["system_prompt"], "please reply in capitals")
 
