@@ -19,9 +19,9 @@ from typing import Any, NamedTuple
 
 from channels.db import database_sync_to_async
 from django.conf import settings
-from django.db import connection, transaction
 
 from chat import selectors, starts, turns
+from chat.hops import in_savepoint
 from chat.models import AgentAction, Message
 from chat.retry import aretrying
 
@@ -206,16 +206,10 @@ def _open_turns(calls: list[tuple[tuple, dict]]) -> list[tuple[bool, Any]]:
         if stored is not None:
             opened = OpenedTurn(requests[i].agent, stored.message, True, stored.running, stored.answer, stored.history)
             outcomes[i] = (True, opened)
-    for i, outcome in enumerate(outcomes):
-        if outcome is None:
-            try:
-                with transaction.atomic():
-                    outcomes[i] = (True, _open_turn(*requests[i]))
-            except Exception as exc:
-                if connection.needs_rollback:  # the transaction itself is lost: the hop runs them one by one
-                    raise
-                outcomes[i] = (False, exc)
-    return [outcome for outcome in outcomes if outcome is not None]
+    return [
+        outcome if outcome is not None else in_savepoint(_open_turn, *start)
+        for outcome, start in zip(outcomes, requests, strict=True)
+    ]
 
 
 _aopen_turn = aretrying(_open_turn, shared_commit=True, batch=_open_turns)

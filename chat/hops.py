@@ -51,18 +51,27 @@ def _run_all(calls: list[Call]) -> list[tuple[bool, Any]]:
     try:
         with transaction.atomic():
             for i in shared:
-                try:
-                    with transaction.atomic():
-                        fn, args, kwargs, *_ = calls[i]
-                        outcomes[i] = (True, fn(*args, **kwargs))
-                except Exception as exc:
-                    if connection.needs_rollback:  # its savepoint could not even be rolled back
-                        raise
-                    outcomes[i] = (False, exc)
+                fn, args, kwargs, *_ = calls[i]
+                outcomes[i] = in_savepoint(fn, *args, **kwargs)
     except Exception as exc:
         for i in shared:
             outcomes[i] = (False, exc)
     return [outcome for outcome in outcomes if outcome is not None]
+
+
+def in_savepoint(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> tuple[bool, Any]:
+    """Run `fn` in a savepoint of the open transaction: (True, result), or (False, exception) rolled back alone.
+
+    Raises when the savepoint could not even be rolled back: the whole
+    transaction is lost, and its caller's calls fail (or run one by one).
+    """
+    try:
+        with transaction.atomic():
+            return True, fn(*args, **kwargs)
+    except Exception as exc:
+        if connection.needs_rollback:
+            raise
+        return False, exc
 
 
 def _run_batches(calls: list[Call]) -> list[tuple[bool, Any] | None]:

@@ -17,10 +17,11 @@ from __future__ import annotations
 from collections import Counter
 from typing import Any, NamedTuple
 
-from django.db import connection, transaction
+from django.db import connection
 from django.utils import timezone
 
 from . import selectors, turns
+from .hops import in_savepoint
 from .models import Message
 from .retry import aretrying
 from .turns import Persisted, db_time, insert_message_rows, message_values, shell_metadata, user_metadata
@@ -120,15 +121,15 @@ def store_new_turns(new: list[NewTurn]) -> list[StoredTurn | None]:
 
 
 class NewAnswer(NamedTuple):
-    """The shell of an answer to open: turns.open_answer()'s arguments."""
+    """The shell of an answer to open: turns.open_answer()'s arguments, by the same names and defaults."""
 
     thread_id: int
     turn_id: str
-    parent_id: Any  # an id; ACTIVE_LEAF (to be found) is left to turns.open_answer
-    activate: bool | None
-    agent: str
-    model: str
-    runner: str
+    parent_id: Any = turns.ACTIVE_LEAF  # an id; ACTIVE_LEAF (to be found) is left to turns.open_answer
+    activate: bool | None = None
+    agent: str = ""
+    model: str = ""
+    runner: str = ""
 
 
 def open_new_answers(new: list[NewAnswer]) -> list[tuple[Persisted, list] | None]:
@@ -185,35 +186,11 @@ def open_new_answers(new: list[NewAnswer]) -> list[tuple[Persisted, list] | None
 
 def _open_answers(calls: list[tuple[tuple, dict]]) -> list[tuple[bool, Any]]:
     """turns.open_answer() for each call of one hop (chat.hops): together, and any not taken alone."""
-    new = [_new_answer(*args, **kwargs) for args, kwargs in calls]
+    new = [NewAnswer(*args, **kwargs) for args, kwargs in calls]
     outcomes: list[tuple[bool, Any]] = []
     for (args, kwargs), done in zip(calls, open_new_answers(new), strict=True):
-        if done is not None:
-            outcomes.append((True, done))
-            continue
-        try:
-            with transaction.atomic():
-                outcomes.append((True, turns.open_answer(*args, **kwargs)))
-        except Exception as exc:
-            if connection.needs_rollback:  # the transaction itself is lost: the hop runs them one by one
-                raise
-            outcomes.append((False, exc))
+        outcomes.append((True, done) if done is not None else in_savepoint(turns.open_answer, *args, **kwargs))
     return outcomes
-
-
-def _new_answer(
-    thread_id: int,
-    turn_id: str,
-    agent: str = "",
-    model: str = "",
-    runner: str = "",
-    parent_id: Any = turns.ACTIVE_LEAF,
-    activate: bool | None = None,
-) -> NewAnswer:
-    """The NewAnswer of an open_answer() call."""
-    return NewAnswer(
-        thread_id, "" if not isinstance(parent_id, int) else turn_id, parent_id, activate, agent, model, runner
-    )
 
 
 aopen_answer = aretrying(turns.open_answer, shared_commit=True, batch=_open_answers)
