@@ -153,8 +153,9 @@ class Message(models.Model):
             ),
             # Live turns: assistant messages that finished in the last minutes, newest
             # first (role = 'assistant' AND updated_at >= ... ORDER BY updated_at DESC).
-            # Partial, so the appends of a streaming message (each sets updated_at)
-            # never write to it.
+            # Partial, so a streaming message is not in it. (Appends leave
+            # updated_at and heartbeat_at alone within a heartbeat, so that
+            # PostgreSQL can make them HOT updates: chat.turns._BEATS.)
             models.Index(
                 fields=["role", "-updated_at"],
                 condition=~Q(status="streaming"),
