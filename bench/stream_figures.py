@@ -184,6 +184,23 @@ def table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+ROLES = ["web", "worker", "postgres", "redis"]
+
+
+def cpu_roles(rows: list[dict]) -> str:
+    """Where the server CPU of each step of a target of several processes went: seconds by role."""
+    picked = [r for r in rows if len(r.get("cpu_by_role", {})) > 1]
+    if not picked:
+        return ""
+    roles = [role for role in ROLES if any(role in r["cpu_by_role"] for r in picked)]
+    roles += sorted({role for r in picked for role in r["cpu_by_role"]} - set(roles))
+    lines = ["| target | K | " + " | ".join(roles) + " | total |", "|" + " --- |" * (len(roles) + 3)]
+    for r in picked:
+        used = [fmt(r["cpu_by_role"].get(role), 2) for role in roles]
+        lines.append(f"| {r['target']} | {r['k']} | " + " | ".join(used) + f" | {fmt(r['cpu_s'], 2)} |")
+    return "\n".join(lines)
+
+
 def line(row: dict, rows: list[dict]) -> str:
     """One row as the run prints it while going."""
     return "| " + " | ".join(cells(row, rows)) + " |"

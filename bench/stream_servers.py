@@ -74,22 +74,29 @@ def catches(pid: int, signum: int) -> bool:
 
 
 class Sampler:
-    """A step's server CPU (servers, plus services with their children) and the peak of the servers' summed RSS."""
+    """A step's server CPU (servers, plus services with their children), by role, and the peak of the servers' RSS.
 
-    def __init__(self, servers: list[int], services: list[int]) -> None:
+    `servers` and `services` map a pid to its role ("web", "worker",
+    "postgres", ...); a service's children count as the service.
+    """
+
+    def __init__(self, servers: dict[int, str], services: dict[int, str]) -> None:
         self.servers, self.services = servers, services
         self.peak = 0
         self._stop = threading.Event()
 
-    def cpu(self) -> float:
-        pids = self.servers + [p for s in self.services for p in (s, *children(s))]
-        total = 0.0
-        for pid in pids:
+    def cpu(self) -> dict[str, float]:
+        """CPU seconds used so far by each role."""
+        pids = dict(self.servers)
+        for service, role in self.services.items():
+            pids |= {pid: role for pid in (service, *children(service))}
+        used: dict[str, float] = {}
+        for pid, role in pids.items():
             try:
-                total += proc_stat(pid)[0]
+                used[role] = used.get(role, 0.0) + proc_stat(pid)[0]
             except OSError:
                 pass
-        return total
+        return used
 
     def rss(self) -> int:
         total = 0
@@ -113,7 +120,9 @@ class Sampler:
     def __exit__(self, *exc: object) -> None:
         self._stop.set()
         self.thread.join()
-        self.cpu_used = self.cpu() - self.cpu_start
+        end = self.cpu()
+        self.cpu_by_role = {role: used - self.cpu_start.get(role, 0.0) for role, used in end.items()}
+        self.cpu_used = sum(self.cpu_by_role.values())
 
 
 # --- processes ------------------------------------------------------------------
@@ -151,7 +160,7 @@ class Target:
         self.name, self.words, self.folder, self.extra_env = name, words, folder, extra_env
         self.processes: list[tuple[str, subprocess.Popen, Path]] = []  # (role, process, log)
         self.web_ports: list[int] = []
-        self.services: list[int] = []
+        self.services: dict[int, str] = {}  # pid: role
         self.stops: list[Callable[[], None]] = []
         self.pool: list[list[Any]] = []  # chat targets: unused [session_key, thread_id]
         self.batches = 0
@@ -218,13 +227,13 @@ class Target:
             if self._stopped:
                 stop_pg()
                 raise RuntimeError(f"{self.name} was stopped while starting")
-            self.services.append(self.postmaster())
+            self.services[self.postmaster()] = "postgres"
             redis_port = free_port()
             redis = shutil.which("redis-server") or "redis-server"
             command = [redis, "--port", str(redis_port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
             process = self.spawn("redis", command, None, ROOT)
             wait_port(redis_port, process, self.processes[-1][2])
-            self.services.append(process.pid)
+            self.services[process.pid] = "redis"
             env |= {"REDIS_URL": f"redis://127.0.0.1:{redis_port}/0", "AGENT_WORKERS": "1"}
             web = 2
         env["DATABASE_URL"] = self.database_url
@@ -272,9 +281,9 @@ class Target:
     def pids(self) -> set[int]:
         return {p.pid for _, p, _ in self.processes} | set(self.services)
 
-    def server_pids(self) -> list[int]:
-        """The processes of the server itself (peer, daphnes, worker), not PostgreSQL or Redis."""
-        return [p.pid for role, p, _ in self.processes if role != "redis"]
+    def server_pids(self) -> dict[int, str]:
+        """The processes of the server itself (peer, daphnes, worker), not PostgreSQL or Redis: {pid: role}."""
+        return {p.pid: role for role, p, _ in self.processes if role != "redis"}
 
     # --- users
 

@@ -36,7 +36,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from types import FrameType
 
-from stream_figures import largest, line, step_row, summary, table
+from stream_figures import cpu_roles, largest, line, step_row, summary, table
 from stream_servers import BENCH, CHAT_TARGETS, Sampler, Target, check_loopback, proc_stat
 
 TARGETS = ["bare", "direct", "embedded", "cluster"]
@@ -95,6 +95,7 @@ def measure(target: Target, k: int) -> dict:
     commits = target.commits()
     stored = target.stored([r["thread_id"] for r in results if r.get("thread_id")])
     row = step_row(target.name, k, target.words, results, stored, sampler.cpu_used, sampler.peak, commits)
+    row["cpu_by_role"] = sampler.cpu_by_role
     if exited := target.alive():
         row["passed"] = False
         row["errors"].insert(0, f"server processes exited: {', '.join(exited)}")
@@ -110,7 +111,7 @@ def idle_socket_kb(target: Target, count: int) -> float:
     from websockets.asyncio.client import connect
 
     jobs = target.jobs(count)
-    pid = target.server_pids()[0]
+    pid = next(iter(target.server_pids()))
 
     async def hold() -> float:
         before = proc_stat(pid)[1]
@@ -239,6 +240,8 @@ def main() -> int:
     )
     rows.sort(key=lambda r: (args.targets.index(r["target"]), r["k"]))
     report = f"{header}\n\n{table(rows)}\n\n{summary(rows, args.targets, idle_kb)}\n"
+    if by_role := cpu_roles(rows):
+        report += f"\nServer CPU seconds of each step by role (targets of several processes):\n\n{by_role}\n"
     print("\n" + report)
     print(f"delta writer totals per process at the end: {writers}")
     if args.write:

@@ -124,6 +124,14 @@ class StreamsBenchTests(SimpleTestCase):
             self.assertEqual(row(bench.text, target, 2)[2], "yes")
         commits = row(bench.text, "cluster", 2)[8]  # from the writers' logs, else from PostgreSQL
         self.assertRegex(commits, r"^[\d,]+\.\d( \(pg( [\d,]+\.\d)?\))?$")
+        # The cluster's CPU by role: every one of its processes counted, summing to the row's server CPU.
+        self.assertIn("| target | K | web | worker | postgres | redis | total |", bench.text)
+        by_role = next(
+            line for line in bench.text.splitlines() if line.startswith("| cluster | 2 | ") and line.count("|") == 8
+        )
+        cells = [float(c) for c in by_role.strip("| ").split(" | ")[2:]]
+        self.assertTrue(all(c >= 0 for c in cells) and cells[0] > 0 and cells[1] > 0, by_role)
+        self.assertAlmostEqual(sum(cells[:-1]), cells[-1], delta=0.02)
         self.assertEqual(alive(pids), [])
 
     def test_an_interrupted_run_stops_every_process_it_started(self) -> None:
