@@ -194,10 +194,14 @@ def cpu_roles(rows: list[dict]) -> str:
         return ""
     roles = [role for role in ROLES if any(role in r["cpu_by_role"] for r in picked)]
     roles += sorted({role for r in picked for role in r["cpu_by_role"]} - set(roles))
-    lines = ["| target | K | " + " | ".join(roles) + " | total |", "|" + " --- |" * (len(roles) + 3)]
+    lines = [
+        "| target | K | " + " | ".join(roles) + " | total | of it, opening the sockets |",
+        "|" + " --- |" * (len(roles) + 4),
+    ]
     for r in picked:
         used = [fmt(r["cpu_by_role"].get(role), 2) for role in roles]
-        lines.append(f"| {r['target']} | {r['k']} | " + " | ".join(used) + f" | {fmt(r['cpu_s'], 2)} |")
+        total, opening = fmt(r["cpu_s"], 2), fmt(r.get("cpu_open_s"), 2)
+        lines.append(f"| {r['target']} | {r['k']} | " + " | ".join(used) + f" | {total} | {opening} |")
     return "\n".join(lines)
 
 

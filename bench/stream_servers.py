@@ -107,7 +107,12 @@ class Sampler:
                 pass
         return total
 
+    def mark_open(self) -> None:
+        """Every socket of the step is open: what was used so far went on opening them."""
+        self.cpu_open = sum(self.cpu().values()) - sum(self.cpu_start.values())
+
     def __enter__(self) -> Sampler:
+        self.cpu_open: float | None = None
         self.cpu_start = self.cpu()
         self.thread = threading.Thread(target=self._run, daemon=True)
         self.thread.start()

@@ -32,6 +32,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from types import FrameType
@@ -47,8 +48,8 @@ WARM_UP = 2  # streams of each target's unmeasured first step
 IDLE_SOCKETS = 200
 
 
-def run_clients(jobs: list[dict], words: int) -> list[dict]:
-    """Spread the jobs over 3 client processes; once every socket is open, all send at the same moment."""
+def run_clients(jobs: list[dict], words: int, on_open: Callable[[], None] | None = None) -> list[dict]:
+    """Spread the jobs over 3 client processes; once every socket is open (`on_open`), all send at the same moment."""
     timeout = 60 + 2 * words * 0.02
     processes = []
     try:
@@ -69,6 +70,8 @@ def run_clients(jobs: list[dict], words: int) -> list[dict]:
             assert process.stdout is not None
             if process.stdout.readline().strip() != "ready":
                 raise RuntimeError("a client process failed before its sockets were open")
+        if on_open is not None:
+            on_open()
         start_at = time.time() + 0.05
         for process in processes:
             assert process.stdin is not None
@@ -91,11 +94,11 @@ def measure(target: Target, k: int) -> dict:
     jobs = target.jobs(k)
     target.commits()  # the baseline
     with Sampler(target.server_pids(), target.services) as sampler:
-        results = run_clients(jobs, target.words)
+        results = run_clients(jobs, target.words, sampler.mark_open)
     commits = target.commits()
     stored = target.stored([r["thread_id"] for r in results if r.get("thread_id")])
     row = step_row(target.name, k, target.words, results, stored, sampler.cpu_used, sampler.peak, commits)
-    row["cpu_by_role"] = sampler.cpu_by_role
+    row["cpu_by_role"], row["cpu_open_s"] = sampler.cpu_by_role, sampler.cpu_open
     if exited := target.alive():
         row["passed"] = False
         row["errors"].insert(0, f"server processes exited: {', '.join(exited)}")
