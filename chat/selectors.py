@@ -95,9 +95,9 @@ def _active_leaf(thread_id: int) -> int | None:
     return Thread.objects.filter(pk=thread_id).values_list("active_leaf_id", flat=True).first()
 
 
-def _path_messages(thread_id: int, limit: int | None = None) -> tuple[list[Message], Tree]:
+def _path_messages(thread_id: int, limit: int | None = None, tree: Tree | None = None) -> tuple[list[Message], Tree]:
     """The messages of the active path (the last `limit` of them), in order, with the tree. Call in a transaction."""
-    tree = Tree(thread_id)
+    tree = tree or Tree(thread_id)
     path = tree.active_path(_active_leaf(thread_id))
     if limit is not None:
         path = path[-limit:]
@@ -223,7 +223,12 @@ def own_thread(user: User | AnonymousUser, thread_id: int) -> Thread | None:
     """The thread if it exists and belongs to `user`; None otherwise (the caller answers 404)."""
     if not isinstance(user, User) or not user.is_authenticated:
         return None
-    return Thread.objects.filter(pk=thread_id, owner=user).first()
+    return owned_thread(user.pk, thread_id)
+
+
+def owned_thread(owner_id: int, thread_id: int) -> Thread | None:
+    """The thread if it exists and belongs to the user with id `owner_id`; None otherwise."""
+    return Thread.objects.filter(pk=thread_id, owner_id=owner_id).first()
 
 
 def list_threads(user: User) -> list[dict]:
@@ -262,7 +267,10 @@ def thread_export(thread: Thread) -> dict:
 def thread_snapshot(thread_id: int, limit: int = SNAPSHOT_MESSAGES) -> dict:
     """The `snapshot` frame: the latest messages of the active path and the running turn, read in one transaction."""
     with transaction.atomic():
-        messages, tree = _path_messages(thread_id, limit)
+        tree = Tree(thread_id)
+        if not tree.parents:  # a new thread: nothing more to read
+            return {"type": "snapshot", "thread_id": thread_id, "messages": [], "active_turn": None}
+        messages, tree = _path_messages(thread_id, limit, tree)
         active = (
             Message.objects.filter(thread_id=thread_id, role=Message.Role.ASSISTANT, status=Message.Status.STREAMING)
             .order_by("-seq")

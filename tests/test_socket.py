@@ -110,6 +110,85 @@ class ConnectTests(SocketTestCase):
                 self.assertEqual(first, {"type": "websocket.close", "code": expected})
             await communicator.disconnect()
 
+    async def log_in(self) -> None:
+        """A login of alice: its session key (the cookie a browser would send)."""
+        from django.test import Client
+
+        client = Client()
+        await sync_to_async(client.force_login)(self.user)
+        self.session_key = client.cookies["sessionid"].value
+
+    async def served_socket(self, thread_id: int):
+        """A socket through the served ASGI application, with the session cookie of log_in()."""
+        from channels.testing import WebsocketCommunicator
+
+        from chatproject.asgi import application
+
+        headers = [(b"host", b"127.0.0.1:8000"), (b"origin", b"http://127.0.0.1:8000")]
+        headers.append((b"cookie", f"sessionid={self.session_key}".encode()))
+        communicator = WebsocketCommunicator(application, f"/ws/threads/{thread_id}/", headers=headers)
+        connected, _ = await communicator.connect(timeout=FRAME_TIMEOUT)
+        self.assertTrue(connected)
+        return communicator
+
+    async def test_served_socket_opens_in_six_queries(self):
+        """A socket on a new thread reads the session and user once (Django's check), then one query to recheck it.
+
+        With Channels' AuthMiddleware in front of the socket's own session
+        check, the same socket took nine: the session and the user twice.
+        """
+        from unittest import mock
+
+        from django.db.backends.utils import CursorWrapper
+
+        statements: list[str] = []
+        execute = CursorWrapper.execute
+
+        def counted(cursor, sql, params=None):
+            if not sql.startswith("BEGIN"):  # SQLite's transactions begin with a statement of their own
+                statements.append(sql)
+            return execute(cursor, sql, params)
+
+        await self.log_in()
+        warm_up = await self.served_socket(self.thread.pk)  # the process's first socket starts its sweeper
+        await warm_up.receive_json_from(timeout=FRAME_TIMEOUT)
+        await warm_up.disconnect()
+        with mock.patch.object(CursorWrapper, "execute", counted):
+            communicator = await self.served_socket(self.thread.pk)
+            first = await communicator.receive_json_from(timeout=FRAME_TIMEOUT)
+        await communicator.disconnect()
+        self.assertEqual((first["type"], first["messages"]), ("snapshot", []))
+        self.assertLessEqual(len(statements), 6, "\n".join(statements))
+
+    async def test_session_ended_while_the_socket_joins_closes_it_4401(self):
+        """A logout between the session check and the snapshot closes the socket 4401 before any frame."""
+        from unittest import mock
+
+        from django.contrib.sessions.models import Session
+
+        from agents import fanout
+
+        join = fanout.join
+
+        async def logout_meanwhile(thread_id, subscriber):
+            await sync_to_async(Session.objects.filter(session_key=self.session_key).delete)()
+            await join(thread_id, subscriber)
+
+        await self.log_in()
+        with mock.patch.object(fanout, "join", logout_meanwhile):
+            communicator = await self.served_socket(self.thread.pk)
+            first = await communicator.receive_output(timeout=FRAME_TIMEOUT)
+        self.assertEqual(first, {"type": "websocket.close", "code": 4401})
+
+    async def test_served_socket_to_another_users_thread_is_closed_4404(self):
+        """Through the served application, a logged-in user asking for someone else's thread gets 4404."""
+        bob = await sync_to_async(self.make_user)("bob")
+        theirs = await sync_to_async(self.make_thread)(bob)
+        await self.log_in()
+        communicator = await self.served_socket(theirs.pk)
+        first = await communicator.receive_output(timeout=FRAME_TIMEOUT)
+        self.assertEqual(first, {"type": "websocket.close", "code": 4404})
+
     async def test_snapshot_is_the_first_frame(self):
         """The first frame holds the thread's messages in seq order and no active turn when idle."""
         communicator, snapshot = await self.connect()

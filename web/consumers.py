@@ -23,6 +23,7 @@ from agents.process import DirectDispatch
 from agents.resume import SocketFeed
 from chat import selectors
 from chat.hops import hop
+from chat.models import Thread
 
 from . import sessions
 from .frames import (
@@ -49,7 +50,30 @@ CLOSE_SECONDS = 2.0
 # Turn events waiting for one socket; past this the socket resyncs from a snapshot instead.
 EVENT_QUEUE = 1000
 
-aown_thread = hop(selectors.own_thread)
+
+def who_and_thread(check: sessions.SessionCheck, user: Any, thread_id: int) -> tuple[int | None, Thread | None]:
+    """The user the socket's session logs in (Django's own check) and their thread with this id, in one hop.
+
+    A scope without a session (in-process tests) brings its user instead.
+    (None, None) when nobody is logged in; (user id, None) when the thread
+    is not theirs.
+    """
+    if check.session_key:
+        user_id = check.current_user_id()
+    else:
+        user_id = user.pk if user is not None and user.is_authenticated else None
+    return user_id, (None if user_id is None else selectors.owned_thread(user_id, thread_id))
+
+
+def snapshot_if_logged_in(check: sessions.SessionCheck, user_id: int, thread_id: int) -> dict | None:
+    """The thread's snapshot, or None when the session stopped logging `user_id` in (one query if it did not)."""
+    if check.session_key and check.current_user_id() != user_id:
+        return None
+    return selectors.thread_snapshot(thread_id)
+
+
+awho_and_thread = hop(who_and_thread)
+asnapshot_if_logged_in = hop(snapshot_if_logged_in)
 asnapshot = hop(selectors.thread_snapshot)
 asession_user_id = hop(sessions.SessionCheck.current_user_id)
 
@@ -71,24 +95,24 @@ class ThreadConsumer(DirectDispatch, AsyncJsonWebsocketConsumer):
     async def connect(self) -> None:
         await self.accept()
         open_sockets.add(self)
-        user = self.scope.get("user")
-        if user is None or not user.is_authenticated:
-            await self.close(code=CLOSE_NOT_AUTHENTICATED)
-            return
-        thread = await aown_thread(user, self.scope["url_route"]["kwargs"]["thread_id"])
-        if thread is None:
-            await self.close(code=CLOSE_NOT_FOUND)
-            return
-        if not await socket_leases.acquire(user.pk, self.channel_name):
-            await self.close(code=CLOSE_TOO_MANY_SOCKETS)
-            return
-        self.lease = asyncio.create_task(socket_leases.hold(user.pk, self.channel_name))
-        self.user_id, self.thread_id = user.pk, thread.pk
         session = self.scope.get("session")
         self.session_key = session.session_key if session is not None else None
         self.session_check = sessions.SessionCheck(self.session_key)
+        thread_id = self.scope["url_route"]["kwargs"]["thread_id"]
+        user_id, thread = await awho_and_thread(self.session_check, self.scope.get("user"), thread_id)
+        if user_id is None:
+            await self.close(code=CLOSE_NOT_AUTHENTICATED)
+            return
+        if thread is None:
+            await self.close(code=CLOSE_NOT_FOUND)
+            return
+        if not await socket_leases.acquire(user_id, self.channel_name):
+            await self.close(code=CLOSE_TOO_MANY_SOCKETS)
+            return
+        self.lease = asyncio.create_task(socket_leases.hold(user_id, self.channel_name))
+        self.user_id, self.thread_id = user_id, thread.pk
         # Join the session's groups first: a logout from here on closes this socket.
-        joined = [sessions.user_group(user.pk)]
+        joined = [sessions.user_group(user_id)]
         if self.session_key:
             joined.append(sessions.session_group(self.session_key))
         for group in joined:
@@ -99,10 +123,10 @@ class ThreadConsumer(DirectDispatch, AsyncJsonWebsocketConsumer):
         self.events: asyncio.Queue[tuple[str, Any]] = asyncio.Queue(EVENT_QUEUE)
         await fanout.join(thread.pk, self)
         self.joined_thread = thread.pk
-        if self.session_key and await asession_user_id(self.session_check) != user.pk:
-            await self.close(code=CLOSE_NOT_AUTHENTICATED)  # it ended while this socket was joining
+        snapshot = await asnapshot_if_logged_in(self.session_check, user_id, thread.pk)
+        if snapshot is None:
+            await self.close(code=CLOSE_NOT_AUTHENTICATED)  # the session ended while this socket was joining
             return
-        snapshot = await asnapshot(thread.pk)
         self.feed = SocketFeed(snapshot)
         await self.send_json(snapshot)
         self.relay = asyncio.create_task(self._relay())

@@ -1,16 +1,20 @@
 from channels.auth import AuthMiddlewareStack
 from channels.routing import URLRouter
+from channels.sessions import SessionMiddlewareStack
 from django.urls import path
 
 from . import consumers, staff
 from .origin import OriginValidator
 
 websocket_urlpatterns = [
-    path("ws/threads/<int:thread_id>/", consumers.ThreadConsumer.as_asgi()),
-    path(staff.PATH, staff.LiveTurnsConsumer.as_asgi()),
+    # The thread socket checks its session itself, with the check it repeats
+    # before each frame (web.sessions.SessionCheck): Django's user lookup
+    # once more in front of it would be a second round of the same queries.
+    path("ws/threads/<int:thread_id>/", SessionMiddlewareStack(consumers.ThreadConsumer.as_asgi())),
+    path(staff.PATH, AuthMiddlewareStack(staff.LiveTurnsConsumer.as_asgi())),
 ]
 
 
 def websocket_application() -> OriginValidator:
-    """Sockets: full Origin checked (web.origin), session user in scope, then the routes."""
-    return OriginValidator(AuthMiddlewareStack(URLRouter(websocket_urlpatterns)))
+    """Sockets: full Origin checked (web.origin), then the routes, each with the session (and user) it needs."""
+    return OriginValidator(URLRouter(websocket_urlpatterns))
