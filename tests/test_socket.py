@@ -70,8 +70,9 @@ class ConnectTests(SocketTestCase):
         bob = await sync_to_async(self.make_user)("bob")
         _, first = await connect(bob, self.thread.pk)
         self.assertEqual(first, {"type": "websocket.close", "code": 4404})
-        _, first = await connect(self.user, 999_999)
-        self.assertEqual(first, {"type": "websocket.close", "code": 4404})
+        for missing in (999_999, 2**63, 10**30):  # the last two fit no id column
+            _, first = await connect(self.user, missing)
+            self.assertEqual(first, {"type": "websocket.close", "code": 4404})
 
     async def test_origin_not_in_allowed_hosts_is_refused(self):
         """A socket from a foreign Origin is refused by the origin check of the served application."""

@@ -23,7 +23,6 @@ from agents.process import DirectDispatch
 from agents.resume import SocketFeed
 from chat import selectors
 from chat.hops import hop
-from chat.models import Thread
 
 from . import sessions
 from .frames import (
@@ -51,18 +50,17 @@ CLOSE_SECONDS = 2.0
 EVENT_QUEUE = 1000
 
 
-def who_and_thread(check: sessions.SessionCheck, user: Any, thread_id: int) -> tuple[int | None, Thread | None]:
-    """The user the socket's session logs in (Django's own check) and their thread with this id, in one hop.
+def who_and_thread(check: sessions.SessionCheck, user: Any, thread_id: int) -> tuple[int | None, bool]:
+    """The user the socket's session logs in (Django's own check), and whether thread `thread_id` is theirs; one hop.
 
     A scope without a session (in-process tests) brings its user instead.
-    (None, None) when nobody is logged in; (user id, None) when the thread
-    is not theirs.
+    (None, False) when nobody is logged in.
     """
     if check.session_key:
         user_id = check.current_user_id()
     else:
         user_id = user.pk if user is not None and user.is_authenticated else None
-    return user_id, (None if user_id is None else selectors.owned_thread(user_id, thread_id))
+    return user_id, user_id is not None and selectors.owns_thread(user_id, thread_id)
 
 
 def snapshot_if_logged_in(check: sessions.SessionCheck, user_id: int, thread_id: int) -> dict | None:
@@ -99,18 +97,18 @@ class ThreadConsumer(DirectDispatch, AsyncJsonWebsocketConsumer):
         self.session_key = session.session_key if session is not None else None
         self.session_check = sessions.SessionCheck(self.session_key)
         thread_id = self.scope["url_route"]["kwargs"]["thread_id"]
-        user_id, thread = await awho_and_thread(self.session_check, self.scope.get("user"), thread_id)
+        user_id, owned = await awho_and_thread(self.session_check, self.scope.get("user"), thread_id)
         if user_id is None:
             await self.close(code=CLOSE_NOT_AUTHENTICATED)
             return
-        if thread is None:
+        if not owned:
             await self.close(code=CLOSE_NOT_FOUND)
             return
         if not await socket_leases.acquire(user_id, self.channel_name):
             await self.close(code=CLOSE_TOO_MANY_SOCKETS)
             return
         self.lease = asyncio.create_task(socket_leases.hold(user_id, self.channel_name))
-        self.user_id, self.thread_id = user_id, thread.pk
+        self.user_id, self.thread_id = user_id, thread_id
         # Join the session's groups first: a logout from here on closes this socket.
         joined = [sessions.user_group(user_id)]
         if self.session_key:
@@ -121,9 +119,9 @@ class ThreadConsumer(DirectDispatch, AsyncJsonWebsocketConsumer):
         # Take the thread's events before reading the snapshot: an event
         # committed in between is then queued, and the feed drops what the snapshot holds.
         self.events: asyncio.Queue[tuple[str, Any]] = asyncio.Queue(EVENT_QUEUE)
-        await fanout.join(thread.pk, self)
-        self.joined_thread = thread.pk
-        snapshot = await asnapshot_if_logged_in(self.session_check, user_id, thread.pk)
+        await fanout.join(thread_id, self)
+        self.joined_thread = thread_id
+        snapshot = await asnapshot_if_logged_in(self.session_check, user_id, thread_id)
         if snapshot is None:
             await self.close(code=CLOSE_NOT_AUTHENTICATED)  # the session ended while this socket was joining
             return
