@@ -194,7 +194,11 @@ DELTA_COMMIT_INTERVAL_MS = env.float("DELTA_COMMIT_INTERVAL_MS", default=40)
 # past that many streams per interval, the interval grows (each event costs a
 # frame per socket), up to DELTA_COMMIT_INTERVAL_MAX_MS, which bounds latency.
 DELTA_EVENTS_PER_SECOND = env.float("DELTA_EVENTS_PER_SECOND", default=2000)
-DELTA_COMMIT_INTERVAL_MAX_MS = env.float("DELTA_COMMIT_INTERVAL_MAX_MS", default=100)
+# A word waits up to one interval before its commit starts: at 100 ms that
+# was half of a 200 ms latency budget; 70 leaves 30 ms more for the commit,
+# the Redis hop and the relay. At 50, 626 streams' extra frames overloaded
+# two cores (bench/README.md, the runs of 2026-12-07).
+DELTA_COMMIT_INTERVAL_MAX_MS = env.float("DELTA_COMMIT_INTERVAL_MAX_MS", default=70)
 # The GIL switch interval of a serving process (agents.process): each
 # database hop waits up to this long for a busy event loop.
 GIL_SWITCH_INTERVAL_MS = env.float("GIL_SWITCH_INTERVAL_MS", default=0.5)
