@@ -693,7 +693,8 @@ def touch_turns(message_ids: list[int]) -> set[int]:
     """touch_turn() for many turns in two statements; the ids of those asked to cancel.
 
     On PostgreSQL a row locked at that moment is skipped: it is the delta
-    writer's, whose append sets the heartbeat too. Waiting for it instead,
+    writer's, whose append sets the heartbeat too once it is older than
+    TURN_HEARTBEAT_SECONDS (_BEATS). Waiting for it instead,
     holding the rows locked before it, deadlocked with the writer, which
     locks its rows in an order of its own (a 1 s stall each time).
     """

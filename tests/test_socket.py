@@ -181,6 +181,32 @@ class ConnectTests(SocketTestCase):
             first = await communicator.receive_output(timeout=FRAME_TIMEOUT)
         self.assertEqual(first, {"type": "websocket.close", "code": 4401})
 
+    async def test_password_changed_just_after_the_session_check_closes_the_socket_4401(self):
+        """A password change committed between Django's check and the fingerprint read is not taken for unchanged.
+
+        The change comes without the save signal (no close event to the
+        user's group): only the recheck after joining can catch it.
+        """
+        from unittest import mock
+
+        from django.contrib.auth.hashers import make_password
+        from django.contrib.auth.models import User
+
+        from web import sessions
+
+        check = sessions.session_user
+
+        def password_changed_meanwhile(session_key):
+            user = check(session_key)
+            User.objects.filter(pk=self.user.pk).update(password=make_password("changed meanwhile"))
+            return user
+
+        await self.log_in()
+        with mock.patch.object(sessions, "session_user", password_changed_meanwhile):
+            communicator = await self.served_socket(self.thread.pk)
+            first = await communicator.receive_output(timeout=FRAME_TIMEOUT)
+        self.assertEqual(first, {"type": "websocket.close", "code": 4401})
+
     async def test_served_socket_to_another_users_thread_is_closed_4404(self):
         """Through the served application, a logged-in user asking for someone else's thread gets 4404."""
         bob = await sync_to_async(self.make_user)("bob")

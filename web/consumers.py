@@ -53,7 +53,9 @@ EVENT_QUEUE = 1000
 def who_and_thread(check: sessions.SessionCheck, user: Any, thread_id: int) -> tuple[int | None, bool]:
     """The user the socket's session logs in (Django's own check), and whether thread `thread_id` is theirs; one hop.
 
-    A scope without a session (in-process tests) brings its user instead.
+    A socket without a session key brings the scope's user instead: in-process
+    tests set one; a served thread socket has none (no middleware in front of
+    it sets a user), so without a session key it logs nobody in.
     (None, False) when nobody is logged in.
     """
     if check.session_key:

@@ -42,13 +42,19 @@ def user_group(user_id: int) -> str:
     return f"user-{user_id}"
 
 
-def session_user_id(session_key: str | None) -> int | None:
-    """The id of the user the session still logs in, or None when it ended (read fresh from the store)."""
+def session_user(session_key: str | None) -> Any:
+    """The user the session still logs in, or None when it ended (Django's check, read fresh from the store)."""
     if not session_key:
         return None
     store = import_string(settings.SESSION_ENGINE + ".SessionStore")(session_key)
     user = auth.get_user(SimpleNamespace(session=store))  # type: ignore[arg-type]
-    return user.pk if user.is_authenticated else None
+    return user if user.is_authenticated else None
+
+
+def session_user_id(session_key: str | None) -> int | None:
+    """The id of the user the session still logs in, or None when it ended (read fresh from the store)."""
+    user = session_user(session_key)
+    return None if user is None else user.pk
 
 
 _FAST_ENGINE = "django.contrib.sessions.backends.db"
@@ -75,8 +81,14 @@ class SessionCheck:
             return None
         fingerprint = self._fingerprint()
         if fingerprint is None or fingerprint != self.seen:
-            self.user_id = session_user_id(self.session_key)
-            self.seen = self._fingerprint() if self.user_id is not None else None
+            user = session_user(self.session_key)
+            self.user_id = None if user is None else user.pk
+            self.seen = None if user is None else self._fingerprint()
+            if self.seen is not None and self.seen[1:] != (user.password, user.is_active):
+                # A password change or deactivation committed between the
+                # full check and this read: the fingerprint does not show
+                # what the check saw, so the next call checks in full again.
+                self.seen = None
         return self.user_id
 
     def _fingerprint(self) -> tuple | None:
