@@ -119,7 +119,7 @@ class ConnectTests(SocketTestCase):
         await sync_to_async(client.force_login)(self.user)
         self.session_key = client.cookies["sessionid"].value
 
-    async def served_socket(self, thread_id: int):
+    async def served_socket(self, thread_id: int | str):
         """A socket through the served ASGI application, with the session cookie of log_in()."""
         from channels.testing import WebsocketCommunicator
 
@@ -206,6 +206,14 @@ class ConnectTests(SocketTestCase):
             communicator = await self.served_socket(self.thread.pk)
             first = await communicator.receive_output(timeout=FRAME_TIMEOUT)
         self.assertEqual(first, {"type": "websocket.close", "code": 4401})
+
+    async def test_a_path_no_route_takes_is_closed_4404(self):
+        """A thread id of 5,000 digits (more than int() takes) or an unknown socket path: closed 4404, no error."""
+        await self.log_in()
+        for path in ("9" * 5000, "abc"):
+            communicator = await self.served_socket(path)
+            first = await communicator.receive_output(timeout=FRAME_TIMEOUT)
+            self.assertEqual(first, {"type": "websocket.close", "code": 4404})
 
     async def test_served_socket_to_another_users_thread_is_closed_4404(self):
         """Through the served application, a logged-in user asking for someone else's thread gets 4404."""

@@ -78,6 +78,18 @@ asnapshot = hop(selectors.thread_snapshot)
 asession_user_id = hop(sessions.SessionCheck.current_user_id)
 
 
+class NotFoundConsumer(AsyncJsonWebsocketConsumer):
+    """A socket path no route takes (a thread id too long for any integer among them): accepted, closed 4404.
+
+    Without it the router raises, and the handshake ends with a logged
+    traceback instead of the close a missing thread gets.
+    """
+
+    async def connect(self) -> None:
+        await self.accept()
+        await self.close(code=CLOSE_NOT_FOUND)
+
+
 class ThreadConsumer(DirectDispatch, AsyncJsonWebsocketConsumer):
     thread_id: int | None = None
     user_id: int | None = None

@@ -1,7 +1,7 @@
 from channels.auth import AuthMiddlewareStack
 from channels.routing import URLRouter
 from channels.sessions import SessionMiddlewareStack
-from django.urls import path
+from django.urls import path, re_path
 
 from . import consumers, staff
 from .origin import OriginValidator
@@ -12,6 +12,8 @@ websocket_urlpatterns = [
     # once more in front of it would be a second round of the same queries.
     path("ws/threads/<int:thread_id>/", SessionMiddlewareStack(consumers.ThreadConsumer.as_asgi())),
     path(staff.PATH, AuthMiddlewareStack(staff.LiveTurnsConsumer.as_asgi())),
+    # Anything else, a thread id of more digits than int() takes included: 4404.
+    re_path(r"", consumers.NotFoundConsumer.as_asgi()),
 ]
 
 
