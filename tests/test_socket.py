@@ -132,6 +132,11 @@ class ConnectTests(SocketTestCase):
         self.assertTrue(connected)
         return communicator
 
+    async def first_output(self, thread_id: int | str) -> dict:
+        """What a served socket (see served_socket) gets first: a close, or its snapshot's text frame."""
+        communicator = await self.served_socket(thread_id)
+        return await communicator.receive_output(timeout=FRAME_TIMEOUT)
+
     async def test_served_socket_opens_in_six_queries(self):
         """A socket on a new thread reads the session and user once (Django's check), then one query to recheck it.
 
@@ -177,8 +182,7 @@ class ConnectTests(SocketTestCase):
 
         await self.log_in()
         with mock.patch.object(fanout, "join", logout_meanwhile):
-            communicator = await self.served_socket(self.thread.pk)
-            first = await communicator.receive_output(timeout=FRAME_TIMEOUT)
+            first = await self.first_output(self.thread.pk)
         self.assertEqual(first, {"type": "websocket.close", "code": 4401})
 
     async def test_password_changed_just_after_the_session_check_closes_the_socket_4401(self):
@@ -203,16 +207,14 @@ class ConnectTests(SocketTestCase):
 
         await self.log_in()
         with mock.patch.object(sessions, "session_user", password_changed_meanwhile):
-            communicator = await self.served_socket(self.thread.pk)
-            first = await communicator.receive_output(timeout=FRAME_TIMEOUT)
+            first = await self.first_output(self.thread.pk)
         self.assertEqual(first, {"type": "websocket.close", "code": 4401})
 
     async def test_a_path_no_route_takes_is_closed_4404(self):
         """A thread id of 5,000 digits (more than int() takes) or an unknown socket path: closed 4404, no error."""
         await self.log_in()
         for path in ("9" * 5000, "abc"):
-            communicator = await self.served_socket(path)
-            first = await communicator.receive_output(timeout=FRAME_TIMEOUT)
+            first = await self.first_output(path)
             self.assertEqual(first, {"type": "websocket.close", "code": 4404})
 
     async def test_served_socket_to_another_users_thread_is_closed_4404(self):
@@ -220,8 +222,7 @@ class ConnectTests(SocketTestCase):
         bob = await sync_to_async(self.make_user)("bob")
         theirs = await sync_to_async(self.make_thread)(bob)
         await self.log_in()
-        communicator = await self.served_socket(theirs.pk)
-        first = await communicator.receive_output(timeout=FRAME_TIMEOUT)
+        first = await self.first_output(theirs.pk)
         self.assertEqual(first, {"type": "websocket.close", "code": 4404})
 
     async def test_snapshot_is_the_first_frame(self):
