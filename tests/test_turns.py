@@ -214,6 +214,19 @@ class AppendContentTests(TurnTestCase):
         self.assertEqual((self.full_text(one), self.full_text(two)), ("a b ", "x "))
         self.assertFalse(MessageChunk.objects.filter(message_id=closed).exists())
 
+    @skipUnless(connection.vendor == "postgresql", "the one-statement append is PostgreSQL's")
+    def test_append_contents_is_one_statement_on_postgresql(self) -> None:
+        """A commit of many messages' pieces is one round trip, its own transaction: no BEGIN, no second statement."""
+        from django.test.utils import CaptureQueriesContext
+
+        one, two, three = self.shell("one"), self.shell("two"), self.shell("three")
+        with CaptureQueriesContext(connection) as queries:
+            lengths = turns.append_contents([(one, "a ", 0), (two, "", 0), (three, "ccc", 0)])
+        self.assertEqual(lengths, [2, 0, 3])
+        self.assertEqual(len(queries), 1, [q["sql"] for q in queries])
+        self.assertEqual((self.full_text(one), self.full_text(two), self.full_text(three)), ("a ", "", "ccc"))
+        self.assertEqual(MessageChunk.objects.filter(message_id=two).count(), 0)  # an empty piece stores no row
+
     def test_append_contents_retried_after_its_commit_adds_nothing(self) -> None:
         """The same batch sent again (its first commit's answer was lost) finds its pieces and stores none twice."""
         one, two = self.shell("one"), self.shell("two")
