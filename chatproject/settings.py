@@ -192,8 +192,11 @@ CHAT_MESSAGES_PER_MINUTE = env.int("CHAT_MESSAGES_PER_MINUTE", default=30)
 DELTA_COMMIT_INTERVAL_MS = env.float("DELTA_COMMIT_INTERVAL_MS", default=40)
 # The message_delta events per second a writer aims at over all its streams:
 # past that many streams per interval, the interval grows (each event costs a
-# frame per socket), up to DELTA_COMMIT_INTERVAL_MAX_MS, which bounds latency.
-DELTA_EVENTS_PER_SECOND = env.float("DELTA_EVENTS_PER_SECOND", default=2000)
+# frame per socket, and a share of a commit), up to DELTA_COMMIT_INTERVAL_MAX_MS,
+# which bounds latency. At 250 a process keeps 40 ms up to 10 streams and
+# reaches 70 ms at 18: against 2,000, the cluster's CPU at 20 streams fell by
+# about a fifth and its latency p50 rose from ~35 to ~68 ms (bench/README.md).
+DELTA_EVENTS_PER_SECOND = env.float("DELTA_EVENTS_PER_SECOND", default=250)
 # A word waits up to one interval before its commit starts: at 100 ms that
 # was half of a 200 ms latency budget; 70 leaves 30 ms more for the commit,
 # the Redis hop and the relay. At 50, 626 streams' extra frames overloaded

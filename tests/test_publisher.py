@@ -336,6 +336,16 @@ class DeltaBatchingTests(PublisherTestCase):
             intervals[streams] = round(writer().interval() * 1000)
         self.assertEqual(intervals, {1: 40, 80: 40, 120: 60, 200: 100, 5_000: 100})
 
+    async def test_by_default_a_process_with_many_streams_commits_every_70_ms(self) -> None:
+        """The shipped settings: 40 ms for up to 10 streams, 70 ms from 18 on (250 events/s), never longer."""
+        from agents.writer import writer
+
+        intervals = {}
+        for streams in (1, 10, 14, 18, 20, 313, 5_000):
+            writer().streams = streams
+            intervals[streams] = round(writer().interval() * 1000)
+        self.assertEqual(intervals, {1: 40, 10: 40, 14: 56, 18: 70, 20: 70, 313: 70, 5_000: 70})
+
     @override_settings(DELTA_COMMIT_INTERVAL_MS=60_000)
     async def test_a_turns_first_delta_does_not_wait_for_the_interval(self) -> None:
         """While the writer waits out its interval for one stream, another turn's first piece is committed at once."""
