@@ -197,9 +197,10 @@ class Target:
             port = free_port()
             command = [sys.executable, str(BENCH / "bare_peer.py"), str(port), str(self.words)]
             self.listen("peer", command, None, ROOT, port)
-        elif self.name == "direct":
+        elif self.name in ("direct", "frames"):
             port = free_port()
             env = {**os.environ, "DELAY_MS": str(PERIOD_MS), "WORDS": str(self.words)}
+            env["HEAD_FRAMES"] = "3" if self.name == "frames" else "0"
             self.listen("daphne", self.daphne(port, "direct_app:application"), env, BENCH, port)
         else:
             self.start_chat()

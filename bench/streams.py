@@ -7,6 +7,8 @@ rotates) so they share the machine's load:
 
 - `bare`: a `websockets` server (bench/bare_peer.py), a ~74-byte frame every 20 ms;
 - `direct`: daphne + a Channels consumer sending straight to its socket (bench/direct_app.py);
+- `frames`: the same consumer, sending first the three frames the contract puts
+  before a turn's first delta: the floor of the time to first delta on daphne;
 - `embedded`: this server on its defaults (SQLite, in-memory layer, one daphne);
 - `cluster`: PostgreSQL (fsync on) + Redis, 2 daphne web processes and 1 agent
   worker (`manage.py run_agent_worker`), clients alternating between the web processes.
@@ -40,7 +42,7 @@ from types import FrameType
 from stream_figures import cpu_roles, largest, line, step_row, summary, table
 from stream_servers import BENCH, CHAT_TARGETS, Sampler, Target, check_loopback, proc_stat
 
-TARGETS = ["bare", "direct", "embedded", "cluster"]
+TARGETS = ["bare", "direct", "frames", "embedded", "cluster"]
 # Steps of at most x1.42 from 5 on; K=20 is on it (a goal compares CPU per word there).
 LADDER = [1, 2, 3, 4, 5, 6, 8, 11, 15, 20, 28, 39, 55, 78, 110, 156, 221, 313, 442, 626, 884]
 CLIENT_PROCESSES = 3

@@ -7,6 +7,7 @@ Redis are required (REQUIRE_SERVICES=1 turns their absence into a failure).
 
 from __future__ import annotations
 
+import json
 import os
 import queue
 import re
@@ -16,6 +17,7 @@ import subprocess
 import sys
 import threading
 from pathlib import Path
+from unittest.mock import patch
 
 from django.test import SimpleTestCase, tag
 
@@ -24,6 +26,7 @@ from tests.services import missing, postgres_bin
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "bench"))
 
+import direct_app  # noqa: E402
 from stream_figures import peer_text, step_row  # noqa: E402
 
 STARTED = re.compile(r"^started .*all on 127\.0\.0\.1; pids \[([\d, ]+)\]$", re.MULTILINE)
@@ -114,14 +117,19 @@ class StreamsBenchTests(SimpleTestCase):
             raise missing("Redis (redis-server)")
 
     def test_smoke_run_streams_every_target_exactly_and_stops_everything(self) -> None:
-        """The smoke run streams all four targets at K=1 and 2, loses nothing, and no process of it outlives it."""
+        """The smoke run streams all five targets at K=1 and 2, loses nothing, and no process of it outlives it."""
         bench = Bench("--smoke")
         pids = [int(p) for p in bench.wait_for(STARTED, 120).group(1).split(",")]
         code = bench.finish(150)
         self.assertEqual(code, 0, bench.text[-4000:])
         self.assertIn("| nothing lost or duplicated | yes | 0 streams differ |", bench.text)
-        for target in ("bare", "direct", "embedded", "cluster"):
+        for target in ("bare", "direct", "frames", "embedded", "cluster"):
             self.assertEqual(row(bench.text, target, 2)[2], "yes")
+        # Each first-delta goal shows the floor beside it: the frames peer's gap at the same K.
+        self.assertRegex(
+            bench.text,
+            r"\| embedded: first delta p99 - bare's <= 20 ms at K=1 \| .* \| -?\d+ ms \(the frames peer: -?\d+ ms\) \|",
+        )
         commits = row(bench.text, "cluster", 2)[8]  # from the writers' logs, else from PostgreSQL
         self.assertRegex(commits, r"^[\d,]+\.\d( \(pg( [\d,]+\.\d)?\))?$")
         # The cluster's CPU by role: every one of its processes counted, summing to the row's server CPU.
@@ -150,6 +158,32 @@ class StreamsBenchTests(SimpleTestCase):
                 continue
         self.assertEqual(bench.finish(90), 130, bench.text[-4000:])
         self.assertEqual(alive(pids), [])
+
+
+@tag("cluster")
+class FramesPeerTests(SimpleTestCase):
+    async def test_the_frames_peer_sends_the_contracts_three_frames_before_its_first_delta(self) -> None:
+        """bench's floor: user_message, agent_started, agent_thinking, then the deltas; the direct peer: deltas only."""
+        from channels.testing import WebsocketCommunicator
+
+        for head, expected in (
+            (direct_app.CONTRACT_HEAD, ["user_message", "agent_started", "agent_thinking"]),
+            ([], []),
+        ):
+            with (
+                patch.object(direct_app, "HEAD", head),
+                patch.object(direct_app, "WORDS", 2),
+                patch.object(direct_app, "DELAY", 0),
+            ):
+                client = WebsocketCommunicator(direct_app.application, "/")
+                connected, _ = await client.connect()
+                self.assertTrue(connected)
+                await client.send_to(text_data='{"type": "user_message", "content": "/lorem 2"}')
+                types = []
+                while not types or types[-1] != "agent_completed":
+                    types.append(json.loads(await client.receive_from(5))["type"])
+                await client.disconnect()
+            self.assertEqual(types, expected + ["message_delta", "message_delta", "agent_completed"])
 
 
 def stream(words: int, thread_id: int | None = 1, stall_ms: float = 0, emitted: bool = True) -> dict:
