@@ -15,7 +15,18 @@ class TuneTests(ChatTestCase):
         interval = sys.getswitchinterval()
         self.addCleanup(sys.setswitchinterval, interval)
         self.addCleanup(gc.unfreeze)
+        self.addCleanup(gc.set_threshold, *gc.get_threshold())
         gc.unfreeze()
         process.tune()
         self.assertGreater(gc.get_freeze_count(), 10_000)
         self.assertAlmostEqual(sys.getswitchinterval(), 0.0005)
+
+    def test_the_young_generation_holds_gc_gen0_threshold_objects(self) -> None:
+        """A young generation of 10,000 objects: at Python's 700, a burst's promotions set off full collections."""
+        self.addCleanup(gc.set_threshold, *gc.get_threshold())
+        self.addCleanup(gc.unfreeze)
+        process.tune()
+        self.assertEqual(gc.get_threshold()[0], 10_000)
+        with self.settings(GC_GEN0_THRESHOLD=50_000):
+            process.tune()
+        self.assertEqual(gc.get_threshold()[0], 50_000)
