@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from unittest.mock import patch
 
 from asgiref.sync import sync_to_async
 from django.test import override_settings
@@ -110,6 +111,29 @@ class ConnectTests(SocketTestCase):
             else:
                 self.assertEqual(first, {"type": "websocket.close", "code": expected})
             await communicator.disconnect()
+
+    async def test_frames_sent_to_a_served_socket_never_look_at_a_session_object(self):
+        """The socket reads its session key from the cookie; nothing per frame sent asks a session store anything."""
+        from django.contrib.sessions.backends.base import SessionBase
+
+        await self.log_in()
+        asked = []
+        original = SessionBase.is_empty
+
+        def is_empty(session: SessionBase) -> bool:
+            asked.append(session)
+            return original(session)
+
+        with patch.object(SessionBase, "is_empty", is_empty):
+            communicator = await self.served_socket(self.thread.pk)
+            self.assertEqual(
+                json.loads((await communicator.receive_output(timeout=FRAME_TIMEOUT))["text"])["type"], "snapshot"
+            )
+            for _ in range(3):
+                await communicator.send_to(text_data='{"type": "ping"}')
+                self.assertEqual(json.loads(await communicator.receive_from(FRAME_TIMEOUT))["type"], "pong")
+            await communicator.disconnect()
+        self.assertEqual(asked, [])
 
     async def log_in(self) -> None:
         """A login of alice: its session key (the cookie a browser would send)."""

@@ -107,8 +107,7 @@ class ThreadConsumer(DirectDispatch, AsyncJsonWebsocketConsumer):
     async def connect(self) -> None:
         await self.accept()
         open_sockets.add(self)
-        session = self.scope.get("session")
-        self.session_key = session.session_key if session is not None else None
+        self.session_key = sessions.cookie_session_key(self.scope)
         self.session_check = sessions.SessionCheck(self.session_key)
         thread_id = self.scope["url_route"]["kwargs"]["thread_id"]
         user_id, owned = await awho_and_thread(self.session_check, self.scope.get("user"), thread_id)

@@ -42,6 +42,17 @@ def user_group(user_id: int) -> str:
     return f"user-{user_id}"
 
 
+def cookie_session_key(scope: dict) -> str | None:
+    """The session key a socket's cookie names (CookieMiddleware's scope["cookies"]), or None.
+
+    The thread socket needs no session object: SessionCheck reads the
+    session itself. Channels' SessionMiddleware in front of it had looked at
+    its lazy session on every frame sent, for a save a socket never makes.
+    """
+    key = scope.get("cookies", {}).get(settings.SESSION_COOKIE_NAME)
+    return key or None
+
+
 def session_user(session_key: str | None) -> Any:
     """The user the session still logs in, or None when it ended (Django's check, read fresh from the store)."""
     if not session_key:
