@@ -210,6 +210,10 @@ def main() -> int:
         print(f"started {', '.join(args.targets)}; {sockets} sockets listen, all on 127.0.0.1; pids {pids}", flush=True)
         for name in args.targets:
             target = running[name]
+            if name in CHAT_TARGETS:  # every step's users, made before any is measured
+                idle = (20 if args.smoke else IDLE_SOCKETS) if name == "embedded" else 0
+                target.add_users(sum(args.ks) + (0 if args.smoke else WARM_UP) + idle)
+                print(f"{name}: {len(target.pool)} users made and the database quiet before any step", flush=True)
             if not args.smoke:  # one unmeasured step: imports, connections, caches
                 run_clients(target.jobs(WARM_UP), args.words)
             if name == "embedded":

@@ -125,6 +125,9 @@ class StreamsBenchTests(SimpleTestCase):
         self.assertIn("| nothing lost or duplicated | yes | 0 streams differ |", bench.text)
         for target in ("bare", "direct", "frames", "embedded", "cluster"):
             self.assertEqual(row(bench.text, target, 2)[2], "yes")
+        # Users are made before any step (making them during the ladder cost the next step's database).
+        self.assertIn("embedded: 25 users made and the database quiet before any step", bench.text)
+        self.assertIn("cluster: 5 users made and the database quiet before any step", bench.text)
         # Each first-delta goal shows the floor beside it: the frames peer's gap at the same K.
         self.assertRegex(
             bench.text,
