@@ -207,9 +207,9 @@ DELTA_COMMIT_INTERVAL_MAX_MS = env.float("DELTA_COMMIT_INTERVAL_MAX_MS", default
 GIL_SWITCH_INTERVAL_MS = env.float("GIL_SWITCH_INTERVAL_MS", default=0.5)
 # Container allocations between two young-generation collections of a serving
 # process (Python's default is 700). At 700, a burst's short-lived frames and
-# futures were promoted and set off full collections: 16 in seven steps at
-# 442 streams, up to 97 ms each; at 10,000 none ran while streaming, and the
-# streams' latency p99 fell from 139 to 108 ms (bench/README.md).
+# futures were promoted and set off full collections: 15 in seven steps of up
+# to 442 streams, up to 97 ms each; at 10,000 none ran while streaming, and
+# the streams' latency p99 at 442 fell from 139 to 108 ms (bench/README.md).
 GC_GEN0_THRESHOLD = env.int("GC_GEN0_THRESHOLD", default=10_000)
 
 # Turns run in worker processes (`manage.py run_agent_worker`, needs
