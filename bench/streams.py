@@ -194,7 +194,8 @@ def parse_args() -> argparse.Namespace:
 
 def main() -> int:
     args = parse_args()
-    for signum in (signal.SIGTERM, signal.SIGHUP):
+    # SIGINT too: a process started in the background by a shell inherits it ignored.
+    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         signal.signal(signum, on_signal)
     folder = Path(tempfile.mkdtemp(prefix="streams-bench-"))
     folder.chmod(0o755)
