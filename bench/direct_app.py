@@ -31,14 +31,19 @@ from channels.generic.websocket import AsyncWebsocketConsumer  # noqa: E402
 DELAY = int(os.environ.get("DELAY_MS", "20")) / 1000
 WORDS = int(os.environ.get("WORDS", "200"))
 HEAD_FRAMES = int(os.environ.get("HEAD_FRAMES", "0"))
+_TURN = {"thread_id": 123456, "turn_id": "b-0123456789ab", "message_id": 1234568}
 _MESSAGE = {
-    "id": 1234567, "seq": 1, "parent_id": None, "versions": [], "role": "user", "turn_id": "b-0123456789ab",
+    "id": 1234567, "seq": 1, "parent_id": None, "versions": [], "role": "user", "turn_id": _TURN["turn_id"],
     "status": "completed", "content": "/lorem 200", "metadata": {}, "actions": [], "usage": None,
     "created_at": "2026-12-07T13:40:00.123456+00:00", "updated_at": "2026-12-07T13:40:00.123456+00:00",
 }  # fmt: skip
-_TURN = {"thread_id": 123456, "turn_id": "b-0123456789ab", "message_id": 1234568}
 CONTRACT_HEAD = [
-    {"type": "user_message", "thread_id": 123456, "turn_id": "b-0123456789ab", "data": {"message": _MESSAGE}},
+    {
+        "type": "user_message",
+        "thread_id": _TURN["thread_id"],
+        "turn_id": _TURN["turn_id"],
+        "data": {"message": _MESSAGE},
+    },
     {"type": "agent_started", **_TURN, "data": {"agent": "Assistant", "model": "local"}},
     {"type": "agent_thinking", **_TURN, "data": {"text": "Writing placeholder text."}},
 ]

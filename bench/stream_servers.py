@@ -311,14 +311,11 @@ class Target:
         checkpoint them during it: the cluster's step at K=442 then cost
         about 1 s more CPU, and its latency p99 went past 200 ms.
         """
-        if self.name == "embedded":
-            self.query("PRAGMA wal_checkpoint(TRUNCATE)")
-            return
-        import psycopg
-
-        with psycopg.connect(self.database_url, autocommit=True) as conn:
-            conn.execute("VACUUM ANALYZE")
-            conn.execute("CHECKPOINT")
+        statements = (
+            ["PRAGMA wal_checkpoint(TRUNCATE)"] if self.name == "embedded" else ["VACUUM ANALYZE", "CHECKPOINT"]
+        )
+        for statement in statements:
+            self.query(statement)
 
     def jobs(self, k: int) -> list[dict]:
         """K clients' jobs, spread over the target's web processes in turn; each chat job a user of its own."""
@@ -344,7 +341,8 @@ class Target:
         import psycopg
 
         with psycopg.connect(self.database_url, autocommit=True) as conn:
-            return conn.execute(sql).fetchall()
+            cursor = conn.execute(sql)
+            return cursor.fetchall() if cursor.description is not None else []
 
     def stored(self, thread_ids: list[int]) -> dict[int, tuple[str, str]]:
         """Each thread's assistant message as stored: (content, status)."""
