@@ -35,13 +35,15 @@ STARTED = re.compile(r"^started .*all on 127\.0\.0\.1; pids \[([\d, ]+)\]$", re.
 class Bench:
     """`bench/streams.py ARGS` as a child process whose stdout lines are read as they come."""
 
-    def __init__(self, *args: str) -> None:
+    def __init__(self, *args: str, sigint_ignored: bool = False) -> None:
         self.process = subprocess.Popen(
             [sys.executable, "bench/streams.py", *args],
             cwd=ROOT,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,
+            # As a shell's background job starts it: SIGINT inherited ignored.
+            preexec_fn=(lambda: signal.signal(signal.SIGINT, signal.SIG_IGN)) if sigint_ignored else None,
         )
         self.lines: queue.Queue[str] = queue.Queue()
         self.output: list[str] = []
@@ -149,7 +151,7 @@ class StreamsBenchTests(SimpleTestCase):
 
     def test_an_interrupted_run_stops_every_process_it_started(self) -> None:
         """SIGINT mid-run: the bench stops PostgreSQL, Redis, both web processes and the worker before it exits."""
-        bench = Bench("--smoke", "--targets", "cluster", "--ks", "1,2,3,4")
+        bench = Bench("--smoke", "--targets", "cluster", "--ks", "1,2,3,4", sigint_ignored=True)
         pids = [int(p) for p in bench.wait_for(STARTED, 120).group(1).split(",")]
         self.assertEqual(len(pids), 5)  # postmaster, Redis, 2 daphnes, the worker
         for _ in range(3):  # once is enough when it lands; a signal the run never saw is sent again
