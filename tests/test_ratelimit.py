@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 
 from django.test import SimpleTestCase, override_settings
+from redis import asyncio as aioredis
+from redis.exceptions import ConnectionError as RedisConnectionError
 
 from agents import ratelimit
+from tests.services import free_port, start_redis
 
 
 def new_user_id() -> int:
@@ -55,3 +59,58 @@ class UserMessageRateTests(SimpleTestCase):
         results = [await ratelimit.check_user_message(user_id) for _ in range(6)]
         self.assertEqual(results[:5], [None] * 5)
         self.assertIsNotNone(results[5])
+
+
+class RedisRateTests(SimpleTestCase):
+    """The limit kept in Redis (a cluster's), where a burst of checks goes to Redis together."""
+
+    @classmethod
+    def setUpClass(cls) -> None:
+        super().setUpClass()
+        cls.redis_url, stop = start_redis()
+        cls.addClassCleanup(stop)
+
+    def setUp(self) -> None:
+        self.enterContext(override_settings(REDIS_URL=self.redis_url, CHAT_MESSAGES_PER_MINUTE=3))
+        ratelimit.reset()
+        self.addCleanup(ratelimit.reset)
+
+    async def test_a_burst_of_one_users_messages_lets_the_limit_through(self) -> None:
+        """Ten messages of one user checked at once: three pass, seven get a retry_after."""
+        user_id = new_user_id()
+        results = await asyncio.gather(*(ratelimit.check_user_message(user_id) for _ in range(10)))
+        self.assertEqual(results.count(None), 3)
+        for retry_after in (r for r in results if r is not None):
+            self.assertTrue(1 <= retry_after <= 60, retry_after)
+
+    async def test_checks_made_one_by_one_count_with_a_burst(self) -> None:
+        """Counts made in a burst and one at a time are the same count."""
+        user_id = new_user_id()
+        self.assertEqual(await asyncio.gather(*(ratelimit.check_user_message(user_id) for _ in range(2))), [None] * 2)
+        self.assertIsNone(await ratelimit.check_user_message(user_id))
+        self.assertIsNotNone(await ratelimit.check_user_message(user_id))
+
+    async def test_a_burst_of_many_users_takes_a_few_connections_not_one_each(self) -> None:
+        """200 users' messages checked at once all pass, over a handful of Redis connections.
+
+        One command per check had opened a pool connection per check, and a
+        burst of turn starts waited for them.
+        """
+        users = [new_user_id() for _ in range(200)]
+        results = await asyncio.gather(*(ratelimit.check_user_message(user_id) for user_id in users))
+        self.assertEqual(results, [None] * 200)
+        client = aioredis.from_url(self.redis_url)
+        try:
+            clients = await client.client_list()
+        finally:
+            await client.aclose()
+        self.assertLessEqual(len(clients), 5, clients)
+
+    async def test_redis_away_fails_the_check_and_the_next_one_works(self) -> None:
+        """With Redis unreachable a check raises (the socket answers server_error); once back, checks count again."""
+        ratelimit.reset()
+        with override_settings(REDIS_URL=f"redis://127.0.0.1:{free_port()}/0"):
+            with self.assertRaises(RedisConnectionError):
+                await ratelimit.check_user_message(new_user_id())
+            ratelimit.reset()
+        self.assertIsNone(await ratelimit.check_user_message(new_user_id()))
