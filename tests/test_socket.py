@@ -135,6 +135,33 @@ class ConnectTests(SocketTestCase):
             await communicator.disconnect()
         self.assertEqual(asked, [])
 
+    async def test_a_repeated_turn_id_after_the_session_ended_closes_4401_and_answers_nothing(self):
+        """Once the session row is gone, even a repeat of a stored turn_id gets a 4401 close, not its stored message."""
+        from django.contrib.sessions.models import Session
+
+        await self.log_in()
+        communicator = await self.served_socket(self.thread.pk)
+        await communicator.receive_from(FRAME_TIMEOUT)  # the snapshot
+        await communicator.send_to(text_data=json.dumps({"type": "user_message", "content": "hi", "turn_id": "t-1"}))
+        await receive_until_turn_ends(communicator, "t-1")
+        await finish_turn(self.thread.pk, "t-1")
+        stored = await Message.objects.acount()
+        await Session.objects.filter(session_key=self.session_key).adelete()
+        await communicator.send_to(text_data=json.dumps({"type": "user_message", "content": "hi", "turn_id": "t-1"}))
+        self.assertEqual(await communicator.receive_output(FRAME_TIMEOUT), {"type": "websocket.close", "code": 4401})
+        self.assertEqual(await Message.objects.acount(), stored)
+
+    async def test_other_frames_after_the_session_ended_close_4401(self):
+        """A cancel on an ended session closes 4401 too."""
+        from django.contrib.sessions.models import Session
+
+        await self.log_in()
+        communicator = await self.served_socket(self.thread.pk)
+        await communicator.receive_from(FRAME_TIMEOUT)
+        await Session.objects.filter(session_key=self.session_key).adelete()
+        await communicator.send_to(text_data=json.dumps({"type": "cancel"}))
+        self.assertEqual(await communicator.receive_output(FRAME_TIMEOUT), {"type": "websocket.close", "code": 4401})
+
     async def log_in(self) -> None:
         """A login of alice: its session key (the cookie a browser would send)."""
         from django.test import Client
