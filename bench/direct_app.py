@@ -26,7 +26,10 @@ if not settings.configured:
     settings.configure(INSTALLED_APPS=["channels"], SECRET_KEY="bench-direct-peer", USE_TZ=True)
     django.setup()
 
+from autobahn import util as autobahn_util  # noqa: E402
 from channels.generic.websocket import AsyncWebsocketConsumer  # noqa: E402
+
+autobahn_util._HAS_CLICK = False  # as chatproject.asgi does: the peers pay for daphne what the server pays
 
 DELAY = int(os.environ.get("DELAY_MS", "20")) / 1000
 WORDS = int(os.environ.get("WORDS", "200"))

@@ -16,7 +16,21 @@ from agents.worker import TurnWorkerConsumer  # noqa: E402
 from chatproject import shutdown  # noqa: E402
 from web.routing import websocket_application  # noqa: E402
 
+
+def plain_autobahn_log_arguments() -> None:
+    """Have autobahn (daphne's WebSocket protocol) build its debug-log arguments as plain text.
+
+    With click installed (common: many tools bring it), autobahn colours
+    them with click.style on every frame it sends, whether its debug lines
+    are logged or not, which they never are here.
+    """
+    from autobahn import util
+
+    util._HAS_CLICK = False
+
+
 process.tune()
+plain_autobahn_log_arguments()
 start_when_serving()
 shutdown.install()
 application = SweeperMiddleware(

@@ -30,3 +30,14 @@ class TuneTests(ChatTestCase):
         with self.settings(GC_GEN0_THRESHOLD=50_000):
             process.tune()
         self.assertEqual(gc.get_threshold()[0], 50_000)
+
+
+class AutobahnTests(ChatTestCase):
+    def test_frames_sent_do_not_colour_autobahns_unlogged_debug_arguments(self) -> None:
+        """autobahn's debug arguments, built for every frame sent, are plain text even with click installed."""
+        from autobahn import util
+
+        import chatproject.asgi  # noqa: F401  (the served application sets it up)
+
+        self.assertEqual(util.hlval(42), "42")
+        self.assertEqual(util.hltype(self.test_frames_sent_do_not_colour_autobahns_unlogged_debug_arguments)[:2], "<t")
