@@ -130,6 +130,28 @@ class Sampler:
         self.cpu_used = sum(self.cpu_by_role.values())
 
 
+def wait_until_idle(
+    servers: dict[int, str], services: dict[int, str], share: float = 0.05, window: float = 0.5, timeout: float = 20
+) -> float | None:
+    """Wait until the processes (services with their children) use under `share` of one core over `window` s.
+
+    Returns the seconds waited, or None when they were still busy after
+    `timeout`. A step then starts once the step before it has finished its
+    trailing work (sockets closing, garbage collections, PostgreSQL's
+    autovacuum) instead of sharing the cores with it.
+    """
+    sampler = Sampler(servers, services)
+    start = time.monotonic()
+    before = sum(sampler.cpu().values())
+    while time.monotonic() - start < timeout:
+        time.sleep(window)  # the sampling window, not a synchronization
+        now = sum(sampler.cpu().values())
+        if now - before < share * window:
+            return time.monotonic() - start
+        before = now
+    return None
+
+
 # --- processes ------------------------------------------------------------------
 
 

@@ -40,7 +40,7 @@ from pathlib import Path
 from types import FrameType
 
 from stream_figures import cpu_roles, largest, line, step_row, summary, table
-from stream_servers import BENCH, CHAT_TARGETS, Sampler, Target, check_loopback, proc_stat
+from stream_servers import BENCH, CHAT_TARGETS, Sampler, Target, check_loopback, proc_stat, wait_until_idle
 
 TARGETS = ["bare", "direct", "frames", "embedded", "cluster"]
 # Steps of at most x1.42 from 5 on; K=20 is on it (a goal compares CPU per word there).
@@ -107,6 +107,20 @@ def measure(target: Target, k: int) -> dict:
     if row["streams_failed"]:
         target.settle()
     return row
+
+
+def quiet(running: dict[str, Target], smoke: bool) -> None:
+    """Before a step: wait until every target's servers and services are idle (see wait_until_idle)."""
+    servers: dict[int, str] = {}
+    services: dict[int, str] = {}
+    for target in running.values():
+        servers |= target.server_pids()
+        services |= target.services
+    waited = wait_until_idle(servers, services, timeout=5 if smoke else 20)
+    if waited is None:
+        print("warning: the servers were still busy after the wait; the step starts anyway", flush=True)
+    elif waited > 1:
+        print(f"waited {waited:.1f} s for the servers to go idle", flush=True)
 
 
 def idle_socket_kb(target: Target, count: int) -> float:
@@ -223,10 +237,12 @@ def main() -> int:
         for index, k in enumerate(args.ks):
             for name in active[index % len(active) :] + active[: index % len(active)]:
                 target = running[name]
+                quiet(running, args.smoke)
                 row = measure(target, k)
                 if not row["passed"] and not args.smoke and not row["lost"]:
                     # A busy machine stalls even the bare peer now and then: a failing step gets one rerun.
                     print(line(row, rows), "failed, rerun:", row["errors"], flush=True)
+                    quiet(running, args.smoke)
                     row = measure(target, k) | {"rerun": True}
                 rows.append(row)
                 print(line(row, rows), row["errors"] or "", flush=True)

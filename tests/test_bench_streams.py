@@ -207,6 +207,34 @@ def row_of(result: dict, stored: str | None = None) -> dict:
 
 
 @tag("cluster")
+class IdleWaitTests(SimpleTestCase):
+    """Each step starts once every target's processes are idle (stream_servers.wait_until_idle)."""
+
+    def spawn(self, code: str) -> subprocess.Popen:
+        process = subprocess.Popen([sys.executable, "-c", code], start_new_session=True)
+        self.addCleanup(process.wait, 10)
+        self.addCleanup(os.killpg, process.pid, signal.SIGKILL)
+        return process
+
+    def test_an_idle_server_lets_the_step_start_and_a_busy_one_holds_it(self) -> None:
+        """An idle process passes within a few windows; a spinning one holds the wait until its timeout."""
+        from stream_servers import wait_until_idle
+
+        idle = self.spawn("import time; time.sleep(60)")
+        busy = self.spawn("while True: pass")
+        waited = wait_until_idle({idle.pid: "web"}, {}, window=0.2, timeout=5)
+        self.assertIsNotNone(waited)
+        self.assertIsNone(wait_until_idle({idle.pid: "web", busy.pid: "web"}, {}, window=0.2, timeout=1))
+
+    def test_a_service_busy_in_a_child_process_holds_the_step(self) -> None:
+        """A service counts with its children (PostgreSQL's autovacuum runs in one)."""
+        from stream_servers import wait_until_idle
+
+        service = self.spawn("import subprocess, sys; subprocess.run([sys.executable, '-c', 'while True: pass'])")
+        self.assertIsNone(wait_until_idle({}, {service.pid: "postgres"}, window=0.2, timeout=1))
+
+
+@tag("cluster")
 class StepFigureTests(SimpleTestCase):
     def test_a_stream_on_schedule_passes_with_its_figures(self) -> None:
         """200 words on time: latency 5 ms, lateness 0, 50 writer commits per 1,000 words, the step passes."""
