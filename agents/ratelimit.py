@@ -14,13 +14,15 @@ import asyncio
 import math
 import time
 import weakref
-from functools import lru_cache
+from functools import lru_cache, partial
 from typing import Any
 
 from django.conf import settings
 from limits import RateLimitItemPerMinute
 from limits.aio.storage import MemoryStorage, RedisStorage
 from limits.aio.strategies import MovingWindowRateLimiter
+
+from .batches import Batcher
 
 SCOPE = "user_message"
 
@@ -38,7 +40,7 @@ async def check_user_message(user_id: int) -> int | None:
     item = RateLimitItemPerMinute(settings.CHAT_MESSAGES_PER_MINUTE)
     limiter = _limiter()
     if isinstance(limiter.storage, RedisStorage):
-        allowed = await _hits(limiter.storage).hit(item.key_for(SCOPE, str(user_id)), item.amount, item.get_expiry())
+        allowed = await _hit(limiter.storage, item.key_for(SCOPE, str(user_id)), item.amount, item.get_expiry())
     else:
         allowed = await limiter.hit(item, SCOPE, str(user_id))
     if allowed:
@@ -47,62 +49,28 @@ async def check_user_message(user_id: int) -> int | None:
     return max(1, math.ceil(stats.reset_time - time.time()))
 
 
-Hit = tuple[str, int, int, asyncio.Future]  # key, limit, expiry (seconds), its outcome
+async def _acquire_many(storage: RedisStorage, hits: list[tuple[str, int, int]]) -> list[bool]:
+    """limits' acquire script for each (key, limit, expiry) hit (its RedisStorage.acquire_entry), in one pipeline."""
+    bridge: Any = storage.bridge
+    script = bridge.lua_acquire_moving_window
+    pipe = bridge.get_connection().pipeline(transaction=False)
+    for key, limit, expiry in hits:
+        await script([bridge.prefixed_key(key)], [time.time(), limit, expiry, 1], client=pipe)
+    return [bool(allowed) for allowed in await pipe.execute()]
 
 
-class RedisHits:
-    """One event loop's hits waiting for Redis, and the task that sends them, a pipeline at a time."""
-
-    def __init__(self, storage: RedisStorage) -> None:
-        self.storage = storage
-        self.waiting: list[Hit] = []
-        self.task: asyncio.Task | None = None
-
-    async def hit(self, key: str, limit: int, expiry: int) -> bool:
-        """Take one entry of `limit` per `expiry` seconds under `key`; whether there was one left."""
-        loop = asyncio.get_running_loop()
-        future = loop.create_future()
-        self.waiting.append((key, limit, expiry, future))
-        if self.task is None or self.task.done():
-            self.task = loop.create_task(self._send_all(), name="rate-hits")
-        return await future
-
-    async def _send_all(self) -> None:
-        while self.waiting:
-            batch, self.waiting = self.waiting, []
-            try:
-                outcomes = await self._acquire([(key, limit, expiry) for key, limit, expiry, _ in batch])
-            except BaseException as exc:  # Redis is away (or this task is cancelled): so are these hits
-                for *_, future in batch:
-                    if not future.done():
-                        future.set_exception(exc if isinstance(exc, Exception) else asyncio.CancelledError())
-                if not isinstance(exc, Exception):
-                    raise
-                continue
-            for (*_, future), allowed in zip(batch, outcomes, strict=True):
-                if not future.done():  # its caller stopped waiting
-                    future.set_result(bool(allowed))
-
-    async def _acquire(self, hits: list[tuple[str, int, int]]) -> list[Any]:
-        """limits' acquire script for each hit (its RedisStorage.acquire_entry), in one pipeline."""
-        bridge: Any = self.storage.bridge
-        script = bridge.lua_acquire_moving_window
-        pipe = bridge.get_connection().pipeline(transaction=False)
-        for key, limit, expiry in hits:
-            await script([bridge.prefixed_key(key)], [time.time(), limit, expiry, 1], client=pipe)
-        return await pipe.execute()
+_queues: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, tuple[RedisStorage, Batcher]] = (
+    weakref.WeakKeyDictionary()
+)
 
 
-_queues: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, RedisHits] = weakref.WeakKeyDictionary()
-
-
-def _hits(storage: RedisStorage) -> RedisHits:
-    """This event loop's RedisHits for `storage` (tests run many loops and swap the limiter)."""
+async def _hit(storage: RedisStorage, key: str, limit: int, expiry: int) -> bool:
+    """Take one entry of `limit` per `expiry` seconds under `key`, in this event loop's next pipeline."""
     loop = asyncio.get_running_loop()
     found = _queues.get(loop)
-    if found is None or found.storage is not storage:
-        found = _queues[loop] = RedisHits(storage)
-    return found
+    if found is None or found[0] is not storage:  # tests run many loops and swap the limiter
+        found = _queues[loop] = (storage, Batcher(partial(_acquire_many, storage)))
+    return await found[1].call((key, limit, expiry))
 
 
 def reset() -> None:

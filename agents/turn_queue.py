@@ -16,46 +16,20 @@ import weakref
 
 from channels.layers import get_channel_layer
 
+from .batches import Batcher
+
 TURNS_CHANNEL = "agent-turns"
 BATCH = 50  # starts in one message at most: a burst still spreads over the workers
 
 
-class TurnQueue:
-    """One event loop's starts waiting for the layer, and the task that sends them."""
-
-    def __init__(self) -> None:
-        self.waiting: list[tuple[dict, asyncio.Future]] = []
-        self.task: asyncio.Task | None = None
-
-    async def send(self, start: dict) -> None:
-        loop = asyncio.get_running_loop()
-        sent = loop.create_future()
-        self.waiting.append((start, sent))
-        if self.task is None or self.task.done():
-            self.task = loop.create_task(self._send_all(), name="turn-queue")
-        await sent
-
-    async def _send_all(self) -> None:
-        layer = get_channel_layer()
-        while self.waiting:
-            batch, self.waiting = self.waiting[:BATCH], self.waiting[BATCH:]
-            message = batch[0][0] if len(batch) == 1 else {"type": "turn.starts", "turns": [s for s, _ in batch]}
-            try:
-                await layer.send(TURNS_CHANNEL, message)
-            except Exception as exc:
-                outcome: BaseException | None = exc
-            else:
-                outcome = None
-            for _, sent in batch:
-                if sent.done():  # its caller stopped waiting
-                    continue
-                if outcome is None:
-                    sent.set_result(None)
-                else:
-                    sent.set_exception(outcome)
+async def _send_batch(starts: list[dict]) -> list[None]:
+    """One message to the workers: a lone start as it is, several as one `turn.starts`."""
+    message = starts[0] if len(starts) == 1 else {"type": "turn.starts", "turns": starts}
+    await get_channel_layer().send(TURNS_CHANNEL, message)
+    return [None] * len(starts)
 
 
-_queues: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, TurnQueue] = weakref.WeakKeyDictionary()
+_queues: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Batcher[dict, None]] = weakref.WeakKeyDictionary()
 
 
 async def send(start: dict) -> None:
@@ -63,5 +37,5 @@ async def send(start: dict) -> None:
     loop = asyncio.get_running_loop()
     queue = _queues.get(loop)
     if queue is None:
-        queue = _queues[loop] = TurnQueue()
-    await queue.send(start)
+        queue = _queues[loop] = Batcher(_send_batch, limit=BATCH)
+    await queue.call(start)
