@@ -109,7 +109,7 @@ def measure(target: Target, k: int) -> dict:
     return row
 
 
-def quiet(running: dict[str, Target], smoke: bool) -> None:
+def wait_for_idle_servers(running: dict[str, Target], smoke: bool) -> None:
     """Before a step: wait until every target's servers and services are idle (see wait_until_idle)."""
     servers: dict[int, str] = {}
     services: dict[int, str] = {}
@@ -237,12 +237,12 @@ def main() -> int:
         for index, k in enumerate(args.ks):
             for name in active[index % len(active) :] + active[: index % len(active)]:
                 target = running[name]
-                quiet(running, args.smoke)
+                wait_for_idle_servers(running, args.smoke)
                 row = measure(target, k)
                 if not row["passed"] and not args.smoke and not row["lost"]:
                     # A busy machine stalls even the bare peer now and then: a failing step gets one rerun.
                     print(line(row, rows), "failed, rerun:", row["errors"], flush=True)
-                    quiet(running, args.smoke)
+                    wait_for_idle_servers(running, args.smoke)
                     row = measure(target, k) | {"rerun": True}
                 rows.append(row)
                 print(line(row, rows), row["errors"] or "", flush=True)
