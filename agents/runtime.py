@@ -15,18 +15,16 @@ import logging
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, NamedTuple
 
 from channels.db import database_sync_to_async
 from django.conf import settings
 
-from chat import selectors, starts, turns
-from chat.hops import in_savepoint
+from chat import selectors, turns
 from chat.models import AgentAction, Message
 from chat.retry import aretrying
 
-from . import inbox, turn_queue
-from .catalog import TurnAgent, aturn_agent, turn_agent, turn_agents
+from . import inbox, opening, turn_queue
+from .catalog import TurnAgent, aturn_agent
 from .control import acancel_turn, stop_requested
 from .control import request as request_stop
 from .errors import INTERRUPTED_ERROR
@@ -104,7 +102,7 @@ async def start_turn(
     # Here, with nothing running in the thread, the answer's shell goes in the same hop.
     answer_here = not settings.AGENT_WORKERS and registry.running_in_thread(thread_id) is None
     runner = await inbox.channel_name() if answer_here else ""
-    opened = await _aopen_turn(thread_id, turn_id, content, mentioned_documents, parent, agent, runner)
+    opened = await opening.aopen_turn(thread_id, turn_id, content, mentioned_documents, parent, agent, runner)
     agent = agent or opened.agent
     publisher = TurnPublisher(thread_id, turn_id)
     await publisher.user_message_stored(opened.message, opened.created)
@@ -126,93 +124,6 @@ async def start_turn(
     return TurnStart(turn_id, message, started=True, task=task)
 
 
-class OpenedTurn(NamedTuple):
-    agent: TurnAgent | None
-    message: dict
-    created: bool
-    running: bool  # a turn of the thread was streaming: it is to be stopped
-    answer: turns.Persisted | None = None  # the answer's shell, when it was stored in the same hop
-    history: list | None = None  # what the answer follows, read with its shell
-
-
-def _open_turn(
-    thread_id: int,
-    turn_id: str,
-    content: str,
-    mentioned_documents: object,
-    parent: int | None | turns.Follow,
-    agent: TurnAgent | None = None,
-    runner: str = "",
-) -> OpenedTurn:
-    """One database hop for a new turn: its agent, its user message, whether a turn of the thread is streaming.
-
-    The agent (the thread's, unless given; a worker resolves its own) comes
-    first, so a misconfigured one fails before anything is stored. With a
-    `runner` (the turn runs in this process) and no turn streaming in the
-    thread, the answer's shell and its history follow in
-    the same hop. It only inserts rows: on PostgreSQL it may share its
-    commit with the hop's other starts (chat.hops); the stop flag of a
-    streaming turn, a write to an existing message, goes in a hop of its
-    own, once this one stored the message.
-    """
-    if agent is None and not settings.AGENT_WORKERS:
-        agent = turn_agent(thread_id)
-    message, created = turns.store_user_message(thread_id, turn_id, content, mentioned_documents, parent)
-    running = created and turns.is_streaming(thread_id)
-    if not (created and runner and not running and agent is not None):
-        return OpenedTurn(agent, message, created, running)
-    answer, history = turns.open_answer(
-        thread_id, turn_id, agent=agent.name, model=agent.model, runner=runner, parent_id=message["id"]
-    )
-    return OpenedTurn(agent, message, created, False, answer, history)
-
-
-class _Start(NamedTuple):
-    """The arguments of one _open_turn() call."""
-
-    thread_id: int
-    turn_id: str
-    content: str
-    mentioned_documents: object
-    parent: int | None | turns.Follow
-    agent: TurnAgent | None = None
-    runner: str = ""
-
-
-def _open_turns(calls: list[tuple[tuple, dict]]) -> list[tuple[bool, Any]]:
-    """_open_turn() for each call of one hop: the plain starts together (chat.starts), any other alone.
-
-    Each call gets (True, its OpenedTurn) or (False, its exception); one
-    stored alone rolls back alone.
-    """
-    requests = [_Start(*args, **kwargs) for args, kwargs in calls]
-    outcomes: list[tuple[bool, Any] | None] = [None] * len(requests)
-    unknown = [s.thread_id for s in requests if s.agent is None] if not settings.AGENT_WORKERS else []
-    agents = turn_agents(unknown) if unknown else {}
-    new, at = [], []
-    for i, start in enumerate(requests):
-        found = agents.get(start.thread_id)
-        if isinstance(found, Exception):  # a misconfigured agent: nothing is stored
-            outcomes[i] = (False, found)
-            continue
-        if found is not None:
-            requests[i] = start = start._replace(agent=found)
-        if start.parent is not turns.ACTIVE_LEAF:
-            continue
-        answer = (start.agent.name, start.agent.model, start.runner) if start.runner and start.agent else None
-        new.append(starts.NewTurn(start.thread_id, start.turn_id, start.content, start.mentioned_documents, answer))
-        at.append(i)
-    for i, stored in zip(at, starts.store_new_turns(new), strict=True):
-        if stored is not None:
-            opened = OpenedTurn(requests[i].agent, stored.message, True, stored.running, stored.answer, stored.history)
-            outcomes[i] = (True, opened)
-    return [
-        outcome if outcome is not None else in_savepoint(_open_turn, *start)
-        for outcome, start in zip(outcomes, requests, strict=True)
-    ]
-
-
-_aopen_turn = aretrying(_open_turn, shared_commit=True, batch=_open_turns)
 _arequest_stop = aretrying(request_stop)
 
 
@@ -300,11 +211,12 @@ async def _run(
     usage = TurnTokenAccumulator()
     heartbeat = None
     try:
-        agent = agent or await aturn_agent(turn.thread_id)
         if publisher.message_id is None:  # else its shell was stored with the user message
-            await publisher.started(
-                agent.name, agent.model, await inbox.channel_name(), parent_id=parent_id, activate=activate
-            )
+            runner = await inbox.channel_name()
+            opened = await opening.aopen_answer(turn.thread_id, turn.turn_id, agent, runner, parent_id, activate)
+            agent = opened.agent
+            await publisher.opened(opened.answer, opened.history, agent.name, agent.model)
+        agent = agent or await aturn_agent(turn.thread_id)
         turn.message_id = publisher.message_id
         if turn.message_id is None:  # started before: a repeated dispatch
             registry.mark_completed(turn.thread_id, turn.turn_id)

@@ -7,9 +7,9 @@ from unittest import mock
 
 from django.db import IntegrityError, transaction
 
-from agents import runtime
+from agents import catalog, opening
 from chat import selectors, starts, turns
-from chat.models import Message, Thread
+from chat.models import Agent, Message, Thread
 from tests.base import ChatTestCase, ChatTransactionTestCase
 
 RUNNER = "specific.test!runner"
@@ -32,7 +32,7 @@ class BatchedStartTests(ChatTestCase):
         turns.finalize_assistant_turn(answer.id, Message.Status.COMPLETED)
         return thread
 
-    def assert_started_like_alone(self, thread: Thread, opened: runtime.OpenedTurn, text: str) -> None:
+    def assert_started_like_alone(self, thread: Thread, opened: opening.OpenedTurn, text: str) -> None:
         """What a start alone guarantees: the dict reads back the same, the shell answers it and is the leaf."""
         self.assertTrue(opened.created)
         self.assertEqual(opened.message, selectors.user_message_dict(opened.message["id"]))
@@ -55,7 +55,7 @@ class BatchedStartTests(ChatTestCase):
         calls = [start(t.pk, f"new-{t.pk}", f"text {t.pk}") for t in fresh + answered]
         alone = mock.patch.object(turns, "_insert_turn_message", wraps=turns._insert_turn_message)
         with alone as one_by_one, transaction.atomic():
-            outcomes = runtime._open_turns(calls)
+            outcomes = opening.open_turns(calls)
         self.assertEqual(one_by_one.call_count, 0, "every start was taken by the batch")
         for thread, (ok, opened) in zip(fresh + answered, outcomes, strict=True):
             self.assertTrue(ok, opened)
@@ -83,7 +83,7 @@ class BatchedStartTests(ChatTestCase):
             start(plain.pk, "plain", "plain"),
         ]
         with transaction.atomic():
-            outcomes = runtime._open_turns(calls)
+            outcomes = opening.open_turns(calls)
         (ok_a, a), (ok_b, b), (ok_r, r), (ok_s, s), (ok_e, e), (ok_g, g), (ok_p, p) = outcomes
         self.assertTrue(ok_a and ok_b and ok_r and ok_s and ok_e and ok_p)
         self.assertIsNotNone(a.answer)  # the first of the thread answers at once
@@ -96,7 +96,6 @@ class BatchedStartTests(ChatTestCase):
         self.assert_started_like_alone(plain, p, "plain")
 
     def test_each_start_runs_with_its_threads_agent_and_a_misconfigured_one_fails_alone(self) -> None:
-        from chat.models import Agent
 
         bad, own, default = (self.make_thread(self.user) for _ in range(3))
         bad.agent = Agent.objects.create(name="broken", provider="nope")
@@ -105,14 +104,14 @@ class BatchedStartTests(ChatTestCase):
         own.system_prompt = "Briefly."
         own.save()
         with transaction.atomic():
-            outcomes = runtime._open_turns([start(bad.pk, "x"), start(own.pk, "y"), start(default.pk, "z")])
+            outcomes = opening.open_turns([start(bad.pk, "x"), start(own.pk, "y"), start(default.pk, "z")])
         self.assertFalse(outcomes[0][0])
         self.assertIsInstance(outcomes[0][1], ValueError)
         self.assertFalse(Message.objects.filter(thread=bad).exists())
         for thread, (ok, opened) in zip((own, default), outcomes[1:], strict=True):
             self.assertTrue(ok, opened)
             self.assert_started_like_alone(thread, opened, "hello")
-            alone = runtime.turn_agent(thread.pk)
+            alone = catalog.turn_agent(thread.pk)
             self.assertEqual((opened.agent.name, opened.agent.system_prompt), (alone.name, alone.system_prompt))
         self.assertEqual(
             (outcomes[1][1].agent.name, outcomes[1][1].agent.system_prompt), ("writer", "Write.\n\nBriefly.")
@@ -208,7 +207,7 @@ class BatchedHopTests(ChatTransactionTestCase):
         threads = await asyncio.to_thread(lambda: [self.make_thread(user).pk for _ in range(40)])
         with mock.patch.object(starts, "store_new_turns", wraps=starts.store_new_turns) as batch:
             opened = await asyncio.gather(
-                *(runtime._aopen_turn(t, f"burst-{t}", "hi", None, turns.ACTIVE_LEAF, runner=RUNNER) for t in threads)
+                *(opening.aopen_turn(t, f"burst-{t}", "hi", None, turns.ACTIVE_LEAF, runner=RUNNER) for t in threads)
             )
         self.assertIn(batch.call_count, (1, 2), "the first start's hop, then all that waited for it")
         self.assertTrue(all(o.created and o.answer is not None for o in opened))
@@ -228,7 +227,7 @@ class BatchedHopTests(ChatTransactionTestCase):
 
         with mock.patch.object(starts, "store_new_turns", broken), self.assertLogs("chat.hops", "WARNING"):
             opened = await asyncio.gather(
-                *(runtime._aopen_turn(t, f"t-{t}", "hi", None, turns.ACTIVE_LEAF, runner=RUNNER) for t in threads)
+                *(opening.aopen_turn(t, f"t-{t}", "hi", None, turns.ACTIVE_LEAF, runner=RUNNER) for t in threads)
             )
         self.assertTrue(all(o.created and o.answer is not None for o in opened))
         ghosts = await asyncio.to_thread(lambda: Message.objects.filter(turn_id="ghost").count())
@@ -249,13 +248,48 @@ class BatchedHopTests(ChatTransactionTestCase):
         self.assertIn(batch.call_count, (1, 2))
         self.assertTrue(all(persisted.created and history for persisted, history in opened))
 
-    async def test_a_workers_burst_of_starts_reads_their_agents_in_one_query(self) -> None:
-        from agents import catalog
-
+    async def test_a_workers_burst_of_starts_reads_agents_and_opens_shells_in_one_hop(self) -> None:
+        """A worker's starts: agents in one query and shells in one batch, each as open_answer alone gives it."""
         user = await asyncio.to_thread(self.make_user)
-        threads = await asyncio.to_thread(lambda: [self.make_thread(user).pk for _ in range(25)])
-        with mock.patch.object(catalog.agent_store, "turn_agents_of", wraps=catalog.agent_store.turn_agents_of) as read:
-            agents = await asyncio.gather(*(catalog.aturn_agent(t) for t in threads))
-        self.assertIn(read.call_count, (1, 2))
-        alone = await asyncio.to_thread(catalog.turn_agent, threads[0])
-        self.assertTrue(all((a.name, a.model) == (alone.name, alone.model) for a in agents))
+
+        def asked() -> tuple[int, int]:
+            thread = self.make_thread(user)
+            return thread.pk, turns.persist_user_turn(thread.pk, "w", "question").id
+
+        questions = await asyncio.to_thread(lambda: [asked() for _ in range(25)])
+        agent_reads = mock.patch.object(catalog.agent_store, "turn_agents_of", wraps=catalog.agent_store.turn_agents_of)
+        with agent_reads as read, mock.patch.object(starts, "open_new_answers", wraps=starts.open_new_answers) as batch:
+            opened = await asyncio.gather(*(opening.aopen_answer(t, "w", None, RUNNER, q) for t, q in questions))
+        self.assertIn(read.call_count, (1, 2), "the first start's hop, then all that waited for it")
+        self.assertEqual(read.call_count, batch.call_count, "agents and shells in the same hops")
+        alone = await asyncio.to_thread(catalog.turn_agent, questions[0][0])
+        for (thread_id, question), one in zip(questions, opened, strict=True):
+            self.assertEqual((one.agent.name, one.agent.model), (alone.name, alone.model))
+            self.assertTrue(one.answer.created)
+            self.assertEqual([entry["content"] for entry in one.history or []][-1:], ["question"])
+            shell = await asyncio.to_thread(Message.objects.get, pk=one.answer.id)
+            self.assertEqual((shell.thread_id, shell.parent_id, shell.status), (thread_id, question, "streaming"))
+            self.assertEqual((shell.runner, shell.metadata["agent"]), (RUNNER, alone.name))
+        again = await opening.aopen_answer(questions[0][0], "w", None, RUNNER, questions[0][1])
+        self.assertFalse(again.answer.created, "a repeated start opens nothing")
+
+    async def test_a_misconfigured_agent_fails_its_start_alone_with_nothing_stored(self) -> None:
+        user = await asyncio.to_thread(self.make_user)
+
+        def asked(provider: str) -> tuple[int, int]:
+            thread = self.make_thread(user)
+            if provider != "local":
+                thread.agent = Agent.objects.create(name=f"agent-{thread.pk}", provider=provider)
+                thread.save()
+            return thread.pk, turns.persist_user_turn(thread.pk, "w", "question").id
+
+        questions = await asyncio.to_thread(lambda: [asked(p) for p in ("local", "nope", "local")])
+        opened = await asyncio.gather(
+            *(opening.aopen_answer(t, "w", None, RUNNER, q) for t, q in questions), return_exceptions=True
+        )
+        self.assertIsInstance(opened[1], ValueError)
+        self.assertTrue(all(o.answer.created for o in (opened[0], opened[2])))  # type: ignore[union-attr]
+        shells = await asyncio.to_thread(
+            lambda: Message.objects.filter(thread_id=questions[1][0], role="assistant").count()
+        )
+        self.assertEqual(shells, 0)
