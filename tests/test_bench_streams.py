@@ -33,11 +33,11 @@ STARTED = re.compile(r"^started .*all on 127\.0\.0\.1; pids \[([\d, ]+)\]$", re.
 
 
 class Bench:
-    """`bench/streams.py ARGS` as a child process whose stdout lines are read as they come."""
+    """`bench/streams.py ARGS` (or another `script`) as a child process whose stdout lines are read as they come."""
 
-    def __init__(self, *args: str, sigint_ignored: bool = False) -> None:
+    def __init__(self, *args: str, sigint_ignored: bool = False, script: str = "bench/streams.py") -> None:
         self.process = subprocess.Popen(
-            [sys.executable, "bench/streams.py", *args],
+            [sys.executable, script, *args],
             cwd=ROOT,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
@@ -162,6 +162,27 @@ class StreamsBenchTests(SimpleTestCase):
             except subprocess.TimeoutExpired:
                 continue
         self.assertEqual(bench.finish(90), 130, bench.text[-4000:])
+        self.assertEqual(alive(pids), [])
+
+
+@tag("cluster")
+class StreamPhasesTests(SimpleTestCase):
+    def test_each_phase_of_a_cluster_stream_reports_its_cpu_by_role_and_nothing_outlives_it(self) -> None:
+        """bench/stream_phases.py: open, a one-word turn, idle, a streaming turn and close, each with its CPU."""
+        if postgres_bin() is None or shutil.which("redis-server") is None:
+            raise missing("PostgreSQL and Redis")
+        args = ("--target", "cluster", "-k", "2", "--rounds", "1", "--words", "5", "--idle", "0.2")
+        bench = Bench(*args, script="bench/stream_phases.py")
+        started = bench.wait_for(re.compile(r"^started cluster; pids \[([\d, ]+)\]$"), 120)
+        pids = [int(p) for p in started.group(1).split(",")]
+        code = bench.finish(120)
+        self.assertEqual(code, 0, bench.text[-4000:])
+        phase = r"^{} +[\d.]+ s  CPU ms per socket: +[\d.]+ \(postgres [\d.]+ redis [\d.]+ web [\d.]+ worker [\d.]+\)"
+        for name in ("open", "idle 0.2 s", "close"):
+            self.assertRegex(bench.text, re.compile(phase.format(re.escape(name)) + "$", re.MULTILINE))
+        for name in ("turn /lorem 1", "turn /lorem 5"):
+            first = r"  first delta p50 [\d.]+ max [\d.]+ ms$"
+            self.assertRegex(bench.text, re.compile(phase.format(re.escape(name)) + first, re.MULTILINE))
         self.assertEqual(alive(pids), [])
 
 
