@@ -9,7 +9,6 @@ runs with it.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
 from django.conf import settings
 
@@ -111,11 +110,4 @@ def _turn_agent(own: Agent | None, default: Agent, thread_prompt: str) -> TurnAg
     )
 
 
-def _agents_in_one_hop(calls: list[tuple[tuple, dict]]) -> list[tuple[bool, Any]]:
-    """The turn_agent() calls of one hop (chat.hops) as one turn_agents(): a worker's burst of starts."""
-    thread_ids = [args[0] if args else kwargs["thread_id"] for args, kwargs in calls]
-    found = turn_agents(thread_ids)
-    return [(False, agent) if isinstance(agent, Exception) else (True, agent) for agent in map(found.get, thread_ids)]
-
-
-aturn_agent = hop(turn_agent, batch=_agents_in_one_hop)
+aturn_agent = hop(turn_agent)

@@ -15,7 +15,7 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-from chat import selectors, starts, turns
+from chat import selectors, turns
 
 from . import fanout
 from .fanout import EVENT_TYPE, thread_group
@@ -122,11 +122,12 @@ class TurnPublisher:
     ) -> int | None:
         """Store the assistant shell answering `parent_id` (run by the process behind `runner`); announce it.
 
-        None when the turn already had its shell: it was started before (a
-        repeated dispatch), and this start announces and runs nothing. The
-        history the answer follows is read in the same hop (`history`).
+        None when the turn already had its shell (it started after all), and
+        nothing is announced. The history the answer follows is read in the
+        same hop (`history`). A turn that runs opens its shell with
+        agents.opening instead, its agent resolved in the same hop.
         """
-        persisted, history = await starts.aopen_answer(
+        persisted, history = await turns.aopen_answer(
             self.thread_id,
             self.turn_id,
             agent=agent,

@@ -109,6 +109,8 @@ aopen_turn = aretrying(open_turn, shared_commit=True, batch=open_turns)
 
 
 class OpenedAnswer(NamedTuple):
+    """What open_answer() did: the agent the turn runs with, its shell, and the history it answers."""
+
     agent: TurnAgent
     answer: turns.Persisted  # created False: the turn had its shell already (a repeated start)
     history: list | None  # what the answer follows, read with its shell
@@ -124,9 +126,10 @@ def open_answer(
 ) -> OpenedAnswer:
     """The turn's agent (the thread's, unless given), then its answer's shell and history: one hop.
 
-    A worker process starts each turn it is sent with it: resolving the
-    agent in a hop of its own had cost every start, and every burst of
-    starts, one more hop before its first delta.
+    A worker process opens each turn it is sent with it (agents.runtime),
+    so a start makes one hop before its model call. On the way the default
+    agent's row is written when it no longer follows the settings
+    (catalog._in_step): a row no delta writer locks.
     """
     agent = agent or turn_agent(thread_id)
     shell = {"agent": agent.name, "model": agent.model, "runner": runner, "parent_id": parent_id, "activate": activate}
@@ -146,7 +149,11 @@ class _Answer(NamedTuple):
 
 
 def open_answers(calls: list[tuple[tuple, dict]]) -> list[tuple[bool, Any]]:
-    """open_answer() for each call of one hop: the agents in one query, the shells together (chat.starts)."""
+    """open_answer() for each call of one hop: the agents in one query, the shells together (chat.starts).
+
+    Each call gets (True, its OpenedAnswer) or (False, its exception); one
+    the batch does not take is opened alone, in a savepoint.
+    """
     requests = [_Answer(*args, **kwargs) for args, kwargs in calls]
     outcomes: list[tuple[bool, Any] | None] = [None] * len(requests)
     unknown = [a.thread_id for a in requests if a.agent is None]

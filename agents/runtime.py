@@ -216,7 +216,7 @@ async def _run(
             opened = await opening.aopen_answer(turn.thread_id, turn.turn_id, agent, runner, parent_id, activate)
             agent = opened.agent
             await publisher.opened(opened.answer, opened.history, agent.name, agent.model)
-        agent = agent or await aturn_agent(turn.thread_id)
+        assert agent is not None, "a shell stored with the user message comes with its agent"
         turn.message_id = publisher.message_id
         if turn.message_id is None:  # started before: a repeated dispatch
             registry.mark_completed(turn.thread_id, turn.turn_id)
@@ -326,7 +326,7 @@ async def _generate(turn: RunningTurn, publisher: TurnPublisher, agent: TurnAgen
 
     The model gets the agent's system prompt (followed by the thread's) and only the agent's tools.
     """
-    assert publisher.history is not None, "_generate() before started()"  # read with the shell
+    assert publisher.history is not None, "_generate() before the shell was opened"  # read with the shell
     conversation = build_history(publisher.history, settings.AGENT_HISTORY_CHARS)
     if agent.system_prompt:
         conversation.insert(0, ChatMessage("system", agent.system_prompt))

@@ -9,7 +9,8 @@ transaction. Only plain starts are taken: a new turn_id after the thread's
 active leaf, its thread once in the batch. The caller stores any other one
 alone, through chat.turns, which stays the reference for what a start
 writes and returns. A worker process opens the answers of the turns it is
-sent with `aopen_answer`, which batches the same way.
+sent with `open_new_answers` (through agents.opening), which batches the
+same way.
 """
 
 from __future__ import annotations
@@ -21,9 +22,7 @@ from django.db import connection
 from django.utils import timezone
 
 from . import selectors, turns
-from .hops import in_savepoint
 from .models import Message
-from .retry import aretrying
 from .turns import Persisted, db_time, insert_message_rows, message_values, shell_metadata, user_metadata
 
 STREAMING = Message.Status.STREAMING.value
@@ -182,18 +181,6 @@ def open_new_answers(new: list[NewAnswer]) -> list[tuple[Persisted, list] | None
         shell_id = shell_ids[new[i].thread_id]
         opened[i] = (Persisted(shell_id, True), histories[shell_id])
     return opened
-
-
-def _open_answers(calls: list[tuple[tuple, dict]]) -> list[tuple[bool, Any]]:
-    """turns.open_answer() for each call of one hop (chat.hops): together, and any not taken alone."""
-    new = [NewAnswer(*args, **kwargs) for args, kwargs in calls]
-    outcomes: list[tuple[bool, Any]] = []
-    for (args, kwargs), done in zip(calls, open_new_answers(new), strict=True):
-        outcomes.append((True, done) if done is not None else in_savepoint(turns.open_answer, *args, **kwargs))
-    return outcomes
-
-
-aopen_answer = aretrying(turns.open_answer, shared_commit=True, batch=_open_answers)
 
 
 def _marks(values: list) -> str:

@@ -799,6 +799,7 @@ def turn_summary(message_id: int) -> dict[str, Any] | None:
 # or state), so the retried ones ride out a database restart (chat.retry).
 apersist_user_turn = aretrying(persist_user_turn)
 astore_user_message = aretrying(store_user_message, shared_commit=True)
+aopen_answer = aretrying(open_answer, shared_commit=True)
 apersist_assistant_shell = aretrying(persist_assistant_shell)
 aappend_content = aretrying(append_content)
 # The delta writer's commits have a thread and connection of their own: a

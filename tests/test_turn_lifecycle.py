@@ -164,3 +164,42 @@ class LostStartTests(TurnLifecycleTestCase):
         self.assertEqual((frames[-1]["turn_id"], frames[-1]["data"]["status"]), ("old-1", "interrupted"))
         stored = await self.committed(lambda: Message.objects.get(pk=frames[-1]["message_id"]))
         self.assertEqual((stored.status, stored.metadata["has_error"]), ("interrupted", True))
+
+
+class WorkerStartTests(TurnLifecycleTestCase):
+    """A turn sent to a worker (begin_turn with only its question): agent, shell and history in one hop."""
+
+    def question(self, turn_id: str) -> int:
+        return turns.persist_user_turn(self.thread.pk, turn_id, "/lorem 3").id
+
+    async def test_a_started_turn_runs_once_and_a_repeated_start_runs_nothing(self) -> None:
+        question = await self.committed(lambda: self.question("w-1"))
+        channel = await self.listen()
+        status = await asyncio.wait_for(runtime.begin_turn(self.thread.pk, "w-1", question), TIMEOUT)
+        frames = await self.frames(channel, "agent_completed")
+        self.assertEqual(
+            (status, frames[0]["type"], frames[-1]["data"]["status"]), ("completed", "agent_started", "completed")
+        )
+        again = await asyncio.wait_for(runtime.begin_turn(self.thread.pk, "w-1", question), TIMEOUT)
+        self.assertEqual(again, "cancelled", "the turn had its shell: this start announces and runs nothing")
+        answers = await self.committed(lambda: list(Message.objects.filter(turn_id="w-1", role="assistant")))
+        self.assertEqual([(a.status, a.content) for a in answers], [("completed", "lorem ipsum dolor ")])
+
+    async def test_a_misconfigured_agent_ends_the_turn_failed_with_no_answer_stored(self) -> None:
+        from chat.models import Agent
+
+        def broken() -> int:
+            self.thread.agent = Agent.objects.create(name="broken", provider="nope")
+            self.thread.save()
+            return self.question("w-2")
+
+        question = await self.committed(broken)
+        channel = await self.listen()
+        with self.assertLogs("agents.runtime", "ERROR"):
+            status = await asyncio.wait_for(runtime.begin_turn(self.thread.pk, "w-2", question), TIMEOUT)
+        frames = await self.frames(channel, "agent_completed")
+        self.assertEqual(status, "failed")
+        self.assertEqual([f["type"] for f in frames], ["agent_completed"])
+        self.assertEqual((frames[0]["message_id"], frames[0]["data"]["error"]["code"]), (None, "server_error"))
+        answers = await self.committed(lambda: Message.objects.filter(turn_id="w-2", role="assistant").count())
+        self.assertEqual(answers, 0)

@@ -96,7 +96,6 @@ class BatchedStartTests(ChatTestCase):
         self.assert_started_like_alone(plain, p, "plain")
 
     def test_each_start_runs_with_its_threads_agent_and_a_misconfigured_one_fails_alone(self) -> None:
-
         bad, own, default = (self.make_thread(self.user) for _ in range(3))
         bad.agent = Agent.objects.create(name="broken", provider="nope")
         bad.save()
@@ -119,7 +118,7 @@ class BatchedStartTests(ChatTestCase):
 
 
 class BatchedAnswerTests(ChatTestCase):
-    """A worker opens the answers of the turns it is sent: starts.aopen_answer's batch."""
+    """A worker opens the answers of the turns it is sent: agents.opening's batch, agents and shells together."""
 
     def setUp(self) -> None:
         self.user = self.make_user()
@@ -129,8 +128,7 @@ class BatchedAnswerTests(ChatTestCase):
         return thread, turns.persist_user_turn(thread.pk, turn_id, f"question {thread.pk}").id
 
     def open_answer(self, thread_id: int, turn_id: str, parent_id: object, activate: bool | None = None) -> tuple:
-        shell = {"agent": "a", "model": "m", "runner": RUNNER, "parent_id": parent_id, "activate": activate}
-        return (thread_id, turn_id), shell
+        return (thread_id, turn_id, None, RUNNER), {"parent_id": parent_id, "activate": activate}
 
     def test_answers_as_opened_alone(self) -> None:
         plain = [self.asked() for _ in range(4)]
@@ -148,26 +146,28 @@ class BatchedAnswerTests(ChatTestCase):
         ]
         alone = mock.patch.object(turns, "open_answer", wraps=turns.open_answer)
         with alone as one_by_one, transaction.atomic():
-            outcomes = starts._open_answers(calls)
+            outcomes = opening.open_answers(calls)
         self.assertEqual(one_by_one.call_count, 2, "the repeated turn and the parent to be found ran alone")
         self.assertTrue(all(ok for ok, _ in outcomes), outcomes)
-        for (thread, question), (_, (persisted, history)) in zip(plain, outcomes[:4], strict=True):
-            shell = Message.objects.get(pk=persisted.id)
+        agent = catalog.turn_agent(plain[0][0].pk)
+        for (thread, question), (_, opened) in zip(plain, outcomes[:4], strict=True):
+            shell, history = Message.objects.get(pk=opened.answer.id), opened.history
             thread.refresh_from_db()
+            self.assertEqual((opened.agent.name, opened.agent.model), (agent.name, agent.model))
             self.assertEqual(
                 (shell.parent_id, shell.status, shell.runner, shell.metadata["model"]),
-                (question, "streaming", RUNNER, "m"),
+                (question, "streaming", RUNNER, agent.model),
             )
             self.assertEqual((thread.active_leaf_id, thread.last_seq), (shell.pk, shell.seq))
             self.assertEqual(history, selectors.history_entries(thread.pk, shell.pk))
             self.assertEqual([e["content"] for e in history], [f"question {thread.pk}"])
         again, kept, repeat, follow = (outcome for _, outcome in outcomes[4:])
-        self.assertEqual(Thread.objects.get(pk=regenerated.pk).active_leaf_id, again[0].id)
+        self.assertEqual(Thread.objects.get(pk=regenerated.pk).active_leaf_id, again.answer.id)
         moved_leaf = Message.objects.get(thread=moved, turn_id="later").pk
         self.assertEqual(Thread.objects.get(pk=moved.pk).active_leaf_id, moved_leaf, "the path was not pulled back")
-        self.assertTrue(kept[0].created)
-        self.assertEqual(repeat[0], turns.Persisted(existing.id, False))
-        self.assertTrue(follow[0].created)
+        self.assertTrue(kept.answer.created)
+        self.assertEqual(repeat.answer, turns.Persisted(existing.id, False))
+        self.assertTrue(follow.answer.created)
 
 
 class BatchedFactsTests(ChatTestCase):
@@ -233,21 +233,6 @@ class BatchedHopTests(ChatTransactionTestCase):
         ghosts = await asyncio.to_thread(lambda: Message.objects.filter(turn_id="ghost").count())
         self.assertEqual(ghosts, 0, "the batch's writes were rolled back")
 
-    async def test_a_burst_of_answers_opened_in_a_worker_takes_one_batch(self) -> None:
-        user = await asyncio.to_thread(self.make_user)
-
-        def asked() -> tuple[int, int]:
-            thread = self.make_thread(user)
-            return thread.pk, turns.persist_user_turn(thread.pk, "w", "question").id
-
-        questions = await asyncio.to_thread(lambda: [asked() for _ in range(30)])
-        with mock.patch.object(starts, "open_new_answers", wraps=starts.open_new_answers) as batch:
-            opened = await asyncio.gather(
-                *(starts.aopen_answer(t, "w", agent="a", model="m", runner=RUNNER, parent_id=q) for t, q in questions)
-            )
-        self.assertIn(batch.call_count, (1, 2))
-        self.assertTrue(all(persisted.created and history for persisted, history in opened))
-
     async def test_a_workers_burst_of_starts_reads_agents_and_opens_shells_in_one_hop(self) -> None:
         """A worker's starts: agents in one query and shells in one batch, each as open_answer alone gives it."""
         user = await asyncio.to_thread(self.make_user)
@@ -274,6 +259,7 @@ class BatchedHopTests(ChatTransactionTestCase):
         self.assertFalse(again.answer.created, "a repeated start opens nothing")
 
     async def test_a_misconfigured_agent_fails_its_start_alone_with_nothing_stored(self) -> None:
+        """In a worker's burst, a thread whose agent cannot be built fails alone; the others open their answers."""
         user = await asyncio.to_thread(self.make_user)
 
         def asked(provider: str) -> tuple[int, int]:
