@@ -10,7 +10,7 @@ from django.db import IntegrityError, transaction
 from agents import catalog, opening
 from chat import selectors, starts, turns
 from chat.models import Agent, Message, Thread
-from tests.base import ChatTestCase, ChatTransactionTestCase
+from tests.base import ChatTestCase, ChatTransactionTestCase, read_committed
 
 RUNNER = "specific.test!runner"
 
@@ -203,7 +203,7 @@ class BatchedFactsTests(ChatTestCase):
 
 class BatchedHopTests(ChatTransactionTestCase):
     async def test_a_burst_of_starts_takes_one_batch_and_each_gets_its_answer(self) -> None:
-        user = await asyncio.to_thread(self.make_user)
+        user = await read_committed(self.make_user)
         threads = await asyncio.to_thread(lambda: [self.make_thread(user).pk for _ in range(40)])
         with mock.patch.object(starts, "store_new_turns", wraps=starts.store_new_turns) as batch:
             opened = await asyncio.gather(
@@ -218,7 +218,7 @@ class BatchedHopTests(ChatTransactionTestCase):
 
     async def test_a_batch_that_fails_as_a_whole_leaves_each_start_to_run_alone(self) -> None:
         """A concurrent writer broke a constraint under the batch: it rolls back and each start runs alone."""
-        user = await asyncio.to_thread(self.make_user)
+        user = await read_committed(self.make_user)
         threads = await asyncio.to_thread(lambda: [self.make_thread(user).pk for _ in range(10)])
 
         def broken(new: list) -> list:
@@ -235,24 +235,24 @@ class BatchedHopTests(ChatTransactionTestCase):
 
     async def test_a_workers_burst_of_starts_reads_agents_and_opens_shells_in_one_hop(self) -> None:
         """A worker's starts: agents in one query and shells in one batch, each as open_answer alone gives it."""
-        user = await asyncio.to_thread(self.make_user)
+        user = await read_committed(self.make_user)
 
         def asked() -> tuple[int, int]:
             thread = self.make_thread(user)
             return thread.pk, turns.persist_user_turn(thread.pk, "w", "question").id
 
-        questions = await asyncio.to_thread(lambda: [asked() for _ in range(25)])
+        questions = await read_committed(lambda: [asked() for _ in range(25)])
         agent_reads = mock.patch.object(catalog.agent_store, "turn_agents_of", wraps=catalog.agent_store.turn_agents_of)
         with agent_reads as read, mock.patch.object(starts, "open_new_answers", wraps=starts.open_new_answers) as batch:
             opened = await asyncio.gather(*(opening.aopen_answer(t, "w", None, RUNNER, q) for t, q in questions))
         self.assertIn(read.call_count, (1, 2), "the first start's hop, then all that waited for it")
         self.assertEqual(read.call_count, batch.call_count, "agents and shells in the same hops")
-        alone = await asyncio.to_thread(catalog.turn_agent, questions[0][0])
+        alone = await read_committed(lambda: catalog.turn_agent(questions[0][0]))
         for (thread_id, question), one in zip(questions, opened, strict=True):
             self.assertEqual((one.agent.name, one.agent.model), (alone.name, alone.model))
             self.assertTrue(one.answer.created)
             self.assertEqual([entry["content"] for entry in one.history or []][-1:], ["question"])
-            shell = await asyncio.to_thread(Message.objects.get, pk=one.answer.id)
+            shell = await read_committed(lambda: Message.objects.get(pk=one.answer.id))  # noqa: B023 (awaited at once)
             self.assertEqual((shell.thread_id, shell.parent_id, shell.status), (thread_id, question, "streaming"))
             self.assertEqual((shell.runner, shell.metadata["agent"]), (RUNNER, alone.name))
         again = await opening.aopen_answer(questions[0][0], "w", None, RUNNER, questions[0][1])
@@ -260,7 +260,7 @@ class BatchedHopTests(ChatTransactionTestCase):
 
     async def test_a_misconfigured_agent_fails_its_start_alone_with_nothing_stored(self) -> None:
         """In a worker's burst, a thread whose agent cannot be built fails alone; the others open their answers."""
-        user = await asyncio.to_thread(self.make_user)
+        user = await read_committed(self.make_user)
 
         def asked(provider: str) -> tuple[int, int]:
             thread = self.make_thread(user)
@@ -269,13 +269,13 @@ class BatchedHopTests(ChatTransactionTestCase):
                 thread.save()
             return thread.pk, turns.persist_user_turn(thread.pk, "w", "question").id
 
-        questions = await asyncio.to_thread(lambda: [asked(p) for p in ("local", "nope", "local")])
+        questions = await read_committed(lambda: [asked(p) for p in ("local", "nope", "local")])
         opened = await asyncio.gather(
             *(opening.aopen_answer(t, "w", None, RUNNER, q) for t, q in questions), return_exceptions=True
         )
         self.assertIsInstance(opened[1], ValueError)
         self.assertTrue(all(o.answer.created for o in (opened[0], opened[2])))  # type: ignore[union-attr]
-        shells = await asyncio.to_thread(
+        shells = await read_committed(
             lambda: Message.objects.filter(thread_id=questions[1][0], role="assistant").count()
         )
         self.assertEqual(shells, 0)
