@@ -67,16 +67,25 @@ class ChatTransactionTestCase(ChatHelpers, TransactionTestCase):
         super()._post_teardown()
 
 
-async def read_committed(read: Callable[[], Any]) -> Any:
-    """Run `read` in a thread with its own database connection: it sees only committed rows."""
+async def to_thread(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    """asyncio.to_thread(fn, ...), closing the thread's database connections after it.
+
+    A connection left open in a thread of the loop's executor outlives the
+    test: PostgreSQL then refuses to drop the test database at the end.
+    """
 
     def in_own_connection() -> Any:
         try:
-            return read()
+            return fn(*args, **kwargs)
         finally:
             connections.close_all()
 
     return await asyncio.to_thread(in_own_connection)
+
+
+async def read_committed(read: Callable[[], Any]) -> Any:
+    """Run `read` in a thread with its own database connection: it sees only committed rows."""
+    return await to_thread(read)
 
 
 def run_concurrently(functions: list[Callable[[], Any]], timeout: float = 120) -> list[Any]:

@@ -14,7 +14,7 @@ from django.db import connections
 from django.test import SimpleTestCase
 
 from chat.models import Message
-from tests.base import ChatTransactionTestCase
+from tests.base import ChatTransactionTestCase, to_thread
 from tests.clients import Client, completed, first_delta, recv, recv_until
 from tests.live import DaphneServer
 from tests.services import wait_until
@@ -251,7 +251,7 @@ class CrashTests(ChatTransactionTestCase):
 
     async def start_server(self, stale_seconds: float) -> DaphneServer:
         env = {**self.server_env, "TURN_STALE_SECONDS": str(stale_seconds)}
-        return await asyncio.to_thread(DaphneServer(env, name="crash").start)
+        return await to_thread(DaphneServer(env, name="crash").start)
 
     async def kill_mid_turn(self, server: DaphneServer, turn_id: str) -> tuple[Client, int, int, list[dict]]:
         """Start `/lorem 1000` (30 s) as alice; kill the server six frames in."""
@@ -263,7 +263,7 @@ class CrashTests(ChatTransactionTestCase):
             frames = await recv_until(ws, first_delta)
             for _ in range(5):
                 frames.append(await recv(ws))
-            await asyncio.to_thread(server.kill)
+            await to_thread(server.kill)
         return alice, thread_id, frames[-1]["message_id"], frames
 
     def assertInterruptedWithPartialText(self, final: dict, frames: list[dict]) -> None:
@@ -276,12 +276,12 @@ class CrashTests(ChatTransactionTestCase):
 
     async def test_killed_server_turn_ends_interrupted_after_restart(self):
         """Kill the server mid-turn, restart, reconnect: the snapshot shows it streaming, then it ends `interrupted`."""
-        await asyncio.to_thread(self.make_user, "alice")
+        await to_thread(self.make_user, "alice")
         # Stale after 12 s: long enough for the restart and reconnect to see the dead turn still streaming.
         server = await self.start_server(stale_seconds=12)
         try:
             alice, thread_id, message_id, frames = await self.kill_mid_turn(server, "crash-1")
-            await asyncio.to_thread(server.start)
+            await to_thread(server.start)
             async with alice.socket(thread_id) as ws:
                 snapshot = await recv(ws)
                 self.assertEqual(snapshot["active_turn"], {"turn_id": "crash-1", "message_id": message_id})
@@ -294,24 +294,24 @@ class CrashTests(ChatTransactionTestCase):
             self.assertInterruptedWithPartialText(final, frames)
             self.assertEqual(final["content"], start["content"])
         finally:
-            await asyncio.to_thread(server.stop)
+            await to_thread(server.stop)
 
     async def test_restarted_server_ends_a_dead_turn_with_nobody_connected(self):
         """After a crash and restart with no request at all, the new process alone ends the turn `interrupted`."""
-        await asyncio.to_thread(self.make_user, "alice")
+        await to_thread(self.make_user, "alice")
         server = await self.start_server(stale_seconds=3)
         try:
             alice, thread_id, message_id, frames = await self.kill_mid_turn(server, "crash-2")
-            self.assertEqual(await asyncio.to_thread(stored_status, message_id), "streaming")
-            await asyncio.to_thread(server.start, request=False)  # waits for the port only: no request
-            await asyncio.to_thread(
+            self.assertEqual(await to_thread(stored_status, message_id), "streaming")
+            await to_thread(server.start, request=False)  # waits for the port only: no request
+            await to_thread(
                 wait_until, lambda: stored_status(message_id) != "streaming", 30, "the sweeper to end the turn", 0.2
             )
             self.assertTrue(server.is_running())
             final = await alice.content(thread_id, message_id)  # the first request, once it has ended
             self.assertInterruptedWithPartialText(final, frames)
         finally:
-            await asyncio.to_thread(server.stop)
+            await to_thread(server.stop)
 
     async def send_message(self, ws, content: str, turn_id: str) -> None:
         await ws.send(json.dumps({"type": "user_message", "content": content, "turn_id": turn_id}))

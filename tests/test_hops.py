@@ -10,7 +10,7 @@ from django.db import connection
 
 from chat import hops
 from chat.models import Thread
-from tests.base import ChatTransactionTestCase
+from tests.base import ChatTransactionTestCase, to_thread
 
 
 class HopTests(ChatTransactionTestCase):
@@ -53,7 +53,7 @@ class HopTests(ChatTransactionTestCase):
             return "slow"
 
         first = asyncio.ensure_future(hops.hop(slow)())
-        await asyncio.to_thread(started.wait, 10)
+        await to_thread(started.wait, 10)
         waiting = [asyncio.ensure_future(hops.hop(str)(n)) for n in range(3)]
         queue = hops._queues[asyncio.get_running_loop()]
         async with asyncio.timeout(10):
@@ -69,7 +69,7 @@ class HopTests(ChatTransactionTestCase):
     async def test_the_calls_of_a_hop_commit_and_a_failing_one_leaves_nothing_on_postgresql(self) -> None:
         """20 calls that each store a thread; one fails after storing it. On PostgreSQL, one commit for the hop
         and that call's savepoint rolled back; on SQLite each call commits on its own, as Django's autocommit does."""
-        user = await asyncio.to_thread(self.make_user)
+        user = await to_thread(self.make_user)
 
         def store(n: int) -> int:
             thread = Thread.objects.create(owner=user, title=f"t{n}")
@@ -81,7 +81,7 @@ class HopTests(ChatTransactionTestCase):
             *(hops.hop(store, shared_commit=True)(n) for n in range(20)), return_exceptions=True
         )
         self.assertIsInstance(outcomes[4], ValueError)
-        titles = set(await asyncio.to_thread(lambda: list(Thread.objects.values_list("title", flat=True))))
+        titles = set(await to_thread(lambda: list(Thread.objects.values_list("title", flat=True))))
         self.assertTrue({f"t{n}" for n in range(20) if n != 4} <= titles)
         self.assertEqual("t4" in titles, connection.vendor != "postgresql")
 
@@ -103,24 +103,22 @@ class HeartbeatBatchTests(ChatTransactionTestCase):
         from chat import turns
         from chat.models import Message
 
-        user = await asyncio.to_thread(self.make_user)
+        user = await to_thread(self.make_user)
 
         def streaming(n: int) -> int:
             thread = self.make_thread(user)
             asked = turns.persist_user_turn(thread.pk, f"t{n}", "question")
             return turns.persist_assistant_shell(thread.pk, f"t{n}", parent_id=asked.id).id
 
-        answers = await asyncio.to_thread(lambda: [streaming(n) for n in range(20)])
-        await asyncio.to_thread(lambda: Message.objects.filter(pk=answers[3]).update(cancel_requested=True))
-        await asyncio.to_thread(lambda: Message.objects.filter(pk__in=answers).update(heartbeat_at=None))
-        await asyncio.to_thread(lambda: Message.objects.filter(pk=answers[5]).update(status="completed"))
+        answers = await to_thread(lambda: [streaming(n) for n in range(20)])
+        await to_thread(lambda: Message.objects.filter(pk=answers[3]).update(cancel_requested=True))
+        await to_thread(lambda: Message.objects.filter(pk__in=answers).update(heartbeat_at=None))
+        await to_thread(lambda: Message.objects.filter(pk=answers[5]).update(status="completed"))
         with mock.patch.object(turns, "touch_turns", wraps=turns.touch_turns) as batch:
             flags = await asyncio.gather(*(turns.atouch_turn(answer) for answer in answers))
         self.assertIn(batch.call_count, (1, 2), "the first heartbeat's hop, then all that waited for it")
         self.assertEqual([n for n, flag in enumerate(flags) if flag], [3])
-        beats = await asyncio.to_thread(
-            lambda: dict(Message.objects.filter(pk__in=answers).values_list("pk", "heartbeat_at"))
-        )
+        beats = await to_thread(lambda: dict(Message.objects.filter(pk__in=answers).values_list("pk", "heartbeat_at")))
         self.assertIsNone(beats[answers[5]], "a finished answer keeps no heartbeat")
         self.assertTrue(all(beats[a] is not None for n, a in enumerate(answers) if n != 5))
 

@@ -18,7 +18,7 @@ from agents import ratelimit, runtime
 from agents.livefeed import feed as live_feed
 from chat import turns
 from chat.models import Message
-from tests.base import ChatTransactionTestCase, finish_turn
+from tests.base import ChatTransactionTestCase, finish_turn, to_thread
 from tests.clients import Client, completed, first_delta, recv, recv_until
 from tests.live import ws_headers
 from tests.sockets import FRAME_TIMEOUT
@@ -192,8 +192,8 @@ class ClusterTests(TwoProcessTestCase):
 
     async def test_staff_on_one_process_see_and_cancel_a_turn_running_on_the_other(self):
         """A turn runs on A; staff's socket on B gets its start and progress, Cancel on B ends it cancelled there."""
-        await asyncio.to_thread(self.make_user, "alice")
-        await asyncio.to_thread(self.make_user, "root", is_staff=True, is_superuser=True)
+        await to_thread(self.make_user, "alice")
+        await to_thread(self.make_user, "root", is_staff=True, is_superuser=True)
         alice, staff = await Client(self.a, "alice").login(), await Client(self.b, "root").login()
         thread_id = await alice.new_thread()
         live = websockets.connect(

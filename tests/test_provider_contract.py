@@ -8,7 +8,6 @@ sees: the frames of the turn and the rows it left.
 
 from __future__ import annotations
 
-import asyncio
 import inspect
 import json
 import sys
@@ -22,7 +21,7 @@ from agents import ratelimit
 from agents.providers.local import LOREM, LocalProvider
 from agents.usage import price_micros
 from chat.models import AgentAction, Message, TokenUsage
-from tests.base import ChatTransactionTestCase, finish_turn
+from tests.base import ChatTransactionTestCase, finish_turn, to_thread
 from tests.fake_openai import FakeOpenAI, Status, Stream, chat_chunks, hanging_connect_port, tool_call
 from tests.sockets import (
     FRAME_TIMEOUT,
@@ -447,7 +446,7 @@ class OpenAIProviderContractTests(ProviderContract, ChatTransactionTestCase):
         self.held.release.set()
 
     async def assert_model_call_closed(self) -> None:
-        self.assertTrue(await asyncio.to_thread(self.server.wait_disconnected, 5))
+        self.assertTrue(await to_thread(self.server.wait_disconnected, 5))
 
     def assert_model_calls(self, count: int) -> None:
         self.assertEqual(len(self.server.requests), count)

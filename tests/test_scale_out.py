@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 
-from tests.base import ChatTransactionTestCase
+from tests.base import ChatTransactionTestCase, to_thread
 from tests.clients import Client, completed, first_delta, recv, recv_until
 from tests.live import DaphneServer
 from tests.services import start_redis
@@ -34,7 +34,7 @@ class TwoProcessTestCase(ChatTransactionTestCase):
 
     async def both(self) -> tuple[Client, Client, int]:
         """The same user logged in on both servers, and a new thread."""
-        await asyncio.to_thread(self.make_user, "alice")
+        await to_thread(self.make_user, "alice")
         on_a, on_b = await Client(self.a, "alice").login(), await Client(self.b, "alice").login()
         return on_a, on_b, await on_a.new_thread()
 
@@ -169,11 +169,11 @@ class CrashOverProcessesTests(TwoProcessTestCase):
             await recv(wb)
             await self.send(wa, "/lorem 1000", "k-1")
             frames = await recv_until(wb, first_delta)
-            await asyncio.to_thread(self.a.kill)
+            await to_thread(self.a.kill)
             try:
                 frames = await asyncio.wait_for(recv_until(wb, completed("k-1"), frames), 60)
             finally:
-                await asyncio.to_thread(self.a.start)
+                await to_thread(self.a.start)
         message_id = frames[-1]["message_id"]
         self.assertEqual(frames[-1]["data"]["status"], "interrupted")
         final = await on_b.content(thread_id, message_id)
@@ -201,7 +201,7 @@ class SocketBurstTests(ChatTransactionTestCase):
 
     async def test_every_socket_of_a_burst_gets_its_snapshot(self):
         """150 sockets at once: more Redis commands in flight than redis-py's default pool (100) allows."""
-        await asyncio.to_thread(self.make_user, "alice")
+        await to_thread(self.make_user, "alice")
         client = await Client(self.server, "alice").login()
         thread_id = await client.new_thread()
 

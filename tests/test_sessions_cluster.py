@@ -16,7 +16,7 @@ from django.contrib.sessions.models import Session
 from django.test import override_settings
 
 from chat.models import Message
-from tests.base import PASSWORD
+from tests.base import PASSWORD, to_thread
 from tests.live import HttpSession
 from tests.test_e2e import Client, recv
 from tests.test_scale_out import TwoProcessTestCase
@@ -78,7 +78,7 @@ class SessionsEndTests(TwoProcessTestCase):
         async with first_a.socket(thread_id) as wa, first_b.socket(thread_id) as wb, second_b.socket(thread_id) as w2:
             for ws in (wa, wb, w2):
                 await recv(ws)
-            self.assertEqual(await asyncio.to_thread(post_form, first_a.http, "/accounts/logout/", {}), 302)
+            self.assertEqual(await to_thread(post_form, first_a.http, "/accounts/logout/", {}), 302)
             self.assertEqual(await close_code(wa), 4401)
             self.assertEqual(await close_code(wb), 4401)
             self.assertTrue(await answers_ping(w2))
@@ -90,7 +90,7 @@ class SessionsEndTests(TwoProcessTestCase):
             await recv(wa)
             await recv(w2)
             fields = {"old_password": PASSWORD, "new_password1": "a-new-pass-9", "new_password2": "a-new-pass-9"}
-            status = await asyncio.to_thread(post_form, second_b.http, "/accounts/password_change/", fields)
+            status = await to_thread(post_form, second_b.http, "/accounts/password_change/", fields)
             self.assertEqual(status, 302)
             self.assertEqual(await close_code(wa), 4401)
             self.assertEqual(await close_code(w2), 4401)
@@ -105,7 +105,7 @@ class SessionsEndTests(TwoProcessTestCase):
         async with first_a.socket(thread_id) as wa, second_b.socket(thread_id) as w2:
             await recv(wa)
             await recv(w2)
-            await asyncio.to_thread(self.deactivate, "alice")
+            await to_thread(self.deactivate, "alice")
             self.assertEqual(await close_code(wa), 4401)
             self.assertEqual(await close_code(w2), 4401)
 
@@ -137,7 +137,7 @@ class SessionsEndTests(TwoProcessTestCase):
                 await recv(ws)
             async with second_b.socket(thread_id) as refused:
                 self.assertEqual(await close_code(refused), 4429)
-            await asyncio.to_thread(self.a.kill)
+            await to_thread(self.a.kill)
             async with asyncio.timeout(15):
                 while True:
                     async with second_b.socket(thread_id) as ws:
@@ -148,4 +148,4 @@ class SessionsEndTests(TwoProcessTestCase):
                             pass
                     await asyncio.sleep(0.5)  # the next try, not a synchronization
         finally:
-            await asyncio.to_thread(self.a.start)
+            await to_thread(self.a.start)

@@ -10,7 +10,7 @@ from django.db import IntegrityError, transaction
 from agents import catalog, opening
 from chat import selectors, starts, turns
 from chat.models import Agent, Message, Thread
-from tests.base import ChatTestCase, ChatTransactionTestCase, read_committed
+from tests.base import ChatTestCase, ChatTransactionTestCase, read_committed, to_thread
 
 RUNNER = "specific.test!runner"
 
@@ -204,14 +204,14 @@ class BatchedFactsTests(ChatTestCase):
 class BatchedHopTests(ChatTransactionTestCase):
     async def test_a_burst_of_starts_takes_one_batch_and_each_gets_its_answer(self) -> None:
         user = await read_committed(self.make_user)
-        threads = await asyncio.to_thread(lambda: [self.make_thread(user).pk for _ in range(40)])
+        threads = await to_thread(lambda: [self.make_thread(user).pk for _ in range(40)])
         with mock.patch.object(starts, "store_new_turns", wraps=starts.store_new_turns) as batch:
             opened = await asyncio.gather(
                 *(opening.aopen_turn(t, f"burst-{t}", "hi", None, turns.ACTIVE_LEAF, runner=RUNNER) for t in threads)
             )
         self.assertIn(batch.call_count, (1, 2), "the first start's hop, then all that waited for it")
         self.assertTrue(all(o.created and o.answer is not None for o in opened))
-        leaves = await asyncio.to_thread(
+        leaves = await to_thread(
             lambda: dict(Thread.objects.filter(pk__in=threads).values_list("pk", "active_leaf_id"))
         )
         self.assertEqual(leaves, {t: o.answer.id for t, o in zip(threads, opened, strict=True)})
@@ -219,7 +219,7 @@ class BatchedHopTests(ChatTransactionTestCase):
     async def test_a_batch_that_fails_as_a_whole_leaves_each_start_to_run_alone(self) -> None:
         """A concurrent writer broke a constraint under the batch: it rolls back and each start runs alone."""
         user = await read_committed(self.make_user)
-        threads = await asyncio.to_thread(lambda: [self.make_thread(user).pk for _ in range(10)])
+        threads = await to_thread(lambda: [self.make_thread(user).pk for _ in range(10)])
 
         def broken(new: list) -> list:
             turns.persist_user_turn(new[0].thread_id, "ghost", "rolled back")
@@ -230,7 +230,7 @@ class BatchedHopTests(ChatTransactionTestCase):
                 *(opening.aopen_turn(t, f"t-{t}", "hi", None, turns.ACTIVE_LEAF, runner=RUNNER) for t in threads)
             )
         self.assertTrue(all(o.created and o.answer is not None for o in opened))
-        ghosts = await asyncio.to_thread(lambda: Message.objects.filter(turn_id="ghost").count())
+        ghosts = await to_thread(lambda: Message.objects.filter(turn_id="ghost").count())
         self.assertEqual(ghosts, 0, "the batch's writes were rolled back")
 
     async def test_a_workers_burst_of_starts_reads_agents_and_opens_shells_in_one_hop(self) -> None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import subprocess
@@ -11,7 +10,7 @@ import sys
 from django.conf import settings
 from django.test import SimpleTestCase, tag
 
-from tests.base import PASSWORD
+from tests.base import PASSWORD, to_thread
 from tests.live import DaphneServer
 from tests.services import start_postgres
 from tests.sockets import assert_contiguous, rebuild
@@ -57,7 +56,7 @@ class PostgresRestartTests(SimpleTestCase):
             await recv(ws)
             await ws.send(json.dumps({"type": "user_message", "content": f"/lorem {words}", "turn_id": turn_id}))
             frames = await recv_until(ws, first_delta)
-            await asyncio.to_thread(self.stop_postgres.restart, down_seconds)
+            await to_thread(self.stop_postgres.restart, down_seconds)
             frames = await recv_until(ws, completed(turn_id), frames)
         return frames, await alice.content(thread_id, frames[-1]["message_id"])
 

@@ -7,7 +7,7 @@ import json
 
 from django.test import tag
 
-from tests.base import ChatTransactionTestCase
+from tests.base import ChatTransactionTestCase, to_thread
 from tests.live import DaphneServer
 from tests.services import start_redis
 from tests.sockets import assert_contiguous, rebuild
@@ -38,16 +38,16 @@ class RedisFaultTests(ChatTransactionTestCase):
         super().tearDownClass()
 
     async def alice(self) -> tuple[Client, int]:
-        await asyncio.to_thread(self.make_user, "alice")
+        await to_thread(self.make_user, "alice")
         client = await Client(self.server, "alice").login()
         return client, await client.new_thread()
 
     async def restart_redis(self, down_seconds: float = 0) -> None:
         """Stop Redis, stay down `down_seconds`, start it again on the same port: every pooled connection is dead."""
         cls = type(self)
-        await asyncio.to_thread(cls.stop_redis)
+        await to_thread(cls.stop_redis)
         await asyncio.sleep(down_seconds)  # the outage itself
-        _, cls.stop_redis = await asyncio.to_thread(start_redis, redis_port(cls.redis_url))
+        _, cls.stop_redis = await to_thread(start_redis, redis_port(cls.redis_url))
 
     async def test_idle_socket_stays_open_past_the_blocking_pop(self) -> None:
         """A socket on which nothing happens for 30 s is still open and answers a ping."""

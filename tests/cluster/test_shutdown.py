@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import asyncio
 import signal
 
 import websockets
 from django.test import tag
 
 from chat.models import Message
-from tests.base import ChatTransactionTestCase
+from tests.base import ChatTransactionTestCase, to_thread
 from tests.live import DaphneServer
 from tests.test_e2e import Client, completed, first_delta, recv, recv_until, stored_status
 
@@ -19,9 +18,9 @@ EXIT_TIMEOUT = 20
 @tag("cluster")
 class GracefulStopTests(ChatTransactionTestCase):
     async def serve(self, drain_seconds: float) -> tuple[DaphneServer, Client, int]:
-        await asyncio.to_thread(self.make_user, "alice")
+        await to_thread(self.make_user, "alice")
         env = {"LOCAL_MODEL_DELAY_MS": "30", "TURN_DRAIN_SECONDS": str(drain_seconds)}
-        server = await asyncio.to_thread(DaphneServer(env, name="sigterm").start)
+        server = await to_thread(DaphneServer(env, name="sigterm").start)
         self.addCleanup(server.kill)
         alice = await Client(server, "alice").login()
         return server, alice, await alice.new_thread()
@@ -37,7 +36,7 @@ class GracefulStopTests(ChatTransactionTestCase):
             with self.assertRaises(websockets.ConnectionClosed) as closed:
                 await recv(ws)
         self.assertEqual(closed.exception.rcvd.code, 4012)
-        self.assertEqual(await asyncio.to_thread(server.process.wait, EXIT_TIMEOUT), 0)
+        self.assertEqual(await to_thread(server.process.wait, EXIT_TIMEOUT), 0)
         return frames
 
     async def test_a_turn_longer_than_the_drain_ends_interrupted_and_announced(self) -> None:
@@ -46,8 +45,8 @@ class GracefulStopTests(ChatTransactionTestCase):
         frames = await self.terminate_mid_turn(server, alice, thread_id, 1000)
         self.assertEqual(frames[-1]["data"]["status"], "interrupted")
         message_id = frames[-1]["message_id"]
-        self.assertEqual(await asyncio.to_thread(stored_status, message_id), "interrupted")
-        content = await asyncio.to_thread(lambda: Message.objects.get(pk=message_id).content)
+        self.assertEqual(await to_thread(stored_status, message_id), "interrupted")
+        content = await to_thread(lambda: Message.objects.get(pk=message_id).content)
         self.assertTrue(0 < len(content.split()) < 1000)
 
     async def test_a_turn_shorter_than_the_drain_completes(self) -> None:
@@ -55,7 +54,7 @@ class GracefulStopTests(ChatTransactionTestCase):
         server, alice, thread_id = await self.serve(drain_seconds=5)
         frames = await self.terminate_mid_turn(server, alice, thread_id, 50)
         self.assertEqual(frames[-1]["data"]["status"], "completed")
-        self.assertEqual(await asyncio.to_thread(stored_status, frames[-1]["message_id"]), "completed")
+        self.assertEqual(await to_thread(stored_status, frames[-1]["message_id"]), "completed")
 
 
 def json_message(content: str, turn_id: str) -> str:

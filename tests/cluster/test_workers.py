@@ -12,7 +12,7 @@ import websockets
 from django.test import tag
 
 from chat.models import Message
-from tests.base import ChatTransactionTestCase
+from tests.base import ChatTransactionTestCase, to_thread
 from tests.live import DaphneServer, WorkerProcess
 from tests.services import start_redis, wait_until
 from tests.sockets import assert_contiguous, rebuild
@@ -127,7 +127,7 @@ class WorkerTests(WorkerTestCase):
             await recv(ws)
             await self.send(ws, "/lorem 1000", "k-1")
             frames = await recv_until(ws, first_delta)
-            await asyncio.to_thread(self.worker.kill)
+            await to_thread(self.worker.kill)
             killed = time.monotonic()
             frames = await asyncio.wait_for(recv_until(ws, completed("k-1"), frames), 60)
             print(f"kill -9 of a worker to interrupted: {time.monotonic() - killed:.3f} s")
@@ -145,14 +145,14 @@ class WorkerTests(WorkerTestCase):
                 self.worker.signal(signal.SIGSTOP)  # blocked in its pop: Redis hands it the start, it never runs it
                 await self.send(ws, "/lorem 5", "lost-1")
                 await recv_until(ws, lambda f: f["type"] == "user_message")
-                await asyncio.to_thread(wait_until, lambda: queue.zcard(TURNS_KEY) == 0, 5, "the worker to take it")
-                await asyncio.to_thread(self.worker.kill)
-                await asyncio.to_thread(self.worker.start)
+                await to_thread(wait_until, lambda: queue.zcard(TURNS_KEY) == 0, 5, "the worker to take it")
+                await to_thread(self.worker.kill)
+                await to_thread(self.worker.start)
                 frames = await asyncio.wait_for(recv_until(ws, completed("lost-1")), 30)
         finally:
             queue.close()
         self.assertEqual(frames[-1]["data"]["status"], "completed")
-        self.assertEqual(await asyncio.to_thread(stored_status, frames[-1]["message_id"]), "completed")
+        self.assertEqual(await to_thread(stored_status, frames[-1]["message_id"]), "completed")
 
     async def test_sigterm_of_a_worker_ends_its_turn_interrupted_and_announced(self) -> None:
         """SIGTERM of the worker mid-turn (drain 1 s): the socket hears interrupted, the worker exits cleanly."""
@@ -166,8 +166,8 @@ class WorkerTests(WorkerTestCase):
             frames = await recv_until(ws, completed("t-1"))
             print(f"SIGTERM of a worker to interrupted: {time.monotonic() - sent:.3f} s")
         self.assertEqual(frames[-1]["data"]["status"], "interrupted")
-        self.assertEqual(await asyncio.to_thread(self.worker.process.wait, 15), 0)
-        stored = await asyncio.to_thread(lambda: Message.objects.get(pk=frames[-1]["message_id"]).status)
+        self.assertEqual(await to_thread(self.worker.process.wait, 15), 0)
+        stored = await to_thread(lambda: Message.objects.get(pk=frames[-1]["message_id"]).status)
         self.assertEqual(stored, "interrupted")
 
 
@@ -201,8 +201,8 @@ class WorkerEventsTests(WorkerTestCase):
             frames = await recv_until(ws, first_delta)
             cls = type(self)
             port = int(cls.redis_url.rsplit(":", 1)[1].split("/")[0])
-            await asyncio.to_thread(cls.stop_redis)
-            _, cls.stop_redis = await asyncio.to_thread(start_redis, port)
+            await to_thread(cls.stop_redis)
+            _, cls.stop_redis = await to_thread(start_redis, port)
             frames = await asyncio.wait_for(recv_until(ws, completed("w-redis"), frames), 60)
         message_id = frames[-1]["message_id"]
         final = await on_a.content(thread_id, message_id)
