@@ -1,5 +1,12 @@
 """The per-user limit on user messages, shared by all sockets (and processes, with Redis).
 
+In one process (no Redis) the window is `MemoryWindow`: a check costs a
+few dictionary and deque operations. `limits`' own MemoryStorage expired
+its entries by walking every key it held, with a thread hop per key,
+after any hit: in a burst of 442 turn starts, with the users of the last
+minute as keys, that walk took a share of the event loop ahead of every
+first delta.
+
 On Redis, the hits made while one round trip is on its way wait and go
 together in the next: one pipeline of the moving-window script that
 `limits` itself runs for a hit, on the same keys, so the counts are the
@@ -12,14 +19,16 @@ from __future__ import annotations
 
 import asyncio
 import math
+import threading
 import time
 import weakref
+from collections import deque
 from functools import lru_cache, partial
 from typing import Any
 
 from django.conf import settings
 from limits import RateLimitItemPerMinute
-from limits.aio.storage import MemoryStorage, RedisStorage
+from limits.aio.storage import RedisStorage
 from limits.aio.strategies import MovingWindowRateLimiter
 
 from .batches import Batcher
@@ -27,23 +36,56 @@ from .batches import Batcher
 SCOPE = "user_message"
 
 
+class MemoryWindow:
+    """A moving window per key in this process: the times of the key's hits within the last `expiry` seconds.
+
+    Thread-safe (the HTTP API's sync views count messages too). Keys whose
+    window emptied are dropped once per `expiry`, in one pass.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._hits: dict[str, deque[float]] = {}
+        self._next_sweep = 0.0
+
+    def hit(self, key: str, limit: int, expiry: float, now: float) -> float | None:
+        """Take one of `limit` entries per `expiry` seconds; None when taken, else when the oldest one leaves."""
+        with self._lock:
+            window = self._hits.setdefault(key, deque())
+            while window and window[0] <= now - expiry:
+                window.popleft()
+            if len(window) >= limit:
+                return window[0] + expiry if window else now + expiry
+            window.append(now)
+            if now >= self._next_sweep:
+                self._next_sweep = now + expiry
+                self._hits = {k: w for k, w in self._hits.items() if w and w[-1] > now - expiry}
+            return None
+
+    def __len__(self) -> int:
+        """The keys held: those hit within the last `expiry` seconds, and those not swept yet."""
+        return len(self._hits)
+
+
 @lru_cache(maxsize=1)
-def _limiter() -> MovingWindowRateLimiter:
+def _limiter() -> MovingWindowRateLimiter | MemoryWindow:
     if settings.REDIS_URL:
         uri = settings.REDIS_URL.replace("redis://", "async+redis://", 1)
         return MovingWindowRateLimiter(RedisStorage(uri, implementation="redispy", **settings.REDIS_OPTIONS))
-    return MovingWindowRateLimiter(MemoryStorage())
+    return MemoryWindow()
 
 
 async def check_user_message(user_id: int) -> int | None:
     """Count one user message; None when allowed, else the seconds to wait before the next."""
     item = RateLimitItemPerMinute(settings.CHAT_MESSAGES_PER_MINUTE)
     limiter = _limiter()
-    if isinstance(limiter.storage, RedisStorage):
-        allowed = await _hit(limiter.storage, item.key_for(SCOPE, str(user_id)), item.amount, item.get_expiry())
-    else:
-        allowed = await limiter.hit(item, SCOPE, str(user_id))
-    if allowed:
+    if isinstance(limiter, MemoryWindow):
+        now = time.time()
+        free_at = limiter.hit(str(user_id), item.amount, item.get_expiry(), now)
+        return None if free_at is None else max(1, math.ceil(free_at - now))
+    storage = limiter.storage
+    assert isinstance(storage, RedisStorage)
+    if await _hit(storage, item.key_for(SCOPE, str(user_id)), item.amount, item.get_expiry()):
         return None
     stats = await limiter.get_window_stats(item, SCOPE, str(user_id))
     return max(1, math.ceil(stats.reset_time - time.time()))

@@ -61,6 +61,33 @@ class UserMessageRateTests(SimpleTestCase):
         self.assertIsNotNone(results[5])
 
 
+class MemoryWindowTests(SimpleTestCase):
+    """The window a process keeps without Redis, on a clock the test gives."""
+
+    def test_the_wait_ends_when_the_oldest_message_leaves_the_window(self) -> None:
+        """At the limit, the answer is when the oldest hit is a minute old; then one more message passes."""
+        window = ratelimit.MemoryWindow()
+        for now in (100.0, 110.0, 120.0):
+            self.assertIsNone(window.hit("user", 3, 60, now))
+        self.assertEqual(window.hit("user", 3, 60, 130.0), 160.0)
+        self.assertEqual(window.hit("user", 3, 60, 159.9), 160.0)
+        self.assertIsNone(window.hit("user", 3, 60, 160.0))
+        self.assertEqual(window.hit("user", 3, 60, 161.0), 170.0)
+
+    def test_users_gone_quiet_are_forgotten(self) -> None:
+        """Keys with no hit in the last minute are dropped, so the window does not grow with every user ever seen."""
+        window = ratelimit.MemoryWindow()
+        for user in range(1000):
+            window.hit(f"user-{user}", 3, 60, 100.0 + user / 1000)
+        self.assertEqual(len(window), 1000)
+        window.hit("late", 3, 60, 161.0)
+        self.assertEqual(len(window), 1)
+
+    def test_a_limit_of_zero_refuses_everything(self) -> None:
+        window = ratelimit.MemoryWindow()
+        self.assertEqual(window.hit("user", 0, 60, 100.0), 160.0)
+
+
 class RedisRateTests(SimpleTestCase):
     """The limit kept in Redis (a cluster's), where a burst of checks goes to Redis together."""
 
