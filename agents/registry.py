@@ -40,13 +40,19 @@ class AgentTaskRegistry:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._turns: dict[tuple[int, str], RunningTurn] = {}
+        # Each thread's turns, in the order registered: a start looks at its thread's
+        # alone (a scan of every turn cost a burst of 442 starts a share of its loop).
+        self._by_thread: dict[int, dict[str, RunningTurn]] = {}
 
     def register(self, thread_id: int, turn_id: str) -> tuple[RunningTurn, list[RunningTurn]]:
         """Add a turn; cancel and return the thread's turns that were still running."""
         with self._lock:
-            previous = [t for t in self._turns.values() if t.thread_id == thread_id and t.running]
+            of_thread = self._by_thread.setdefault(thread_id, {})
+            previous = [t for t in of_thread.values() if t.running]
             turn = RunningTurn(thread_id=thread_id, turn_id=turn_id)
             self._turns[(thread_id, turn_id)] = turn
+            of_thread.pop(turn_id, None)  # a turn registered again is its thread's latest
+            of_thread[turn_id] = turn
         for old in previous:
             old.cancel()
         return turn, previous
@@ -57,7 +63,7 @@ class AgentTaskRegistry:
 
     def running_in_thread(self, thread_id: int) -> RunningTurn | None:
         with self._lock:
-            running = [t for t in self._turns.values() if t.thread_id == thread_id and t.running]
+            running = [t for t in self._by_thread.get(thread_id, {}).values() if t.running]
         return running[-1] if running else None  # the latest registered (dicts keep insertion order)
 
     def running(self) -> list[RunningTurn]:
@@ -95,6 +101,10 @@ class AgentTaskRegistry:
             old = [k for k, t in self._turns.items() if t.completed_at is not None and t.completed_at <= cutoff]
             for key in old:
                 del self._turns[key]
+                of_thread = self._by_thread[key[0]]
+                del of_thread[key[1]]
+                if not of_thread:
+                    del self._by_thread[key[0]]
         return len(old)
 
 

@@ -203,6 +203,27 @@ class CleanupTests(RegistryTestCase):
         self.assertIs(self.registry.get(7, "t-1"), running)
         self.assertEqual(self.registry.running(), [running])
 
+    def test_a_thread_cleaned_up_finds_its_next_turn(self) -> None:
+        """After its turns are forgotten, a thread's new turn is its running one, and other threads' stay theirs."""
+        self.registry.register(7, "t-1")
+        self.registry.mark_completed(7, "t-1")
+        other, _ = self.registry.register(8, "t-1")
+        self.registry.cleanup_completed(0)
+        newer, previous = self.registry.register(7, "t-2")
+        self.assertEqual(previous, [])
+        self.assertIs(self.registry.running_in_thread(7), newer)
+        self.assertIs(self.registry.running_in_thread(8), other)
+        self.assertIsNone(self.registry.running_in_thread(9))
+
+    def test_a_turn_registered_again_is_the_one_found(self) -> None:
+        """Registering a turn_id again replaces it: get() and running_in_thread() give the new one."""
+        first, _ = self.registry.register(7, "t-1")
+        self.registry.register(7, "t-2")
+        again, previous = self.registry.register(7, "t-1")
+        self.assertIn(first, previous)
+        self.assertIs(self.registry.get(7, "t-1"), again)
+        self.assertIs(self.registry.running_in_thread(7), again)
+
 
 class ConcurrencyTests(RegistryTestCase):
     THREADS = 16
