@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 from datetime import timedelta
+from unittest import mock
 
 from django.contrib.auth import BACKEND_SESSION_KEY, HASH_SESSION_KEY, SESSION_KEY, get_user_model
 from django.contrib.sessions.backends.db import SessionStore
@@ -11,24 +13,29 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
-from tests.base import ChatTestCase
+from tests.base import ChatTestCase, ChatTransactionTestCase, read_committed
+from web.consumers import asession_user_id
 from web.sessions import SessionCheck
 
 
-class SessionCheckTests(ChatTestCase):
+def log_in(user) -> str:
+    """A database session logging `user` in, as django.contrib.auth.login() stores it; its key."""
+    store = SessionStore()
+    store[SESSION_KEY] = str(user.pk)
+    store[BACKEND_SESSION_KEY] = "django.contrib.auth.backends.ModelBackend"
+    store[HASH_SESSION_KEY] = user.get_session_auth_hash()
+    store.create()
+    assert store.session_key is not None
+    return store.session_key
+
+
+class SessionTestCase(ChatTestCase):
     def setUp(self) -> None:
         self.user = self.make_user()
-        self.check = SessionCheck(self.log_in(self.user))
+        self.check = SessionCheck(log_in(self.user))
 
-    def log_in(self, user) -> str:
-        store = SessionStore()
-        store[SESSION_KEY] = str(user.pk)
-        store[BACKEND_SESSION_KEY] = "django.contrib.auth.backends.ModelBackend"
-        store[HASH_SESSION_KEY] = user.get_session_auth_hash()
-        store.create()
-        assert store.session_key is not None
-        return store.session_key
 
+class SessionCheckTests(SessionTestCase):
     def test_an_unchanged_session_is_confirmed_by_one_query(self) -> None:
         self.assertEqual(self.check.current_user_id(), self.user.pk)
         with CaptureQueriesContext(connection) as queries:
@@ -69,3 +76,46 @@ class SessionCheckTests(ChatTestCase):
     def test_no_session_key_logs_nobody_in(self) -> None:
         self.assertIsNone(SessionCheck(None).current_user_id())
         self.assertIsNone(SessionCheck("no-such-session").current_user_id())
+
+
+class SessionChecksInOneHopTests(SessionTestCase):
+    """current_user_ids(): the checks of one database hop, each answered as current_user_id() would answer it."""
+
+    def test_unchanged_sessions_are_confirmed_by_two_queries_whatever_their_number(self) -> None:
+        checks = [self.check] + [SessionCheck(log_in(self.make_user(f"user{i}"))) for i in range(5)]
+        expected = [check.current_user_id() for check in checks]
+        with CaptureQueriesContext(connection) as queries:
+            self.assertEqual(SessionCheck.current_user_ids(checks), expected)
+        self.assertEqual(len(queries), 2)
+
+    def test_each_check_of_a_hop_gets_its_own_answer(self) -> None:
+        """Ended sessions in the hop answer None, the others their user, a check never made runs in full."""
+        users = [self.make_user(name) for name in ("deleted", "expired", "password", "inactive", "kept")]
+        checks = {user.username: SessionCheck(log_in(user)) for user in users}
+        for check in checks.values():
+            check.current_user_id()
+        Session.objects.filter(session_key=checks["deleted"].session_key).delete()
+        Session.objects.filter(session_key=checks["expired"].session_key).update(
+            expire_date=timezone.now() - timedelta(seconds=1)
+        )
+        get_user_model().objects.filter(username="password").update(password="md5$other$0123")
+        get_user_model().objects.filter(username="inactive").update(is_active=False)
+        fresh = SessionCheck(log_in(self.user))  # no full check made yet
+        asked = [*checks.values(), fresh, SessionCheck(None), SessionCheck("no-such-session")]
+        kept = next(user.pk for user in users if user.username == "kept")
+        self.assertEqual(SessionCheck.current_user_ids(asked), [None, None, None, None, kept, self.user.pk, None, None])
+        self.assertEqual(
+            [check.current_user_id() for check in asked], [None, None, None, None, kept, self.user.pk, None, None]
+        )
+
+
+class SessionChecksOfOneHopTests(ChatTransactionTestCase):
+    async def test_sockets_checking_at_once_share_one_batch(self) -> None:
+        """The checks of sockets that receive a frame at the same moment go to the database together."""
+        users = [await read_committed(lambda i=i: self.make_user(f"user{i}")) for i in range(8)]
+        checks = [SessionCheck(await read_committed(lambda u=u: log_in(u))) for u in users]
+        self.assertEqual(await asyncio.gather(*(asession_user_id(c) for c in checks)), [u.pk for u in users])
+        with mock.patch.object(SessionCheck, "current_user_ids", wraps=SessionCheck.current_user_ids) as batch:
+            answers = await asyncio.gather(*(asession_user_id(c) for c in checks))
+        self.assertEqual(answers, [u.pk for u in users])
+        self.assertIn(batch.call_count, (1, 2), "the first check's hop, then all that waited for it")

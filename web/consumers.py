@@ -75,7 +75,7 @@ def snapshot_if_logged_in(check: sessions.SessionCheck, user_id: int, thread_id:
 awho_and_thread = hop(who_and_thread)
 asnapshot_if_logged_in = hop(snapshot_if_logged_in)
 asnapshot = hop(selectors.thread_snapshot)
-asession_user_id = hop(sessions.SessionCheck.current_user_id)
+asession_user_id = hop(sessions.SessionCheck.current_user_id, batch=sessions.check_sessions_in_one_hop)
 
 
 class NotFoundConsumer(AsyncJsonWebsocketConsumer):
