@@ -161,8 +161,6 @@ class SessionCheck:
 
 def check_sessions_in_one_hop(calls: list[tuple[tuple, dict]]) -> list[tuple[bool, Any]]:
     """The SessionCheck.current_user_id() calls of one database hop (chat.hops) as one current_user_ids()."""
-    if any(kwargs or len(args) != 1 for args, kwargs in calls):
-        return [(True, SessionCheck.current_user_id(*args, **kwargs)) for args, kwargs in calls]
     return [(True, user_id) for user_id in SessionCheck.current_user_ids([args[0] for args, _ in calls])]
 
 
