@@ -181,7 +181,16 @@ class MessageChunk(models.Model):
 
     # No index of its own: chat_chunk_unique_start (message, start) serves every
     # lookup by message, and one index fewer is one write fewer per append.
-    message = models.ForeignKey(Message, on_delete=models.CASCADE, related_name="chunks", db_index=False)
+    # No foreign key in the database either: on PostgreSQL its check (a row
+    # lock on the message, per piece, at each commit) grew from 2 us to 120 us
+    # a piece as the streaming rows' versions piled up between vacuums, up
+    # to 3 s of a 442-stream step (bench/README.md). A piece is stored only
+    # in the transaction that grew its message, row locked
+    # (chat.turns.append_contents), and chat.threads.delete_thread locks
+    # the streaming messages before it deletes: no piece outlives its message.
+    message = models.ForeignKey(
+        Message, on_delete=models.CASCADE, related_name="chunks", db_index=False, db_constraint=False
+    )
     # Code-point offset of this piece in the full text.
     start = models.PositiveIntegerField()
     text = models.TextField()

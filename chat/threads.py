@@ -165,5 +165,14 @@ def _import_message(thread: Thread, seq: int, item: Any, parent_id: int | None) 
 
 
 def delete_thread(thread: Thread) -> None:
-    """Delete the thread with its messages, actions and pieces (usage rows are kept, detached)."""
-    thread.delete()
+    """Delete the thread with its messages, actions and pieces (usage rows are kept, detached).
+
+    Its streaming messages are locked first: an append still in flight
+    either committed its pieces before (and they are deleted here) or finds
+    its message gone and stores nothing (`chat_messagechunk` has no
+    foreign key in the database to refuse an orphan piece; see MessageChunk).
+    """
+    with transaction.atomic():
+        streaming = Message.objects.select_for_update().filter(thread=thread, status=Message.Status.STREAMING)
+        list(streaming.values_list("pk", flat=True))
+        thread.delete()

@@ -7,6 +7,7 @@ from django.db import IntegrityError, connection, transaction
 from chat import turns
 from chat.models import AgentAction, Message, MessageChunk, Thread, TokenUsage
 from tests.base import ChatTestCase, ChatTransactionTestCase
+from tests.services import wait_until
 
 
 def index_definitions() -> dict[str, str]:
@@ -137,6 +138,78 @@ class ForeignKeyTests(ChatTransactionTestCase):
                 [False, "2026-01-01T00:00:00+00:00", "2026-01-01T00:00:00+00:00"],
             )
         self.assertFalse(Message.objects.exists())
+
+
+class PieceWithoutForeignKeyTests(ChatTransactionTestCase):
+    """chat_messagechunk has no foreign key in the database (its check cost PostgreSQL up to 120 us a piece):
+    the writes keep every piece tied to a message that exists."""
+
+    def setUp(self) -> None:
+        self.user = self.make_user("alice")
+        self.thread = self.make_thread(self.user)
+        turns.persist_user_turn(self.thread.pk, "t-1", "question")
+        self.answer = turns.persist_assistant_shell(self.thread.pk, "t-1").id
+
+    def test_a_piece_for_a_message_that_is_gone_is_not_stored(self) -> None:
+        """An append to a deleted message stores nothing, by itself or in a batch."""
+        from chat import threads
+
+        turns.append_content(self.answer, "kept until the thread goes ")
+        threads.delete_thread(self.thread)
+        self.assertEqual(turns.append_contents([(self.answer, "late", 27)]), [None])
+        with self.assertRaises(turns.MessageClosed):
+            turns.append_content(self.answer, "late", 27)
+        self.assertFalse(MessageChunk.objects.exists())
+
+    def test_deleting_a_thread_during_an_append_leaves_no_piece_on_postgresql(self) -> None:
+        """The delete waits for the append that holds the message, then removes the piece it committed."""
+        import threading
+        import unittest
+
+        from django.db import connections
+
+        from chat import threads
+
+        if connection.vendor != "postgresql":
+            raise unittest.SkipTest("row locks: PostgreSQL (SQLite has one writer at a time)")
+        appended, release = threading.Event(), threading.Event()
+
+        def append_and_hold() -> None:
+            try:
+                with transaction.atomic():
+                    turns.append_content(self.answer, "in flight", 0)
+                    appended.set()
+                    release.wait(30)
+            finally:
+                connections.close_all()
+
+        def delete() -> None:
+            try:
+                threads.delete_thread(Thread.objects.get(pk=self.thread.pk))
+            finally:
+                connections.close_all()
+
+        writer = threading.Thread(target=append_and_hold)
+        writer.start()
+        self.assertTrue(appended.wait(30))
+        deleter = threading.Thread(target=delete)
+        deleter.start()
+
+        def delete_waits_for_a_lock() -> bool:
+            with connection.cursor() as cursor:
+                cursor.execute(
+                    "SELECT count(*) FROM pg_stat_activity"
+                    " WHERE wait_event_type = 'Lock' AND datname = current_database()"
+                )
+                return cursor.fetchone()[0] > 0
+
+        wait_until(delete_waits_for_a_lock, 30, "the delete waiting for the append's row lock")
+        self.assertTrue(deleter.is_alive(), "the delete waits for the append in flight")
+        release.set()
+        writer.join(30)
+        deleter.join(30)
+        self.assertFalse(Thread.objects.filter(pk=self.thread.pk).exists())
+        self.assertFalse(MessageChunk.objects.exists(), "no piece outlives its message")
 
 
 class LifecycleTests(ChatTestCase):
