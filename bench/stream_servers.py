@@ -80,14 +80,15 @@ class Sampler:
     "postgres", ...); a service's children count as the service.
     """
 
-    def __init__(self, servers: dict[int, str], services: dict[int, str]) -> None:
+    def __init__(self, servers: dict[int, str], services: dict[int, str], timeline: bool = False) -> None:
         self.servers, self.services = servers, services
         self.peak = 0
+        self.timeline: list[tuple[float, dict[str, float]]] | None = [] if timeline else None
         self._stop = threading.Event()
 
-    def cpu(self) -> dict[str, float]:
-        """CPU seconds used so far by each role."""
-        pids = dict(self.servers)
+    def cpu(self, by_pid: bool = False) -> dict[str, float]:
+        """CPU seconds used so far by each role (with by_pid, by each server process: "role pid")."""
+        pids = {pid: f"{role} {pid}" for pid, role in self.servers.items()} if by_pid else dict(self.servers)
         for service, role in self.services.items():
             pids |= {pid: role for pid in (service, *children(service))}
         used: dict[str, float] = {}
@@ -121,6 +122,8 @@ class Sampler:
     def _run(self) -> None:
         while not self._stop.wait(0.05):
             self.peak = max(self.peak, self.rss())
+            if self.timeline is not None:  # each role's CPU so far, every 50 ms (--dump)
+                self.timeline.append((time.time(), self.cpu(by_pid=True)))
 
     def __exit__(self, *exc: object) -> None:
         self._stop.set()

@@ -92,15 +92,21 @@ def run_clients(jobs: list[dict], words: int, on_open: Callable[[], None] | None
                 process.wait()
 
 
-def measure(target: Target, k: int) -> dict:
+def measure(target: Target, k: int, dump: Path | None = None) -> dict:
     jobs = target.jobs(k)
     target.commits()  # the baseline
-    with Sampler(target.server_pids(), target.services) as sampler:
+    with Sampler(target.server_pids(), target.services, timeline=dump is not None) as sampler:
         results = run_clients(jobs, target.words, sampler.mark_open)
     commits = target.commits()
     stored = target.stored([r["thread_id"] for r in results if r.get("thread_id")])
     row = step_row(target.name, k, target.words, results, stored, sampler.cpu_used, sampler.peak, commits)
     row["cpu_by_role"], row["cpu_open_s"] = sampler.cpu_by_role, sampler.cpu_open
+    if dump is not None:  # each client's deltas, and the server its socket went to
+        urls = {job.get("thread_id"): job["url"] for job in jobs}
+        for result in results:
+            result["url"] = urls.get(result.get("thread_id"), "")
+        path = dump / f"{target.name}-{k}-{time.strftime('%H%M%S')}.json"
+        path.write_text(json.dumps({"cpu": sampler.timeline, "results": results}))
     if exited := target.alive():
         row["passed"] = False
         row["errors"].insert(0, f"server processes exited: {', '.join(exited)}")
@@ -191,6 +197,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--server-env", action="append", default=[], metavar="NAME=VALUE",
                         help="a setting for the chat servers (embedded and cluster); repeatable")  # fmt: skip
     readme = parser.add_mutually_exclusive_group()
+    parser.add_argument("--dump", type=Path, metavar="DIR", help="write each step's client results (JSON) into DIR")
     parser.add_argument("--keep-logs", action="store_true", help="keep the servers' logs (their folder is printed)")
     readme.add_argument("--readme", action="store_true", help="write the table into bench/README.md")
     readme.add_argument("--no-readme", action="store_true", help="never write bench/README.md")
@@ -238,12 +245,12 @@ def main() -> int:
             for name in active[index % len(active) :] + active[: index % len(active)]:
                 target = running[name]
                 wait_for_idle_servers(running, args.smoke)
-                row = measure(target, k)
+                row = measure(target, k, args.dump)
                 if not row["passed"] and not args.smoke and not row["lost"]:
                     # A busy machine stalls even the bare peer now and then: a failing step gets one rerun.
                     print(line(row, rows), "failed, rerun:", row["errors"], flush=True)
                     wait_for_idle_servers(running, args.smoke)
-                    row = measure(target, k) | {"rerun": True}
+                    row = measure(target, k, args.dump) | {"rerun": True}
                 rows.append(row)
                 print(line(row, rows), row["errors"] or "", flush=True)
                 if not row["passed"] and not args.smoke:
