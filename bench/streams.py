@@ -105,6 +105,7 @@ def measure(target: Target, k: int, dump: Path | None = None) -> dict:
         urls = {job.get("thread_id"): job["url"] for job in jobs}
         for result in results:
             result["url"] = urls.get(result.get("thread_id"), "")
+        dump.mkdir(parents=True, exist_ok=True)
         path = dump / f"{target.name}-{k}-{time.strftime('%H%M%S')}.json"
         path.write_text(json.dumps({"cpu": sampler.timeline, "results": results}))
     if exited := target.alive():
