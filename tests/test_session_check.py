@@ -42,6 +42,20 @@ class SessionCheckTests(SessionTestCase):
             self.assertEqual(self.check.current_user_id(), self.user.pk)
         self.assertEqual(len(queries), 1)
 
+    def test_the_first_check_reads_the_session_and_the_user_only(self) -> None:
+        """Django's full check reads two rows, and what it read is the fingerprint: no third query for it."""
+        with CaptureQueriesContext(connection) as queries:
+            self.assertEqual(self.check.current_user_id(), self.user.pk)
+        self.assertEqual(len(queries), 2, [q["sql"] for q in queries])
+        self.assertEqual(self.check.seen, self.check._fingerprint())
+
+    def test_a_failed_hash_check_logs_nobody_in_and_ends_the_session(self) -> None:
+        """As Django's own get_user: a session whose hash no longer matches is flushed from the store."""
+        get_user_model().objects.filter(pk=self.user.pk).update(password="md5$other$0123")
+        self.assertIsNone(self.check.current_user_id())
+        self.assertIsNone(self.check.seen)
+        self.assertFalse(Session.objects.filter(session_key=self.check.session_key).exists())
+
     def test_a_deleted_session_logs_nobody_in(self) -> None:
         self.assertEqual(self.check.current_user_id(), self.user.pk)
         Session.objects.all().delete()
@@ -119,3 +133,29 @@ class SessionChecksOfOneHopTests(ChatTransactionTestCase):
             answers = await asyncio.gather(*(asession_user_id(c) for c in checks))
         self.assertEqual(answers, [u.pk for u in users])
         self.assertIn(batch.call_count, (1, 2), "the first check's hop, then all that waited for it")
+
+
+class SnapshotsOfOneHopTests(SessionTestCase):
+    """snapshots_if_logged_in(): the snapshots of sockets opening in one hop, their session checks read together."""
+
+    def test_each_socket_gets_its_snapshot_or_none_and_the_sessions_are_read_once(self) -> None:
+        from django.db import transaction
+
+        from chat.selectors import thread_snapshot
+        from web.consumers import snapshots_if_logged_in
+
+        users = [self.user] + [self.make_user(f"user{i}") for i in range(4)]
+        checks = [self.check] + [SessionCheck(log_in(user)) for user in users[1:]]
+        threads = [self.make_thread(user) for user in users]
+        for check in checks:
+            check.current_user_id()  # as the socket's first hop does
+        Session.objects.filter(session_key=checks[2].session_key).delete()  # a logout meanwhile
+        calls = [((check, user.pk, thread.pk), {}) for check, user, thread in zip(checks, users, threads, strict=True)]
+        with CaptureQueriesContext(connection) as queries, transaction.atomic():
+            outcomes = snapshots_if_logged_in(calls)
+        expected = [(True, thread_snapshot(thread.pk)) for thread in threads]
+        expected[2] = (True, None)
+        self.assertEqual(outcomes, expected)
+        # One read for the five, and Django's full check of the one whose session changed (one at a time: six).
+        session_reads = [q["sql"] for q in queries if Session._meta.db_table in q["sql"]]
+        self.assertEqual(len(session_reads), 2, session_reads)

@@ -237,10 +237,11 @@ class ConnectTests(SocketTestCase):
         self.assertEqual(first, {"type": "websocket.close", "code": 4401})
 
     async def test_password_changed_just_after_the_session_check_closes_the_socket_4401(self):
-        """A password change committed between Django's check and the fingerprint read is not taken for unchanged.
+        """A password change committed just after the socket's first session check closes it once it has joined.
 
         The change comes without the save signal (no close event to the
-        user's group): only the recheck after joining can catch it.
+        user's group): only the recheck after joining can catch it, by the
+        fingerprint of what the first check read.
         """
         from unittest import mock
 
@@ -249,15 +250,15 @@ class ConnectTests(SocketTestCase):
 
         from web import sessions
 
-        check = sessions.session_user
+        check = sessions.checked_session
 
         def password_changed_meanwhile(session_key):
-            user = check(session_key)
+            checked = check(session_key)
             User.objects.filter(pk=self.user.pk).update(password=make_password("changed meanwhile"))
-            return user
+            return checked
 
         await self.log_in()
-        with mock.patch.object(sessions, "session_user", password_changed_meanwhile):
+        with mock.patch.object(sessions, "checked_session", password_changed_meanwhile):
             first = await self.first_output(self.thread.pk)
         self.assertEqual(first, {"type": "websocket.close", "code": 4401})
 

@@ -20,6 +20,7 @@ from channels.layers import get_channel_layer
 from django.conf import settings
 from django.contrib import auth
 from django.contrib.auth.signals import user_logged_out
+from django.contrib.sessions.backends.db import SessionStore as DatabaseSessionStore
 from django.contrib.sessions.models import Session
 from django.db import connection, transaction
 from django.db.models.signals import post_delete, post_save
@@ -30,6 +31,7 @@ from django.utils.module_loading import import_string
 logger = logging.getLogger(__name__)
 
 CLOSE_EVENT = "session.close"  # the consumer's handler: session_close()
+_DB_ENGINE = "django.contrib.sessions.backends.db"
 
 
 def session_group(session_key: str) -> str:
@@ -62,21 +64,67 @@ def session_user(session_key: str | None) -> Any:
     return user if user.is_authenticated else None
 
 
+class _ReadSessionStore(DatabaseSessionStore):
+    """The database session store, given the session's data its caller already read (None: no live session).
+
+    `load` is where a session engine reads its store; this one decodes what
+    it was given, as the database store decodes its row.
+    """
+
+    # Django salts a store's data with its class name: this one reads what the database store wrote.
+    key_salt = "django.contrib.sessions." + DatabaseSessionStore.__qualname__
+
+    def __init__(self, session_key: str | None) -> None:
+        super().__init__(session_key)
+        self.read: str | None = None
+
+    def load(self) -> dict:
+        if self.read is None:
+            self._session_key = None  # as the database store does for a missing or expired session
+            return {}
+        return self.decode(self.read)
+
+
+def checked_session(session_key: str | None) -> tuple[Any, tuple | None]:
+    """Django's full check of the session (session_user), and the fingerprint of the rows it read.
+
+    On the database store the check reads the session row itself (one
+    query) and the fingerprint is that row's data with the password and
+    active flag of the user the check loaded: what the answer depended on,
+    with no read of its own, so nothing can change between the check and
+    its fingerprint. The fingerprint is None when nobody is logged in or the
+    store is another.
+    """
+    if not session_key or settings.SESSION_ENGINE != _DB_ENGINE:
+        return session_user(session_key), None
+    store = _ReadSessionStore(session_key)
+    if store.session_key:  # a key of a valid form
+        now = connection.ops.adapt_datetimefield_value(timezone.now())
+        with connection.cursor() as cursor:
+            cursor.execute(
+                f"SELECT session_data FROM {Session._meta.db_table} WHERE session_key = %s AND expire_date > %s",
+                [store.session_key, now],
+            )
+            row = cursor.fetchone()
+        store.read = row[0] if row is not None else None
+    user = auth.get_user(SimpleNamespace(session=store))  # type: ignore[arg-type]
+    if not user.is_authenticated:
+        return None, None
+    return user, (store.read, user.password, bool(user.is_active))
+
+
 def session_user_id(session_key: str | None) -> int | None:
     """The id of the user the session still logs in, or None when it ended (read fresh from the store)."""
     user = session_user(session_key)
     return None if user is None else user.pk
 
 
-_FAST_ENGINE = "django.contrib.sessions.backends.db"
-
-
 class SessionCheck:
     """Whether one socket's session still logs its user in, read fresh from the store for each frame.
 
-    Django's full check (session_user_id: decode the session, load the user,
-    compare its password hash) runs when the session row, or the user's
-    password or active flag, differ from what the last full check saw; else
+    Django's full check (checked_session: decode the session, load the user,
+    compare its password hash; two queries) runs when the session row, or the
+    user's password or active flag, differ from what the last full check saw; else
     one query shows they are the same, and so is the answer. Sockets ask
     this before every frame they act on, so it must cost little: the checks
     of one database hop read their rows together (current_user_ids).
@@ -130,19 +178,13 @@ class SessionCheck:
     def _answer(self, fingerprint: tuple | None) -> int | None:
         """The answer given what the fast check read now: the last one when it matches, else Django's in full."""
         if fingerprint is None or fingerprint != self.seen:
-            user = session_user(self.session_key)
+            user, self.seen = checked_session(self.session_key)
             self.user_id = None if user is None else user.pk
-            self.seen = None if user is None else self._fingerprint()
-            if self.seen is not None and self.seen[1:] != (user.password, user.is_active):
-                # A password change or deactivation committed between the
-                # full check and this read: the fingerprint does not show
-                # what the check saw, so the next call checks in full again.
-                self.seen = None
         return self.user_id
 
     def _fast(self) -> bool:
         """Whether a fingerprint can stand for the full check: a database session whose user was seen."""
-        return bool(self.session_key) and settings.SESSION_ENGINE == _FAST_ENGINE and self.user_id is not None
+        return bool(self.session_key) and settings.SESSION_ENGINE == _DB_ENGINE and self.user_id is not None
 
     def _fingerprint(self) -> tuple | None:
         """What the full check's answer depends on, read in one query; None off the database session store."""
