@@ -1,4 +1,4 @@
-"""Channel-layer group operations channels-redis has no call for: membership, and many sends at once.
+"""Channel-layer group operations channels-redis has no call for: membership, many joins and many sends at once.
 
 A Redis restart without persistence empties every group: the sockets stay
 connected but no event reaches them any more. Each socket checks its
@@ -10,6 +10,7 @@ sender (agents.fanout) sends what gathered in its outbox with `send_many`.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -42,6 +43,49 @@ async def has_members(layer: Any, group: str) -> bool:
         return True
     connection = layer.connection(layer.consistent_hash(group))
     return bool(await connection.zcard(layer._group_key(group)))
+
+
+async def join(layer: Any, names: Sequence[str], channel: str) -> None:
+    """Add `channel` to each group of `names`; on channels-redis in one round trip per Redis host.
+
+    channels-redis's group_add is two round trips (ZADD, then EXPIRE), and a
+    socket joins two groups as it opens: four of its round trips were these.
+    The pipeline sends the same commands, with the same score and expiry.
+    """
+    if not can_forget(layer):
+        for name in names:
+            await layer.group_add(name, channel)
+        return
+    for name in names:
+        assert layer.require_valid_group_name(name), "Group name not valid"
+    assert layer.require_valid_channel_name(channel), "Channel name not valid"
+    now = time.time()
+    for index, on_host in _by_host(layer, names).items():
+        pipeline = layer.connection(index).pipeline(transaction=False)
+        for name in on_host:
+            pipeline.zadd(layer._group_key(name), {channel: now})
+            pipeline.expire(layer._group_key(name), layer.group_expiry)
+        await pipeline.execute()
+
+
+async def leave(layer: Any, names: Sequence[str], channel: str) -> None:
+    """Remove `channel` from each group of `names`; on channels-redis in one round trip per Redis host."""
+    if not can_forget(layer):
+        for name in names:
+            await layer.group_discard(name, channel)
+        return
+    for index, on_host in _by_host(layer, names).items():
+        pipeline = layer.connection(index).pipeline(transaction=False)
+        for name in on_host:
+            pipeline.zrem(layer._group_key(name), channel)
+        await pipeline.execute()
+
+
+def _by_host(layer: Any, names: Sequence[str]) -> dict[int, list[str]]:
+    hosts: dict[int, list[str]] = {}
+    for name in names:
+        hosts.setdefault(layer.consistent_hash(name), []).append(name)
+    return hosts
 
 
 async def send_many(layer: Any, batch: Sequence[tuple[str, dict]]) -> None:

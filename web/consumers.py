@@ -22,7 +22,7 @@ from agents import fanout, groups, intake, socket_leases
 from agents.process import DirectDispatch
 from agents.resume import SocketFeed
 from chat import selectors
-from chat.hops import hop
+from chat.hops import hop, in_savepoint
 
 from . import sessions
 from .frames import (
@@ -72,8 +72,21 @@ def snapshot_if_logged_in(check: sessions.SessionCheck, user_id: int, thread_id:
     return selectors.thread_snapshot(thread_id)
 
 
+def snapshots_if_logged_in(calls: list[tuple[tuple, dict]]) -> list[tuple[bool, Any]]:
+    """snapshot_if_logged_in() of each call of one database hop, their session checks read in two queries."""
+    checks = [args[0] for args, _ in calls if args[0].session_key]
+    now_logged_in = dict(zip(map(id, checks), sessions.SessionCheck.current_user_ids(checks), strict=True))
+    outcomes: list[tuple[bool, Any]] = []
+    for (check, user_id, thread_id), _ in calls:
+        if check.session_key and now_logged_in[id(check)] != user_id:
+            outcomes.append((True, None))
+            continue
+        outcomes.append(in_savepoint(selectors.thread_snapshot, thread_id))
+    return outcomes
+
+
 awho_and_thread = hop(who_and_thread)
-asnapshot_if_logged_in = hop(snapshot_if_logged_in)
+asnapshot_if_logged_in = hop(snapshot_if_logged_in, batch=snapshots_if_logged_in)
 asnapshot = hop(selectors.thread_snapshot)
 asession_user_id = hop(sessions.SessionCheck.current_user_id, batch=sessions.check_sessions_in_one_hop)
 
@@ -126,8 +139,7 @@ class ThreadConsumer(DirectDispatch, AsyncJsonWebsocketConsumer):
         joined = [sessions.user_group(user_id)]
         if self.session_key:
             joined.append(sessions.session_group(self.session_key))
-        for group in joined:
-            await self.channel_layer.group_add(group, self.channel_name)
+        await groups.join(self.channel_layer, joined, self.channel_name)
         self.groups_joined = tuple(joined)
         # Take the thread's events before reading the snapshot: an event
         # committed in between is then queued, and the feed drops what the snapshot holds.
@@ -153,8 +165,7 @@ class ThreadConsumer(DirectDispatch, AsyncJsonWebsocketConsumer):
             try:
                 if await groups.is_member(self.channel_layer, group, self.channel_name):
                     continue
-                for joined in self.groups_joined:  # Redis forgot all of them
-                    await self.channel_layer.group_add(joined, self.channel_name)
+                await groups.join(self.channel_layer, self.groups_joined, self.channel_name)  # Redis forgot them all
                 self.resync()
                 logger.warning("socket %s joined its groups again after the layer forgot it", self.channel_name)
             except Exception:
@@ -169,8 +180,7 @@ class ThreadConsumer(DirectDispatch, AsyncJsonWebsocketConsumer):
                     await task
         if self.joined_thread is not None:
             await fanout.leave(self.joined_thread, self)
-        for group in self.groups_joined:
-            await self.channel_layer.group_discard(group, self.channel_name)
+        await groups.leave(self.channel_layer, self.groups_joined, self.channel_name)
         if self.lease is not None:
             self.lease.cancel()
             with contextlib.suppress(asyncio.CancelledError):
