@@ -15,7 +15,7 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-from chat import selectors, turns
+from chat import endings, selectors, turns
 
 from . import fanout
 from .fanout import EVENT_TYPE, thread_group
@@ -235,7 +235,7 @@ class TurnPublisher:
         if self.message_id is None:  # no shell: nothing to finalize, only the end to announce
             await self._send(completed_frame(self.thread_id, self.turn_id, None, status, usage, error, 0))
             return status
-        finalized = await turns.afinalize_assistant_turn(self.message_id, status, usage, error)
+        finalized = await endings.afinalize_assistant_turn(self.message_id, status, usage, error)
         if finalized is None:
             logger.error("message %s was not finalized; the sweeper will end it", self.message_id)
             return status

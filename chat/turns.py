@@ -612,15 +612,31 @@ def close_assistant_turn(
             stored_status = status
             length = _close_message(cursor, message_id, content, metadata, status, error)
         if usage:
-            _record_usage_once(message_id, thread_id, owner_id, usage)
+            record_usage_once(message_id, thread_id, owner_id, usage)
         return Finalized(stored_status, closed, length)
 
 
 def _close_message(cursor: Any, message_id: int, content: str, metadata: Any, status: str, error: dict | None) -> int:
     """Fold the pieces into content, set the final flags, end pending actions; return the length. Holds the row lock."""
     cursor.execute("SELECT text FROM chat_messagechunk WHERE message_id = %s ORDER BY start", [message_id])
-    text = content + "".join(row[0] for row in cursor.fetchall())
+    text, metadata = closed_values(content, [row[0] for row in cursor.fetchall()], metadata, status, error)
     cursor.execute("DELETE FROM chat_messagechunk WHERE message_id = %s", [message_id])
+    now = db_time(timezone.now())
+    cursor.execute(
+        "UPDATE chat_message SET content = %s, content_length = %s, status = %s, metadata = %s, updated_at = %s"
+        " WHERE id = %s",
+        [text, len(text), status, metadata, now, message_id],
+    )
+    cursor.execute(
+        "UPDATE chat_agentaction SET status = %s, output = %s, finished_at = %s WHERE message_id = %s AND status = %s",
+        [AgentAction.Status.ERROR, ended_action_output(status), now, message_id, AgentAction.Status.PENDING],
+    )
+    return len(text)
+
+
+def closed_values(content: str, pieces: list[str], metadata: Any, status: str, error: dict | None) -> tuple[str, Any]:
+    """The final text of a message closed with `status` (its content and pieces, in order) and its metadata to store."""
+    text = content + "".join(pieces)
     if not text:
         text = NO_TEXT
     metadata = dict(json.loads(metadata) if isinstance(metadata, str) else metadata or {})
@@ -631,26 +647,12 @@ def _close_message(cursor: Any, message_id: int, content: str, metadata: Any, st
     )
     if error:
         metadata["error"] = _storable_error(error)
-    now = db_time(timezone.now())
-    cursor.execute(
-        "UPDATE chat_message SET content = %s, content_length = %s, status = %s, metadata = %s, updated_at = %s"
-        " WHERE id = %s",
-        [text, len(text), status, _METADATA.get_db_prep_save(metadata, connection), now, message_id],
-    )
-    # A tool still running when the turn ended did not finish; say so instead
-    # of leaving it pending forever.
-    output = {"error": f"turn ended ({status}) before the tool finished"}
-    cursor.execute(
-        "UPDATE chat_agentaction SET status = %s, output = %s, finished_at = %s WHERE message_id = %s AND status = %s",
-        [
-            AgentAction.Status.ERROR,
-            _ACTION_OUTPUT.get_db_prep_save(output, connection),
-            now,
-            message_id,
-            AgentAction.Status.PENDING,
-        ],
-    )
-    return len(text)
+    return text, _METADATA.get_db_prep_save(metadata, connection)
+
+
+def ended_action_output(status: str) -> Any:
+    """The output stored for a tool still running when its turn ended: it did not finish, and says so."""
+    return _ACTION_OUTPUT.get_db_prep_save({"error": f"turn ended ({status}) before the tool finished"}, connection)
 
 
 _ACTION_OUTPUT = AgentAction._meta.get_field("output")
@@ -667,7 +669,25 @@ def _storable_error(error: object) -> dict:
     }
 
 
-def _record_usage_once(message_id: int, thread_id: int, owner_id: int, usage: dict) -> None:
+def usage_row(message_id: int, thread_id: int, owner_id: int, usage: dict) -> TokenUsage:
+    """The (unsaved) TokenUsage row of an answer's usage report."""
+    return TokenUsage(
+        message_id=message_id,
+        thread_id=thread_id,
+        user_id=owner_id,
+        usage_type=usage.get("usage_type", "turn"),
+        model=usage.get("model", ""),
+        prompt_tokens=usage.get("prompt_tokens", 0),
+        completion_tokens=usage.get("completion_tokens", 0),
+        total_tokens=usage.get("total_tokens", 0),
+        cost_micros=usage.get("cost_micros", 0),
+        estimated=bool(usage.get("estimated", False)),
+        model_breakdown=usage.get("model_breakdown", {}),
+        call_details=usage.get("call_details", []),
+    )
+
+
+def record_usage_once(message_id: int, thread_id: int, owner_id: int, usage: dict) -> None:
     if not isinstance(usage, dict):
         logger.error("usage of message %s is not a dict, not recorded: %r", message_id, usage)
         return
@@ -675,20 +695,7 @@ def _record_usage_once(message_id: int, thread_id: int, owner_id: int, usage: di
         return
     try:
         with transaction.atomic():
-            TokenUsage.objects.create(
-                message_id=message_id,
-                thread_id=thread_id,
-                user_id=owner_id,
-                usage_type=usage.get("usage_type", "turn"),
-                model=usage.get("model", ""),
-                prompt_tokens=usage.get("prompt_tokens", 0),
-                completion_tokens=usage.get("completion_tokens", 0),
-                total_tokens=usage.get("total_tokens", 0),
-                cost_micros=usage.get("cost_micros", 0),
-                estimated=bool(usage.get("estimated", False)),
-                model_breakdown=usage.get("model_breakdown", {}),
-                call_details=usage.get("call_details", []),
-            )
+            usage_row(message_id, thread_id, owner_id, usage).save(force_insert=True)
     except IntegrityError:
         if TokenUsage.objects.filter(message_id=message_id).exists():
             return  # Another finalizer recorded it first; its row stands.
@@ -816,17 +823,3 @@ aappend_contents = aretrying(append_contents, thread=APPEND_THREAD)
 astart_action = aretrying(start_action)
 afinish_action = aretrying(finish_action)
 atouch_turn = hop(touch_turn, batch=_touch_in_one_hop)
-# A turn that gave up on its appends still ends with its text once the
-# database is back: its finalize waits as long as the sweeper would.
-_aclose_assistant_turn = aretrying(close_assistant_turn, window="TURN_STALE_SECONDS")
-
-
-async def afinalize_assistant_turn(
-    message_id: int, status: str, usage: dict | None = None, error: dict | None = None
-) -> Finalized | None:
-    """See finalize_assistant_turn(); retried through a database outage, then logged and None."""
-    try:
-        return await _aclose_assistant_turn(message_id, status, usage, error)
-    except Exception:
-        logger.exception("finalize_assistant_turn failed: message=%s status=%s", message_id, status)
-        return None

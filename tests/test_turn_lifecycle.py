@@ -89,7 +89,7 @@ class FailedFinalizeTests(TurnLifecycleTestCase):
         await self.committed(lambda: self.refuse_finalize(True))
         try:
             start = await runtime.start_turn(self.thread.pk, "/lorem 5", "t-1")
-            with self.assertLogs("chat.turns", "ERROR"):
+            with self.assertLogs("chat.endings", "ERROR"):
                 await asyncio.wait_for(start.task, TIMEOUT)
         finally:
             await self.committed(lambda: self.refuse_finalize(False))

@@ -7,7 +7,7 @@ from django.conf import settings
 from django.db import connection
 from django.utils import timezone
 
-from chat import turns
+from chat import endings, turns
 from chat.models import AgentAction, Message, MessageChunk
 from tests.base import ChatTestCase, ChatTransactionTestCase
 
@@ -400,7 +400,7 @@ class AsyncTwinTests(ChatTransactionTestCase):
         self.assertEqual(await turns.aappend_content(shell.id, "hello"), 5)
         action = await turns.astart_action(shell.id, "c1", "clock", {})
         await turns.afinish_action(action.id, "success", {"now": "noon"})
-        self.assertEqual((await turns.afinalize_assistant_turn(shell.id, "completed")).status, "completed")
+        self.assertEqual((await endings.afinalize_assistant_turn(shell.id, "completed")).status, "completed")
         message = await Message.objects.aget(pk=shell.id)
         self.assertEqual((message.content, message.status, user_message.created), ("hello", "completed", True))
 
