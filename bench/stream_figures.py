@@ -262,7 +262,20 @@ def summary(rows: list[dict], targets: list[str], idle_kb: float | None) -> str:
     out.append(goal("nothing lost or duplicated", lost == 0, f"{lost} streams differ"))
     if "bare" in best and max((r["k"] for r in rows), default=0) >= 100:
         out.append(goal("a sane machine: the bare peer reaches K >= 100", bare >= 100, f"{bare}"))
+    if probed := [r for r in rows if r.get("disk_ms") is not None]:
+        stalled = [f"{r['target']} K={r['k']} {fmt(r['disk_ms'])} ms" for r in probed if r["disk_ms"] >= LIMIT_MS]
+        measured = f"longest {fmt(max(r['disk_ms'] for r in probed))} ms" + (
+            f"; {', '.join(stalled)}" if stalled else ""
+        )
+        out.append(goal(f"a sane disk: the probe's fdatasync under {LIMIT_MS} ms in every step", not stalled, measured))
     return "\n".join(out)
+
+
+def disk_note(row: dict) -> str:
+    """What the printed line of a step adds when the disk stalled during it."""
+    if row.get("disk_ms", 0) < LIMIT_MS:
+        return ""
+    return f"(the disk stalled: an fdatasync of the probe took {fmt(row['disk_ms'])} ms)"
 
 
 def chat_goals(rows: list[dict], t: str, top: int) -> list[str]:

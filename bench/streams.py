@@ -39,8 +39,17 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from types import FrameType
 
-from stream_figures import cpu_roles, largest, line, step_row, summary, table
-from stream_servers import BENCH, CHAT_TARGETS, Sampler, Target, check_loopback, proc_stat, wait_until_idle
+from stream_figures import cpu_roles, disk_note, largest, line, step_row, summary, table
+from stream_servers import (
+    BENCH,
+    CHAT_TARGETS,
+    DiskProbe,
+    Sampler,
+    Target,
+    check_loopback,
+    proc_stat,
+    wait_until_idle,
+)
 
 TARGETS = ["bare", "direct", "frames", "embedded", "cluster"]
 # Steps of at most x1.42 from 5 on; K=20 is on it (a goal compares CPU per word there).
@@ -95,12 +104,16 @@ def run_clients(jobs: list[dict], words: int, on_open: Callable[[], None] | None
 def measure(target: Target, k: int, dump: Path | None = None) -> dict:
     jobs = target.jobs(k)
     target.commits()  # the baseline
-    with Sampler(target.server_pids(), target.services, timeline=dump is not None) as sampler:
+    with (
+        Sampler(target.server_pids(), target.services, timeline=dump is not None) as sampler,
+        DiskProbe(target.folder) as disk,
+    ):
         results = run_clients(jobs, target.words, sampler.mark_open)
     commits = target.commits()
     stored = target.stored([r["thread_id"] for r in results if r.get("thread_id")])
     row = step_row(target.name, k, target.words, results, stored, sampler.cpu_used, sampler.peak, commits)
     row["cpu_by_role"], row["cpu_open_s"] = sampler.cpu_by_role, sampler.cpu_open
+    row["disk_ms"] = disk.longest_ms
     if dump is not None:  # each client's deltas, and the server its socket went to
         urls = {job.get("thread_id"): job["url"] for job in jobs}
         for result in results:
@@ -249,11 +262,11 @@ def main() -> int:
                 row = measure(target, k, args.dump)
                 if not row["passed"] and not args.smoke and not row["lost"]:
                     # A busy machine stalls even the bare peer now and then: a failing step gets one rerun.
-                    print(line(row, rows), "failed, rerun:", row["errors"], flush=True)
+                    print(line(row, rows), "failed, rerun:", row["errors"], disk_note(row), flush=True)
                     wait_for_idle_servers(running, args.smoke)
                     row = measure(target, k, args.dump) | {"rerun": True}
                 rows.append(row)
-                print(line(row, rows), row["errors"] or "", flush=True)
+                print(line(row, rows), row["errors"] or "", disk_note(row), flush=True)
                 if not row["passed"] and not args.smoke:
                     active.remove(name)
                     target.stop()

@@ -27,7 +27,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "bench"))
 
 import direct_app  # noqa: E402
-from stream_figures import peer_text, step_row  # noqa: E402
+from stream_figures import disk_note, peer_text, step_row, summary  # noqa: E402
 
 STARTED = re.compile(r"^started .*all on 127\.0\.0\.1; pids \[([\d, ]+)\]$", re.MULTILINE)
 
@@ -147,6 +147,10 @@ class StreamsBenchTests(SimpleTestCase):
         self.assertTrue(all(c >= 0 for c in cells) and cells[0] > 0 and cells[1] > 0, by_role)
         self.assertAlmostEqual(sum(cells[:4]), cells[4], delta=0.02)
         self.assertLess(cells[5], cells[4])
+        # Each step's disk, probed: a step whose streams all stalled while no process ran had waited for it.
+        self.assertRegex(
+            bench.text, r"\| a sane disk: the probe's fdatasync under 200 ms in every step \| .* \| longest \d+ ms"
+        )
         self.assertEqual(alive(pids), [])
 
     def test_an_interrupted_run_stops_every_process_it_started(self) -> None:
@@ -257,6 +261,16 @@ class IdleWaitTests(SimpleTestCase):
 
 @tag("cluster")
 class StepFigureTests(SimpleTestCase):
+    def test_a_step_during_which_the_disk_stalled_is_named(self) -> None:
+        rows = [row_of(stream(200)) | {"disk_ms": 3.0}, row_of(stream(200)) | {"k": 4, "disk_ms": 503.0}]
+        self.assertIn(
+            "| a sane disk: the probe's fdatasync under 200 ms in every step | **no** "
+            "| longest 503 ms; embedded K=4 503 ms |",
+            summary(rows, ["embedded"], None),
+        )
+        self.assertEqual(disk_note(rows[0]), "")
+        self.assertEqual(disk_note(rows[1]), "(the disk stalled: an fdatasync of the probe took 503 ms)")
+
     def test_a_stream_on_schedule_passes_with_its_figures(self) -> None:
         """200 words on time: latency 5 ms, lateness 0, 50 writer commits per 1,000 words, the step passes."""
         row = row_of(stream(200))
