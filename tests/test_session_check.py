@@ -159,3 +159,24 @@ class SnapshotsOfOneHopTests(SessionTestCase):
         # One read for the five, and Django's full check of the one whose session changed (one at a time: six).
         session_reads = [q["sql"] for q in queries if Session._meta.db_table in q["sql"]]
         self.assertEqual(len(session_reads), 2, session_reads)
+
+    def test_a_snapshot_that_fails_fails_alone(self) -> None:
+        from django.db import transaction
+
+        from chat import selectors
+        from web.consumers import snapshots_if_logged_in
+
+        threads = [self.make_thread(self.user) for _ in range(3)]
+        self.check.current_user_id()
+        snapshot = selectors.thread_snapshot
+
+        def failing_for_the_second(thread_id: int, *args: object) -> dict:
+            if thread_id == threads[1].pk:
+                raise ValueError("a snapshot that cannot be read")
+            return snapshot(thread_id, *args)
+
+        calls = [((self.check, self.user.pk, thread.pk), {}) for thread in threads]
+        with mock.patch.object(selectors, "thread_snapshot", failing_for_the_second), transaction.atomic():
+            outcomes = snapshots_if_logged_in(calls)
+        self.assertEqual([ok for ok, _ in outcomes], [True, False, True])
+        self.assertEqual(outcomes[2][1]["thread_id"], threads[2].pk)

@@ -22,7 +22,7 @@ from agents import fanout, groups, intake, socket_leases
 from agents.process import DirectDispatch
 from agents.resume import SocketFeed
 from chat import selectors
-from chat.hops import hop, in_savepoint
+from chat.hops import hop
 
 from . import sessions
 from .frames import (
@@ -73,7 +73,11 @@ def snapshot_if_logged_in(check: sessions.SessionCheck, user_id: int, thread_id:
 
 
 def snapshots_if_logged_in(calls: list[tuple[tuple, dict]]) -> list[tuple[bool, Any]]:
-    """snapshot_if_logged_in() of each call of one database hop, their session checks read in two queries."""
+    """snapshot_if_logged_in() of each call of one database hop, their session checks read in two queries.
+
+    A snapshot reads in a savepoint of its own (thread_snapshot's atomic
+    block), so one that fails fails alone.
+    """
     checks = [args[0] for args, _ in calls if args[0].session_key]
     now_logged_in = dict(zip(map(id, checks), sessions.SessionCheck.current_user_ids(checks), strict=True))
     outcomes: list[tuple[bool, Any]] = []
@@ -81,7 +85,10 @@ def snapshots_if_logged_in(calls: list[tuple[tuple, dict]]) -> list[tuple[bool, 
         if check.session_key and now_logged_in[id(check)] != user_id:
             outcomes.append((True, None))
             continue
-        outcomes.append(in_savepoint(selectors.thread_snapshot, thread_id))
+        try:
+            outcomes.append((True, selectors.thread_snapshot(thread_id)))
+        except Exception as exc:
+            outcomes.append((False, exc))
     return outcomes
 
 
