@@ -27,8 +27,8 @@ logger = logging.getLogger(__name__)
 def close_assistant_turns(calls: list[tuple[tuple, dict]]) -> list[tuple[bool, Any]]:
     """close_assistant_turn() of each call, (True, result) or (False, exception), in one transaction.
 
-    Each message is locked first, in the order of its thread (as every hop
-    locks threads) and then of its id. A message asked for twice ends with
+    Each message row is locked first (turns.message_lock: not its thread's),
+    in the order of its thread and then of its id. A message asked for twice ends with
     the first call, and the second one, after it, answers as a second call
     would.
     """
@@ -72,12 +72,11 @@ def _locked_rows(cursor: Any, message_ids: list[int]) -> dict[int, tuple]:
     """Lock the assistant messages of `message_ids`: id -> (status, content, length, metadata, thread, owner)."""
     if not message_ids:
         return {}
-    lock = " FOR UPDATE" if connection.features.has_select_for_update else ""
     cursor.execute(
         "SELECT m.id, m.status, m.content, m.content_length, m.metadata, m.thread_id, t.owner_id"
         " FROM chat_message m JOIN chat_thread t ON t.id = m.thread_id"
         f" WHERE m.id IN ({', '.join(['%s'] * len(message_ids))}) AND m.role = 'assistant'"
-        " ORDER BY m.thread_id, m.id" + lock,
+        " ORDER BY m.thread_id, m.id" + turns.message_lock(),
         message_ids,
     )
     return {row[0]: row[1:] for row in cursor.fetchall()}

@@ -594,12 +594,11 @@ def close_assistant_turn(
     """
     if status not in FINAL_STATUSES:
         raise ValueError(f"invalid final status {status!r}")
-    lock = " FOR UPDATE" if connection.features.has_select_for_update else ""
     with transaction.atomic(), connection.cursor() as cursor:
         cursor.execute(
             "SELECT m.status, m.content, m.content_length, m.metadata, m.thread_id, t.owner_id"
             " FROM chat_message m JOIN chat_thread t ON t.id = m.thread_id"
-            " WHERE m.id = %s AND m.role = 'assistant'" + lock,
+            " WHERE m.id = %s AND m.role = 'assistant'" + message_lock(),
             [message_id],
         )
         row = cursor.fetchone()
@@ -614,6 +613,19 @@ def close_assistant_turn(
         if usage:
             record_usage_once(message_id, thread_id, owner_id, usage)
         return Finalized(stored_status, closed, length)
+
+
+def message_lock() -> str:
+    """The locking clause of a finalize's read of its message: that row only, as its own UPDATE would lock it.
+
+    Not the thread's row (a plain FOR UPDATE of the join locked it too): a
+    turn's start holds its thread's row while it inserts a message whose
+    parent is the answer being finalized, and that insert's foreign key
+    check takes a KEY SHARE lock of the answer, which FOR UPDATE blocks and
+    FOR NO KEY UPDATE does not. The two had waited for each other until
+    PostgreSQL broke the deadlock. SQLite has one writer at a time.
+    """
+    return " FOR NO KEY UPDATE OF m" if connection.features.has_select_for_no_key_update else ""
 
 
 def _close_message(cursor: Any, message_id: int, content: str, metadata: Any, status: str, error: dict | None) -> int:

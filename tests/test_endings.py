@@ -131,3 +131,53 @@ class EndingsOfOneHopTests(ChatTransactionTestCase):
         self.assertEqual([(f.status, f.closed) for f in finalized], [("completed", True)] * 8)
         together = [sum(call[5] is endings.close_assistant_turns for call in args[0]) for args, _ in spy.call_args_list]
         self.assertGreaterEqual(max(together), 7, together)  # the first hop's one, then all that waited for it
+
+
+class EndingLocksTests(ChatTransactionTestCase):
+    """On PostgreSQL a finalize locks its message's row only: never its thread's, which a turn's start holds."""
+
+    def test_a_finalize_does_not_wait_for_a_start_that_holds_its_thread(self) -> None:
+        """A start holds the thread's row while it inserts a message under the answer; the finalize must not wait
+        for that row, or the insert's foreign key check and the finalize wait for each other (a deadlock)."""
+        import threading
+        import unittest
+
+        from django.db import connections
+
+        from chat.models import Thread
+
+        if connection.vendor != "postgresql":
+            raise unittest.SkipTest("row locks: PostgreSQL (SQLite has one writer at a time)")
+        user = self.make_user("alice")
+        thread = self.make_thread(user)
+        answers = []
+        for turn_id in ("t-1", "t-2"):
+            turns.persist_user_turn(thread.pk, turn_id, "hi")
+            answers.append(turns.persist_assistant_shell(thread.pk, turn_id).id)
+            turns.append_content(answers[-1], "text")
+        held, release = threading.Event(), threading.Event()
+
+        def start_holding_the_thread() -> None:
+            try:
+                with transaction.atomic():
+                    Thread.objects.select_for_update().get(pk=thread.pk)
+                    held.set()
+                    release.wait(30)
+            finally:
+                connections.close_all()
+
+        holder = threading.Thread(target=start_holding_the_thread)
+        holder.start()
+        self.addCleanup(holder.join, 30)
+        self.addCleanup(release.set)
+        self.assertTrue(held.wait(30))
+        with transaction.atomic():
+            with connection.cursor() as cursor:
+                cursor.execute("SET LOCAL lock_timeout = '5s'")  # a bound: the finalize must not wait at all
+            alone = turns.close_assistant_turn(answers[0], "completed")
+            together = endings.close_assistant_turns([((answers[1], "cancelled"), {}), ((answers[0], "failed"), {})])
+        self.assertTrue(holder.is_alive(), "the start still holds its thread")
+        self.assertEqual(alone, turns.Finalized("completed", True, 4))
+        self.assertEqual(
+            together, [(True, turns.Finalized("cancelled", True, 4)), (True, turns.Finalized("completed", False, 4))]
+        )
