@@ -1,8 +1,11 @@
 """Every write of a turn: user message, assistant shell, content, actions, final state.
 
-This module is the only writer of Message, MessageChunk, AgentAction and
-TokenUsage rows. Each function is one transaction; the `a`-prefixed twins run
-it in Channels' database thread. Callers publish events only after these
+This module owns the writes of Message, MessageChunk, AgentAction and
+TokenUsage rows; chat.starts and chat.endings hold the batched twins of a
+turn's start and end for the turns one database hop starts or ends together
+(chat.threads writes messages only when it imports a thread). Each function
+is one transaction; the `a`-prefixed twins run it in Channels' database
+thread. Callers publish events only after these
 return, which is what makes events "database first" (see agents.events).
 """
 
