@@ -113,6 +113,12 @@ def checked_session(session_key: str | None) -> tuple[Any, tuple | None]:
     return user, (store.read, user.password, bool(user.is_active))
 
 
+def session_user_id(session_key: str | None) -> int | None:
+    """The id of the user the session still logs in, or None when it ended (read fresh from the store)."""
+    user = session_user(session_key)
+    return None if user is None else user.pk
+
+
 class SessionCheck:
     """Whether one socket's session still logs its user in, read fresh from the store for each frame.
 
